@@ -1,0 +1,39 @@
+"""sqla_notify: commit-time change notifications from SQLAlchemy sessions.
+
+Attach a :class:`Notifier` to a session factory; every committed transaction's inserts,
+updates and deletes reach its sink as :class:`Notification` records.
+"""
+
+from ._errors import NotAttachedError as NotAttachedError
+from ._errors import SinkError as SinkError
+from ._errors import SqlaNotifyError as SqlaNotifyError
+from ._notification import Notification as Notification
+from ._notification import encode as encode
+from ._notifier import Notifier as Notifier
+from ._notifier import NotifierStats as NotifierStats
+from ._options import NotifyOptions as NotifyOptions
+from ._options import PayloadFunction as PayloadFunction
+from ._options import PayloadMode as PayloadMode
+from ._sinks import CallbackSink as CallbackSink
+from ._sinks import FanoutSink as FanoutSink
+from ._sinks import Sink as Sink
+from ._sinks import SinkCallable as SinkCallable
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "CallbackSink",
+    "FanoutSink",
+    "NotAttachedError",
+    "Notification",
+    "Notifier",
+    "NotifierStats",
+    "NotifyOptions",
+    "PayloadFunction",
+    "PayloadMode",
+    "Sink",
+    "SinkCallable",
+    "SinkError",
+    "SqlaNotifyError",
+    "encode",
+)

@@ -1,0 +1,193 @@
+"""Per-model settings: which collection a model reports and what its payload holds."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, Union
+
+from sqlalchemy.orm import Mapper
+
+__all__ = ("NotifyOptions", "PayloadFunction", "PayloadMode")
+
+logger = logging.getLogger("sqla_notify")
+
+PayloadMode = Literal["pk", "changes", "row"]
+_MODES = ("pk", "changes", "row")
+
+#: Name of the model attribute that holds its :class:`NotifyOptions` (or ``False``).
+OPTIONS_ATTRIBUTE = "__sqla_notify__"
+
+
+class PayloadFunction(Protocol):
+    """Computes a custom payload for one captured row.
+
+    Called during the flush (the only time the row's values are safe to read; the session
+    may run SQL here if it must, e.g. to load a relationship) with the ORM instance, the
+    row's net action within the transaction and the attribute keys that changed (every
+    loaded column for an insert, none for a delete). Return a mapping, or ``None`` for no
+    payload. Keys listed in :attr:`NotifyOptions.exclude` are removed from the result.
+    """
+
+    def __call__(
+        self, obj: Any, action: str, changed: frozenset[str]
+    ) -> Mapping[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class NotifyOptions:
+    """How a mapped class is notified. Set it as the class attribute ``__sqla_notify__``.
+
+    .. code-block:: python
+
+        class User(Base):
+            __tablename__ = "users"
+            __sqla_notify__ = NotifyOptions(payload="changes", exclude={"password_hash"})
+
+    ``__sqla_notify__ = False`` opts a model out. Subclasses inherit their base's options;
+    set the attribute again on a subclass to change them.
+
+    :param collection: the ``collection`` its notifications carry. Default: the name of the
+        table of the inheritance hierarchy's base class, so that a listener of ``employees``
+        also hears about ``Engineer`` rows (joined or single-table inheritance alike).
+    :param payload: what ``data`` holds.
+
+        * ``"pk"`` (default): the primary key, e.g. ``{"id": 7}``. Small; leaks nothing.
+        * ``"changes"``: the primary key plus, for an insert, every column value the session
+          holds; for an update, the new values of the columns that changed (so the keys say
+          which columns changed); for a delete, the primary key only.
+        * ``"row"``: the primary key plus every column value the session holds, for inserts
+          and updates; the primary key only for deletes. Columns that are expired, deferred
+          and not loaded, or filled in by the server and not fetched are absent: capture
+          never runs SQL (``eager_defaults=True`` on the mapper fetches server defaults).
+        * a :class:`PayloadFunction`: anything you compute.
+    :param exclude: attribute keys (or column names) that never leave the process in any
+        mode: removed from every payload, custom ones included.
+    :param enabled: ``False`` turns notifications for the model off, like
+        ``__sqla_notify__ = False``.
+    :raises TypeError: for an argument of the wrong type.
+    :raises ValueError: for an unknown payload mode or an empty collection name.
+    """
+
+    collection: str | None = None
+    payload: PayloadMode | PayloadFunction = "pk"
+    exclude: Collection[str] = ()
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.collection is not None:
+            if not isinstance(self.collection, str):
+                raise TypeError(
+                    f"NotifyOptions.collection expected a str or None, "
+                    f"got {type(self.collection).__name__}: {self.collection!r}"
+                )
+            if not self.collection:
+                raise ValueError("NotifyOptions.collection expected a non-empty name, got ''")
+        if isinstance(self.payload, str):
+            if self.payload not in _MODES:
+                raise ValueError(
+                    f"NotifyOptions.payload expected one of {', '.join(map(repr, _MODES))} "
+                    f"or a function, got {self.payload!r}"
+                )
+        elif not callable(self.payload):
+            raise TypeError(
+                f"NotifyOptions.payload expected a mode name or a function, "
+                f"got {type(self.payload).__name__}: {self.payload!r}"
+            )
+        if isinstance(self.exclude, str) or not all(isinstance(k, str) for k in self.exclude):
+            raise TypeError(
+                f"NotifyOptions.exclude expected a collection of attribute names, "
+                f"got {self.exclude!r}"
+            )
+        # Normalise so that equal options compare and hash equal.
+        object.__setattr__(self, "exclude", frozenset(self.exclude))
+
+
+_DEFAULT = NotifyOptions()
+_Mode = Literal["pk", "changes", "row", "function"]
+
+
+class ModelInfo:
+    """What capture needs to know about one mapper, computed once and cached."""
+
+    __slots__ = ("collection", "mode", "function", "pk_keys", "columns", "exclude", "payload_columns")
+
+    def __init__(
+        self,
+        collection: str,
+        mode: _Mode,
+        function: PayloadFunction | None,
+        pk_keys: tuple[str, ...],
+        columns_in_order: tuple[str, ...],
+        exclude: frozenset[str],
+    ) -> None:
+        self.collection = collection
+        self.mode = mode
+        self.function = function
+        #: attribute keys of the primary key, in the mapper's primary key order
+        self.pk_keys = pk_keys
+        #: attribute keys of every mapped column, excluded ones included (change detection)
+        self.columns = frozenset(columns_in_order)
+        self.exclude = exclude
+        #: the keys a "row"/"changes" payload may carry, in the mapper's column order
+        self.payload_columns = tuple(k for k in columns_in_order if k not in exclude)
+
+
+def default_collection(mapper: Mapper[Any]) -> str:
+    """The collection name used when a model does not set one."""
+    table = mapper.base_mapper.local_table
+    name = getattr(table, "name", None)
+    return name if isinstance(name, str) else mapper.base_mapper.class_.__name__
+
+
+def model_info(mapper: Mapper[Any]) -> ModelInfo | None:
+    """Resolve the options of ``mapper``'s class; ``None`` when it opted out.
+
+    Runs inside a flush, so it must not raise: options that do not fit the model (an
+    ``exclude`` naming no column) are logged and replaced by the safe primary-key mode.
+    """
+    raw: Any = getattr(mapper.class_, OPTIONS_ATTRIBUTE, _DEFAULT)
+    if raw is False:
+        return None
+    options = raw if isinstance(raw, NotifyOptions) else None
+    if options is None:
+        logger.error(
+            "%s.%s expected a NotifyOptions or False, got %r; notifying with defaults",
+            mapper.class_.__name__, OPTIONS_ATTRIBUTE, raw,
+        )
+        options = _DEFAULT
+    if not options.enabled:
+        return None
+
+    key_of_column = {}
+    for prop in mapper.column_attrs:
+        for column in prop.columns:
+            key_of_column[getattr(column, "name", prop.key)] = prop.key
+    ordered = tuple(p.key for p in mapper.column_attrs)
+    columns = frozenset(ordered)
+    pk_keys = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
+    collection = options.collection or default_collection(mapper)
+
+    exclude: set[str] = set()
+    unknown = []
+    for name in options.exclude:
+        if name in columns:
+            exclude.add(name)
+        elif name in key_of_column:
+            exclude.add(key_of_column[name])
+        else:
+            unknown.append(name)
+    mode: _Mode = "function" if callable(options.payload) else options.payload  # type: ignore[assignment]
+    if unknown:
+        logger.error(
+            "%s.%s excludes %s, which %s no column of the model (columns: %s); "
+            "sending primary keys only for this model until it is fixed",
+            mapper.class_.__name__, OPTIONS_ATTRIBUTE, ", ".join(sorted(unknown)),
+            "is" if len(unknown) == 1 else "are", ", ".join(sorted(columns)),
+        )
+        mode = "pk"
+    function = options.payload if mode == "function" else None
+    return ModelInfo(
+        collection, mode, function, pk_keys, ordered, frozenset(exclude)  # type: ignore[arg-type]
+    )

@@ -1,0 +1,112 @@
+"""Where notifications go: the :class:`Sink` contract and the built-in sinks."""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable
+
+from ._errors import SinkError
+from ._notification import Notification
+
+__all__ = ("CallbackSink", "FanoutSink", "Sink", "SinkCallable")
+
+#: Any plain callable taking one transaction's notifications can serve as a sink.
+SinkCallable = Callable[[list[Notification]], object]
+
+
+class Sink(abc.ABC):
+    """Receives the notifications of each committed transaction.
+
+    The :class:`Notifier` calls :meth:`publish` once per committed root transaction (and once
+    per :meth:`Notifier.notify` call made without a session).
+
+    Guarantees to implementations:
+
+    * **When**: only after the database has committed; never for a rollback, a rolled back
+      savepoint, a failed commit or a session closed without committing.
+    * **Thread**: on the thread that committed, synchronously, right after the commit. For a
+      sync :class:`~sqlalchemy.orm.Session` that may be any thread (a FastAPI ``def``
+      endpoint runs in a worker thread); for an
+      :class:`~sqlalchemy.ext.asyncio.AsyncSession` it is the event loop's thread. Calls for
+      different transactions may therefore run concurrently.
+    * **Order**: ``notifications`` are in the order the changes happened within the
+      transaction (see the README, "Ordering").
+
+    Obligations of implementations:
+
+    * **Do not block**: the committing thread (or the event loop) waits for :meth:`publish`
+      to return. Hand the batch off (a queue, ``loop.call_soon_threadsafe``) instead of doing
+      network I/O here.
+    * **Raise freely**: an exception is caught, logged on the ``sqla_notify`` logger with the
+      batch attached, and counted in :meth:`Notifier.stats`; it never reaches the code that
+      called ``commit()``.
+    """
+
+    @abc.abstractmethod
+    def publish(self, notifications: list[Notification]) -> None:
+        """Deliver one committed transaction's notifications.
+
+        :param notifications: a new list, owned by the sink from now on; never empty.
+        """
+
+
+class CallbackSink(Sink):
+    """A sink that calls ``callback(notifications)``: the shape of a plain callable sink.
+
+    ``Notifier(print)`` is shorthand for ``Notifier(CallbackSink(print))``.
+    """
+
+    def __init__(self, callback: SinkCallable) -> None:
+        if not callable(callback):
+            raise TypeError(
+                f"CallbackSink expected a callable taking a list of notifications, "
+                f"got {type(callback).__name__}: {callback!r}"
+            )
+        self.callback = callback
+
+    def publish(self, notifications: list[Notification]) -> None:
+        """Call the callback with ``notifications``."""
+        self.callback(notifications)
+
+    def __repr__(self) -> str:
+        return f"CallbackSink({self.callback!r})"
+
+
+class FanoutSink(Sink):
+    """Sends every batch to several sinks, in the order given.
+
+    One failing sink does not keep the others from receiving the batch; once all have run,
+    the failures are raised together as a :class:`SinkError`. Each sink receives its own copy
+    of the list.
+    """
+
+    def __init__(self, *sinks: Sink | SinkCallable) -> None:
+        if not sinks:
+            raise ValueError("FanoutSink expected at least one sink, got none")
+        self.sinks: tuple[Sink, ...] = tuple(as_sink(s) for s in sinks)
+
+    def publish(self, notifications: list[Notification]) -> None:
+        """Publish ``notifications`` to every sink; raise :class:`SinkError` if any failed."""
+        errors: list[BaseException] = []
+        for sink in self.sinks:
+            try:
+                sink.publish(list(notifications))
+            except Exception as exc:  # noqa: BLE001 - isolate sinks from each other
+                errors.append(exc)
+        if errors:
+            raise SinkError(errors) from errors[0]
+
+    def __repr__(self) -> str:
+        return f"FanoutSink{self.sinks!r}"
+
+
+def as_sink(sink: Sink | SinkCallable) -> Sink:
+    """Return ``sink`` itself if it is a :class:`Sink`, else wrap a callable in a CallbackSink."""
+    if isinstance(sink, Sink):
+        return sink
+    if callable(sink):
+        return CallbackSink(sink)
+    raise TypeError(
+        f"expected a Sink or a callable taking a list of notifications, "
+        f"got {type(sink).__name__}: {sink!r}"
+    )

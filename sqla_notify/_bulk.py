@@ -26,7 +26,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._capture import DELETE, INSERT, UPDATE, Recorder
+from ._capture import DELETE, INSERT, UPDATE, Recorder, SomeRows, identity
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Result
@@ -72,11 +72,13 @@ def do_orm_execute(recorder: Recorder, state: ORMExecuteState) -> Result[Any] | 
         result = state.invoke_statement()
 
     buf = recorder.buffer(state.session)
+    value = info.actions[action]
     if keys is not None:
+        token = state.bind_arguments.get("identity_token")
         for pk in keys:
-            buf.add((info, pk), (action, info, pk, None))
+            buf.add(identity(info, pk, token), value)
     elif getattr(result, "rowcount", -1) != 0:
-        buf.add(object(), (action, info, None, None))
+        buf.add(SomeRows(), value)
     return result
 
 

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import operator
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Callable, Union, cast
 
@@ -70,9 +71,28 @@ INSERT = "insert"
 UPDATE = "update"
 DELETE = "delete"
 
-#: One captured row: (action, model, primary key or None for "some rows", payload values).
-Row = tuple[str, ModelInfo, Union[tuple[Any, ...], None], Union[dict[str, Any], None]]
-Entry = Union[Row, Notification]
+
+class SomeRows:
+    """Key of an entry whose rows are unknown ("reload the collection").
+
+    Every instance is a distinct key, so such entries never coalesce with anything.
+    """
+
+    __slots__ = ()
+
+
+# A buffer maps keys to values, built to allocate next to nothing per row: a 10,000-row
+# flush makes 10,000 entries, and every allocation brings the garbage collector's next
+# pass closer; a full pass over a heap of ORM objects costs more than capture itself.
+#
+#   identity key             -> (action, ModelInfo)            shared, see ModelInfo.actions
+#                            -> (action, ModelInfo, values)    payload modes
+#   SomeRows()               -> (action, ModelInfo)
+#   object()                 -> Notification                   notify(session=...)
+#
+# The identity key is SQLAlchemy's own ``(base class, pk tuple, identity token)``: updated
+# and deleted rows already carry it in ``state.key``, so recording them allocates nothing.
+Value = Union["tuple[str, ModelInfo]", "tuple[str, ModelInfo, dict[str, Any] | None]", Notification]
 
 
 class Buffer:
@@ -82,33 +102,38 @@ class Buffer:
 
     def __init__(self) -> None:
         # Insertion-ordered: the order of first appearance is the publishing order.
-        self.entries: dict[Hashable, Entry] = {}
+        self.entries: dict[Hashable, Value] = {}
         self.committed = False
 
-    def add(self, key: Hashable, row: Row) -> None:
-        """Record ``row`` under ``key``, coalescing with what the key already holds."""
+    def add(self, key: Hashable, value: Value) -> None:
+        """Record a row under ``key``, coalescing with what the key already holds."""
         entries = self.entries
         prev = entries.get(key)
         if prev is None:
-            entries[key] = row
+            entries[key] = value
             return
-        prev = cast(Row, prev)  # only rows share keys; manual notifications are unique
-        net = coalesce(prev[0], row[0])
+        prev = cast("tuple[Any, ...]", prev)  # only rows share keys
+        value = cast("tuple[Any, ...]", value)
+        first, action, info = prev[0], value[0], value[1]
+        net = coalesce(first, action)
         if net is None:
             del entries[key]
             return
-        values = row[3]
-        if net != DELETE and prev[0] != DELETE and prev[3] and values is not None:
-            values = {**prev[3], **values}
-        entries[key] = (net, row[1], row[2], values)
+        if len(value) == 2:
+            entries[key] = info.actions[net]
+            return
+        values = value[2]
+        if net != DELETE and first != DELETE and len(prev) == 3 and prev[2] and values is not None:
+            values = {**prev[2], **values}
+        entries[key] = (net, info, values)
 
     def merge(self, child: Buffer) -> None:
         """Fold a released savepoint's entries into this (enclosing) buffer."""
-        for key, entry in child.entries.items():
-            if isinstance(entry, Notification):
-                self.entries[key] = entry
+        for key, value in child.entries.items():
+            if value.__class__ is tuple:
+                self.add(key, value)
             else:
-                self.add(key, entry)
+                self.entries[key] = value
 
 
 def coalesce(first: str, then: str) -> str | None:
@@ -124,20 +149,27 @@ def to_notifications(buffer: Buffer) -> list[Notification]:
     """Build the notifications of a committed buffer, in order."""
     out: list[Notification] = []
     append = out.append
-    for entry in buffer.entries.values():
-        if isinstance(entry, Notification):
-            append(entry)
+    for key, value in buffer.entries.items():
+        if value.__class__ is not tuple:
+            append(cast(Notification, value))
             continue
-        action, info, pk, values = entry
-        if pk is None:
+        value = cast("tuple[Any, ...]", value)
+        action, info = value[0], value[1]
+        if key.__class__ is SomeRows:
             append(Notification(info.collection, action))
             continue
-        keys = info.pk_keys
-        data = {keys[0]: pk[0]} if len(keys) == 1 else dict(zip(keys, pk))
-        if values:
-            data.update(values)
+        pk = cast("tuple[Any, ...]", key)[1]
+        names = info.pk_keys
+        data = {names[0]: pk[0]} if len(names) == 1 else dict(zip(names, pk))
+        if len(value) == 3 and value[2]:
+            data.update(value[2])
         append(Notification(info.collection, action, data))
     return out
+
+
+def identity(info: ModelInfo, pk: tuple[Any, ...], token: Any = None) -> tuple[Any, ...]:
+    """The identity key SQLAlchemy gives the row ``pk`` of ``info``'s model."""
+    return (info.identity_class, pk, token)
 
 
 def _snapshot(value: Any) -> Any:
@@ -146,10 +178,13 @@ def _snapshot(value: Any) -> Any:
     return copy.deepcopy(value) if value.__class__ in (dict, list) else value
 
 
+_insert_order = operator.attrgetter("insert_order")
+
+
 class Recorder:
     """The session event listeners of one :class:`Notifier`, and the state they share."""
 
-    def __init__(self, publish: Callable[[Buffer], None]) -> None:
+    def __init__(self, publish: Callable[[list[Notification]], None]) -> None:
         self._publish = publish
         self._infos: dict[Mapper[Any], ModelInfo | None] = {}
         # Anything unique and private does as the session.info key.
@@ -162,6 +197,7 @@ class Recorder:
         try:
             return self._infos[mapper]
         except KeyError:
+            # Two threads may both compute it; the results are equal, either may win.
             info = self._infos[mapper] = model_info(mapper)
             return info
 
@@ -177,12 +213,14 @@ class Recorder:
         return buf
 
     # -- session events ------------------------------------------------------------------
+    # None of these may raise: after_flush would fail the flush, and the commit-time ones
+    # would make commit() raise after the database has committed.
 
     def after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
         """Copy what this flush wrote into the current transaction's buffer."""
         try:
             self._capture(session, flush_context)
-        except Exception:  # noqa: BLE001 - a bug here must not fail the user's flush
+        except Exception:  # noqa: BLE001
             logger.exception("sqla_notify failed to capture a flush; its changes are not announced")
 
     def after_commit(self, session: Session) -> None:
@@ -201,125 +239,157 @@ class Recorder:
         buf = pending.pop(transaction, None)
         if buf is None or not buf.committed:
             return
-        if transaction.nested:
-            parent = transaction.parent
-            # Skip non-nested subtransactions: they are not real transactions.
-            while parent is not None and not parent.nested and parent.parent is not None:
-                parent = parent.parent
-            if parent is not None:
-                target = pending.get(parent)
-                if target is None:
-                    pending[parent] = buf
-                else:
-                    target.merge(buf)
-            return
-        if transaction.parent is None and buf.entries:
-            self._publish(buf)
+        try:
+            if transaction.nested:
+                parent = transaction.parent
+                # Skip non-nested subtransactions: they are not real transactions.
+                while parent is not None and not parent.nested and parent.parent is not None:
+                    parent = parent.parent
+                if parent is not None:
+                    target = pending.get(parent)
+                    if target is None:
+                        buf.committed = False  # now the enclosing transaction's, not yet committed
+                        pending[parent] = buf
+                    else:
+                        target.merge(buf)
+            elif transaction.parent is None and buf.entries:
+                self._publish(to_notifications(buf))
+        except Exception:  # noqa: BLE001
+            logger.exception("sqla_notify failed to publish a committed transaction")
 
     # -- capture -------------------------------------------------------------------------
 
     def _capture(self, session: Session, flush_context: UOWTransaction) -> None:
         flags = flush_context.states
-        inserts: list[tuple[int, ModelInfo, InstanceState[Any]]] = []
-        others: list[tuple[str, ModelInfo, InstanceState[Any], Any]] = []
+        buf: Buffer | None = None
+        inserts: list[InstanceState[Any]] = []
         for mapper, states in flush_context.mappers.items():
             info = self.info(mapper)
             if info is None:
                 continue
             columns = info.columns
+            plain = info.mode == "pk"
+            deleted, updated = info.actions[DELETE], info.actions[UPDATE]
             for state in states:
                 isdelete, listonly = flags[state]
-                if listonly:
+                key = state.key
+                if listonly and not (isdelete and key is not None):
+                    # listonly: only relationship bookkeeping, no row written. The exception,
+                    # a deleted row also marked listonly, is a "row switch": its key was
+                    # re-added and SQLAlchemy UPDATEs the row instead; recording the delete
+                    # here and the insert below coalesces to that update.
                     continue
+                if key is None:
+                    if not isdelete:  # a pending object deleted is never written
+                        inserts.append(state)
+                    continue
+                if buf is None:
+                    buf = self.buffer(session)
                 if isdelete:
-                    if state.key is not None:  # a pending object deleted is never written
-                        others.append((DELETE, info, state, None))
-                elif state.key is None:
-                    inserts.append((state.insert_order, info, state))
+                    if plain:
+                        buf.add(key, deleted)
+                    else:
+                        self._add(buf, info, state, key, DELETE, None)
+                    continue
+                committed = state.committed_state
+                if not committed:
+                    continue  # only relationships changed, or nothing: no UPDATE was issued
+                if not info.pk_set.isdisjoint(committed):
+                    # The primary key itself may have been updated: use the new one.
+                    d = state.dict
+                    key = identity(info, tuple([d.get(k, old) for k, old in zip(info.pk_keys, key[1])]), key[2])
+                if plain:
+                    if _changed(committed, state.dict, columns, None):
+                        buf.add(key, updated)
                 else:
-                    committed = state.committed_state
-                    if not committed:
-                        continue
-                    changed = _changed(committed, state.dict, columns)
-                    if changed:
-                        others.append((UPDATE, info, state, changed))
-        if not inserts and not others:
+                    changed: list[str] = []
+                    if _changed(committed, state.dict, columns, changed):
+                        self._add(buf, info, state, key, UPDATE, changed)
+        if not inserts:
             return
-        buf = self.buffer(session)
-        if len(inserts) > 1:
-            # The flush context is unordered; objects keep the order they were added in.
-            inserts.sort(key=_first)
-        for _, info, state in inserts:
+        if buf is None:
+            buf = self.buffer(session)
+        # Inserts come last so that a row deleted and re-added in one flush (SQLAlchemy turns
+        # that into an UPDATE) coalesces to an update. The flush context is unordered; new
+        # objects keep the order they were added to the session in.
+        inserts.sort(key=_insert_order)
+        last_mapper = None
+        for state in inserts:
+            if state.mapper is not last_mapper:
+                last_mapper = state.mapper
+                # Present and not None: states of opted-out models were never collected.
+                info = cast(ModelInfo, self._infos[last_mapper])
+                names = info.pk_keys
+                single = names[0] if len(names) == 1 else None
+                plain = info.mode == "pk"
+                inserted = info.actions[INSERT]
             d = state.dict
             try:
-                pk = tuple([d[k] for k in info.pk_keys])
+                pk = (d[single],) if single is not None else tuple([d[k] for k in names])
             except KeyError:
-                pk = state.key[1] if state.key is not None else None  # type: ignore[assignment]
-            self._add(buf, INSERT, info, state, pk, None)
-        for action, info, state, changed in others:
-            pk = state.key[1]  # type: ignore[index]
-            if changed and any(k in changed for k in info.pk_keys):
-                # The primary key itself was updated: announce the row under its new key.
-                d = state.dict
-                pk = tuple([d.get(k, old) for k, old in zip(info.pk_keys, pk)])
-            self._add(buf, action, info, state, pk, changed)
+                buf.add(SomeRows(), inserted)  # no primary key to tell: "reload"
+                continue
+            key = (info.identity_class, pk, state.identity_token)
+            if plain:
+                buf.add(key, inserted)
+            else:
+                self._add(buf, info, state, key, INSERT, None)
 
     def _add(
         self,
         buf: Buffer,
-        action: str,
         info: ModelInfo,
         state: InstanceState[Any],
-        pk: tuple[Any, ...] | None,
+        key: tuple[Any, ...],
+        action: str,
         changed: list[str] | None,
     ) -> None:
-        key = (info, pk) if pk is not None else object()
-        mode = info.mode
-        if mode == "pk":
-            values = None
-        else:
-            # A payload describes the row's net action, e.g. insert→update is an insert.
-            prev = cast("Row | None", buf.entries.get(key))
-            net = coalesce(prev[0], action) if prev is not None else action
-            values = self._payload(info, state, net or action, changed)
-        buf.add(key, (action, info, pk, values))
+        """Record a row of a model whose payload carries values."""
+        # A payload describes the row's net action, e.g. insert→update is an insert.
+        prev = buf.entries.get(key)
+        net = action
+        if prev is not None:
+            net = coalesce(cast("tuple[str, Any]", prev)[0], action) or action
+        buf.add(key, (action, info, self._payload(info, state, net, changed)))
 
     def _payload(
         self, info: ModelInfo, state: InstanceState[Any], action: str, changed: list[str] | None
     ) -> dict[str, Any] | None:
-        mode = info.mode
-        d = state.dict
-        if mode == "function":
+        if info.mode == "function":
             return _call_payload_function(info, state, action, changed)
         if action == DELETE:
             return None
-        if mode == "row" or changed is None:  # "row", or an insert in "changes" mode
+        d = state.dict
+        if info.mode == "row" or changed is None:  # "row", or an insert in "changes" mode
             return {k: _snapshot(d[k]) for k in info.payload_columns if k in d}
         exclude = info.exclude
         return {k: _snapshot(d[k]) for k in changed if k not in exclude and k in d}
 
 
-def _first(item: tuple[int, ModelInfo, InstanceState[Any]]) -> int:
-    return item[0]
+def _changed(
+    committed: dict[str, Any], current: dict[str, Any], columns: frozenset[str], out: list[str] | None
+) -> bool:
+    """Whether any column really changed: the same test the flush uses to write it.
 
-
-def _changed(committed: dict[str, Any], current: dict[str, Any], columns: frozenset[str]) -> list[str]:
-    """Column keys whose value really changed: the same test the flush uses to write them."""
-    out = []
+    With ``out`` given, every changed column key is appended to it; without, the first
+    change answers (the primary-key mode needs no more).
+    """
+    found = False
     for key, old in committed.items():
         if key not in columns:
             continue  # a relationship or collection: no column of this row changes
-        if old is NO_VALUE:  # set without having been loaded: assume changed, as the flush does
-            out.append(key)
-            continue
-        new = current.get(key, NO_VALUE)
-        try:
-            same = new is old or bool(new == old)
-        except Exception:  # noqa: BLE001 - e.g. arrays whose == is elementwise
-            same = False
-        if not same:
-            out.append(key)
-    return out
+        if old is not NO_VALUE:  # NO_VALUE: set without having been loaded; the flush writes it
+            new = current.get(key, NO_VALUE)
+            try:
+                if new is old or bool(new == old):
+                    continue
+            except Exception:  # noqa: BLE001 - e.g. arrays, whose == is elementwise
+                pass
+        if out is None:
+            return True
+        out.append(key)
+        found = True
+    return found
 
 
 def _call_payload_function(

@@ -12,7 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, scoped_session, sessionmaker
 
 from . import _bulk
-from ._capture import Buffer, Recorder, to_notifications
+from ._capture import Recorder
 from ._errors import NotAttachedError
 from ._notification import Notification
 from ._sinks import Sink, SinkCallable, as_sink
@@ -64,7 +64,7 @@ class Notifier:
 
     def __init__(self, sink: Sink | SinkCallable) -> None:
         self.sink: Sink = as_sink(sink)
-        self._recorder = Recorder(self._publish_buffer)
+        self._recorder = Recorder(self._deliver)
         self._attached: dict[int, _Attachment] = {}
         self._session_classes: tuple[type[Session], ...] = ()
         self._lock = threading.Lock()
@@ -188,9 +188,6 @@ class Notifier:
         self._recorder.buffer(sync_session).entries[object()] = notification
 
     # -- delivery ------------------------------------------------------------------------
-
-    def _publish_buffer(self, buffer: Buffer) -> None:
-        self._deliver(to_notifications(buffer))
 
     def _deliver(self, batch: list[Notification]) -> None:
         try:

@@ -111,7 +111,7 @@ _Mode = Literal["pk", "changes", "row", "function"]
 class ModelInfo:
     """What capture needs to know about one mapper, computed once and cached."""
 
-    __slots__ = ("collection", "mode", "function", "pk_keys", "columns", "exclude", "payload_columns")
+    __slots__ = ("collection", "mode", "function", "pk_keys", "columns", "exclude", "payload_columns", "pk_set", "identity_class", "actions")
 
     def __init__(
         self,
@@ -121,12 +121,18 @@ class ModelInfo:
         pk_keys: tuple[str, ...],
         columns_in_order: tuple[str, ...],
         exclude: frozenset[str],
+        identity_class: type,
     ) -> None:
         self.collection = collection
         self.mode = mode
         self.function = function
         #: attribute keys of the primary key, in the mapper's primary key order
         self.pk_keys = pk_keys
+        self.pk_set = frozenset(pk_keys)
+        #: first item of this model's identity keys (the hierarchy's base class)
+        self.identity_class = identity_class
+        #: shared, preallocated buffer values for rows without payload values
+        self.actions = {a: (a, self) for a in ("insert", "update", "delete")}
         #: attribute keys of every mapped column, excluded ones included (change detection)
         self.columns = frozenset(columns_in_order)
         self.exclude = exclude
@@ -188,6 +194,8 @@ def model_info(mapper: Mapper[Any]) -> ModelInfo | None:
         )
         mode = "pk"
     function = options.payload if mode == "function" else None
+    identity_class = mapper.identity_key_from_primary_key([None] * len(pk_keys))[0]
     return ModelInfo(
-        collection, mode, function, pk_keys, ordered, frozenset(exclude)  # type: ignore[arg-type]
+        collection, mode, function, pk_keys, ordered, frozenset(exclude),  # type: ignore[arg-type]
+        identity_class,
     )

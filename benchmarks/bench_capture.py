@@ -1,0 +1,257 @@
+"""What change capture costs a commit, and what ``notify()`` costs per notification.
+
+Each scenario runs with and without a Notifier attached, interleaved round by round in the
+same process, so both sides see the same machine state. Only the flush + commit is timed
+(objects are built, loaded and modified outside the clock), which makes capture's share as
+large as it can be. Reported: the median time of each side and their ratio.
+
+    python benchmarks/bench_capture.py                 # SQLite in memory, and PostgreSQL
+    python benchmarks/bench_capture.py --rounds 3      # quicker, noisier
+    SQLA_NOTIFY_PG_URL=postgresql+psycopg://user@host/db python benchmarks/bench_capture.py
+
+Writes ``benchmarks/results/capture.json`` and ``capture.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+import sqlalchemy
+from sqlalchemy import String, create_engine, delete, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+import sqla_notify
+from sqla_notify import Notification, Notifier
+
+RESULTS = Path(__file__).parent / "results"
+DEFAULT_PG = "postgresql+psycopg://127.0.0.1/test"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "bench_items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    value: Mapped[int]
+
+
+def _discard(batch: list[Notification]) -> None:
+    pass
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    gc.collect()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# -- scenarios: each returns the seconds spent in flush + commit -----------------------------
+
+
+def many_insert(factory: sessionmaker[Session], n: int) -> float:
+    with factory() as s:
+        objs = [Item(name=f"n{i}", value=i) for i in range(n)]
+        s.add_all(objs)
+        return _timed(s.commit)
+
+
+def many_update(factory: sessionmaker[Session], n: int) -> float:
+    with factory() as s:
+        objs = s.scalars(select(Item)).all()
+        for o in objs:
+            o.value += 1
+        return _timed(s.commit)
+
+
+def many_delete(factory: sessionmaker[Session], n: int) -> float:
+    with factory() as s:
+        for o in s.scalars(select(Item)).all():
+            s.delete(o)
+        return _timed(s.commit)
+
+
+def single_insert(factory: sessionmaker[Session], n: int) -> float:
+    total = 0.0
+    with factory() as s:
+        for i in range(n):
+            s.add(Item(name=f"n{i}", value=i))
+            t0 = time.perf_counter()
+            s.commit()
+            total += time.perf_counter() - t0
+    return total
+
+
+def single_update(factory: sessionmaker[Session], n: int) -> float:
+    total = 0.0
+    with factory(expire_on_commit=False) as s:
+        objs = s.scalars(select(Item)).all()
+        s.commit()
+        for o in objs:
+            o.value += 1
+            t0 = time.perf_counter()
+            s.commit()
+            total += time.perf_counter() - t0
+    return total
+
+
+def single_delete(factory: sessionmaker[Session], n: int) -> float:
+    total = 0.0
+    with factory(expire_on_commit=False) as s:
+        objs = s.scalars(select(Item)).all()
+        s.commit()
+        for o in objs:
+            s.delete(o)
+            t0 = time.perf_counter()
+            s.commit()
+            total += time.perf_counter() - t0
+    return total
+
+
+# Each workload: (name, rows, [(label, scenario)]) — the scenarios run in this order on the
+# same table, so insert fills it, update changes it, delete empties it.
+WORKLOADS = [
+    ("10,000 rows, one transaction", 10_000,
+     [("insert", many_insert), ("update", many_update), ("delete", many_delete)]),
+    ("1,000 single-row transactions", 1_000,
+     [("insert", single_insert), ("update", single_update), ("delete", single_delete)]),
+]
+
+
+def run_database(url: str, rounds: int, label: str) -> list[dict[str, Any]]:
+    engine = create_engine(url)
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    plain = sessionmaker(engine)
+    notifier = Notifier(_discard)
+    attached = notifier.attach(sessionmaker(engine))
+    rows: list[dict[str, Any]] = []
+    try:
+        for workload, n, scenarios in WORKLOADS:
+            samples: dict[tuple[str, str], list[float]] = {}
+            for r in range(rounds):
+                # Alternate which side goes first so drift does not favour one of them.
+                order = [("plain", plain), ("attached", attached)]
+                if r % 2:
+                    order.reverse()
+                for side, factory in order:
+                    with engine.begin() as conn:
+                        conn.execute(delete(Item.__table__))
+                    for action, scenario in scenarios:
+                        samples.setdefault((action, side), []).append(scenario(factory, n))
+                print(f"  {label}: {workload}: round {r + 1}/{rounds}", file=sys.stderr)
+            for action, _ in scenarios:
+                base = samples[action, "plain"]
+                cap = samples[action, "attached"]
+                rows.append({
+                    "database": label, "workload": workload, "action": action, "rows": n,
+                    "plain_ms": statistics.median(base) * 1e3,
+                    "attached_ms": statistics.median(cap) * 1e3,
+                    "ratio": statistics.median(cap) / statistics.median(base),
+                    # spread: the ratio's range over rounds paired by index
+                    "ratio_min": min(c / b for c, b in zip(cap, base)),
+                    "ratio_max": max(c / b for c, b in zip(cap, base)),
+                })
+    finally:
+        notifier.detach(attached)
+        Base.metadata.drop_all(engine)
+        engine.dispose()
+    return rows
+
+
+def bench_notify(n: int, rounds: int) -> dict[str, Any]:
+    """µs per ``notify()`` into a no-op sink, beside the cost of an empty Python call."""
+    notifier = Notifier(_discard)
+    data = {"id": 7}
+    best_notify = best_call = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            notifier.notify("forums", "update", data)
+        best_notify = min(best_notify, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            _discard([])
+        best_call = min(best_call, time.perf_counter() - t0)
+    return {
+        "notify_us": best_notify / n * 1e6,
+        "empty_call_us": best_call / n * 1e6,
+        "go_claim_us": 2.0,
+        "ratio_to_go_claim": best_notify / n * 1e6 / 2.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--pg-url", default=os.environ.get("SQLA_NOTIFY_PG_URL", DEFAULT_PG))
+    parser.add_argument("--no-pg", action="store_true", help="SQLite only")
+    args = parser.parse_args()
+
+    rows = run_database("sqlite://", args.rounds, "SQLite (memory)")
+    if not args.no_pg:
+        try:
+            rows += run_database(args.pg_url, args.rounds, "PostgreSQL")
+        except sqlalchemy.exc.OperationalError as exc:
+            print(f"PostgreSQL skipped: {exc.orig}", file=sys.stderr)
+    notify = bench_notify(200_000, args.rounds)
+
+    lines = [
+        "| database | workload | action | plain (ms) | attached (ms) | ratio | spread |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['database']} | {r['workload']} | {r['action']} | {r['plain_ms']:.1f} "
+            f"| {r['attached_ms']:.1f} | **{r['ratio']:.3f}** "
+            f"| {r['ratio_min']:.3f}–{r['ratio_max']:.3f} |"
+        )
+    lines += [
+        "",
+        "| `notify()` into a no-op sink | µs per call |",
+        "|---|---:|",
+        f"| sqla_notify `notifier.notify(...)` | **{notify['notify_us']:.2f}** |",
+        f"| an empty Python call (floor) | {notify['empty_call_us']:.2f} |",
+        f"| the Go library's claim | {notify['go_claim_us']:.1f}–3.0 |",
+        f"| ratio to 2 µs | {notify['ratio_to_go_claim']:.2f} |",
+    ]
+    table = "\n".join(lines)
+    print(table)
+
+    RESULTS.mkdir(exist_ok=True)
+    meta = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "sqlalchemy": sqlalchemy.__version__,
+        "msgspec": msgspec.__version__,
+        "sqla_notify": sqla_notify.__version__,
+        "rounds": args.rounds,
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    (RESULTS / "capture.json").write_text(
+        json.dumps({"meta": meta, "capture": rows, "notify": notify}, indent=2) + "\n"
+    )
+    (RESULTS / "capture.md").write_text(
+        f"# bench_capture ({meta['when']})\n\n"
+        f"Python {meta['python']}, SQLAlchemy {meta['sqlalchemy']}, {meta['cpus']} CPUs, "
+        f"median of {args.rounds} rounds; spread = min–max of per-round ratios.\n\n{table}\n"
+    )
+    print(f"\nwrote {RESULTS / 'capture.json'} and capture.md", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

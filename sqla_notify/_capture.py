@@ -314,26 +314,27 @@ class Recorder:
         # objects keep the order they were added to the session in.
         inserts.sort(key=_insert_order)
         last_mapper = None
+        model = cast(ModelInfo, None)
         for state in inserts:
             if state.mapper is not last_mapper:
                 last_mapper = state.mapper
                 # Present and not None: states of opted-out models were never collected.
-                info = cast(ModelInfo, self._infos[last_mapper])
-                names = info.pk_keys
+                model = cast(ModelInfo, self._infos[last_mapper])
+                names = model.pk_keys
                 single = names[0] if len(names) == 1 else None
-                plain = info.mode == "pk"
-                inserted = info.actions[INSERT]
+                plain = model.mode == "pk"
+                inserted = model.actions[INSERT]
             d = state.dict
             try:
                 pk = (d[single],) if single is not None else tuple([d[k] for k in names])
             except KeyError:
                 buf.add(SomeRows(), inserted)  # no primary key to tell: "reload"
                 continue
-            key = (info.identity_class, pk, state.identity_token)
+            key = (model.identity_class, pk, state.identity_token)
             if plain:
                 buf.add(key, inserted)
             else:
-                self._add(buf, info, state, key, INSERT, None)
+                self._add(buf, model, state, key, INSERT, None)
 
     def _add(
         self,
@@ -350,6 +351,8 @@ class Recorder:
         net = action
         if prev is not None:
             net = coalesce(cast("tuple[str, Any]", prev)[0], action) or action
+            if net == INSERT:
+                changed = None  # for an insert, every column is new
         buf.add(key, (action, info, self._payload(info, state, net, changed)))
 
     def _payload(

@@ -167,7 +167,7 @@ class Notifier:
                     f"got {type(data).__name__}: {data!r}"
                 )
             data = dict(data)
-        notification = Notification(collection, action, data)  # type: ignore[arg-type]
+        notification = Notification(collection, action, data)
         if session is None:
             self._deliver([notification])
             return

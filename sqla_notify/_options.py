@@ -184,7 +184,7 @@ def model_info(mapper: Mapper[Any]) -> ModelInfo | None:
             exclude.add(key_of_column[name])
         else:
             unknown.append(name)
-    mode: _Mode = "function" if callable(options.payload) else options.payload  # type: ignore[assignment]
+    mode: _Mode = "function" if callable(options.payload) else options.payload
     if unknown:
         logger.error(
             "%s.%s excludes %s, which %s no column of the model (columns: %s); "
@@ -194,7 +194,7 @@ def model_info(mapper: Mapper[Any]) -> ModelInfo | None:
         )
         mode = "pk"
     function = options.payload if mode == "function" else None
-    identity_class = mapper.identity_key_from_primary_key([None] * len(pk_keys))[0]
+    identity_class = mapper.identity_key_from_primary_key((None,) * len(pk_keys))[0]
     return ModelInfo(
         collection, mode, function, pk_keys, ordered, frozenset(exclude),  # type: ignore[arg-type]
         identity_class,

@@ -97,11 +97,13 @@ class Recorder:
 
     def __init__(self) -> None:
         self.batches: list[list[Notification]] = []
+        self.threads: list[int] = []  # the thread of each call
         self._lock = threading.Lock()
 
     def __call__(self, batch: list[Notification]) -> None:
         with self._lock:
             self.batches.append(batch)
+            self.threads.append(threading.get_ident())
 
     def take(self) -> list[list[tuple[str, str, dict[str, Any] | None]]]:
         """The batches so far as plain tuples, emptying the record."""

@@ -1,0 +1,102 @@
+"""Pins the SQLAlchemy internals that capture reads, on every supported version.
+
+Capture reads the flush context and instance state once per flush instead of running a
+function per row (see the docstring of ``sqla_notify/_capture.py`` for why). These are not
+public API: if an upgrade changes them, these tests name what moved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import create_engine, event, update
+from sqlalchemy.orm import Session, UOWTransaction
+from sqlalchemy.orm.base import NO_VALUE
+
+from .models import Base, Container
+
+
+def _capture_flush(session: Session) -> list[Any]:
+    seen: list[Any] = []
+
+    @event.listens_for(session, "after_flush")
+    def grab(s: Session, ctx: UOWTransaction) -> None:
+        seen.append({
+            "mappers": {m.class_: set(states) for m, states in ctx.mappers.items()},
+            "states": dict(ctx.states),
+            "committed": {st: dict(st.committed_state) for st in ctx.states},
+            "keys": {st: st.key for st in ctx.states},
+            "insert_order": {st: st.insert_order for st in ctx.states},
+        })
+
+    return seen
+
+
+def test_flush_context_and_state_shapes() -> None:
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add(Container(id=1, name="a"))
+        s.add(Container(id=2, name="b"))
+        s.commit()
+        seen = _capture_flush(s)
+        one, two = s.get(Container, 1), s.get(Container, 2)
+        assert one is not None and two is not None
+        with s.no_autoflush:  # delete() loads the cascaded collection, which would flush
+            one.name = "changed"
+            s.delete(two)
+            new = Container(id=3, name="c")
+            s.add(new)
+        s.flush()
+
+    [ctx] = seen
+    states = ctx["states"]
+    by_obj = {st.obj(): st for st in states}
+    # UOWTransaction.mappers: mapper -> set of states; .states: state -> (isdelete, listonly)
+    assert ctx["mappers"][Container] == set(states)
+    assert states[by_obj[one]] == (False, False)
+    assert states[by_obj[two]] == (True, False)
+    assert states[by_obj[new]] == (False, False)
+    # committed_state holds old values of changed attributes until the flush completes
+    assert ctx["committed"][by_obj[one]] == {"name": "a"}
+    # state.key: (class, pk tuple, token) for persistent rows, None for pending ones
+    assert ctx["keys"][by_obj[two]] == (Container, (2,), None)
+    assert ctx["keys"][by_obj[new]] is None
+    assert isinstance(ctx["insert_order"][by_obj[new]], int)
+
+
+def test_row_switch_marks_deleted_state_listonly() -> None:
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add(Container(id=1, name="a"))
+        s.commit()
+        seen = _capture_flush(s)
+        s.delete(s.get(Container, 1))
+        s.add(Container(id=1, name="again"))
+        s.flush()
+    flags = sorted(seen[0]["states"].values())
+    assert flags == [(False, False), (True, True)]
+
+
+def test_unloaded_old_value_is_no_value() -> None:
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add(Container(id=1, name="a"))
+        s.commit()  # expires everything
+        seen = _capture_flush(s)
+        c = s.get(Container, 1)
+        assert c is not None
+        s.expire(c, ["name"])
+        c.name = "b"
+        s.flush()
+    [committed] = seen[0]["committed"].values()
+    assert committed["name"] is NO_VALUE
+
+
+def test_statement_returning_flags() -> None:
+    plain = update(Container).values(name="x")
+    assert not plain._returning and not plain._return_defaults
+    assert update(Container).returning(Container.id)._returning
+    assert plain.return_defaults(Container.id)._return_defaults

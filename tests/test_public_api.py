@@ -1,0 +1,29 @@
+"""The public surface: what ``__all__`` promises exists, typed and documented."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import sqla_notify
+
+
+def test_all_names_exist_and_are_documented() -> None:
+    assert sorted(sqla_notify.__all__) == list(sqla_notify.__all__)
+    for name in sqla_notify.__all__:
+        obj = getattr(sqla_notify, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert inspect.getdoc(obj), f"{name} has no docstring"
+            for member, value in vars(obj).items():
+                if not member.startswith("_") and inspect.isfunction(value):
+                    assert inspect.getdoc(value), f"{name}.{member} has no docstring"
+
+
+def test_no_private_names_leak() -> None:
+    public = {n for n in dir(sqla_notify) if not n.startswith("_")}
+    assert public == set(sqla_notify.__all__)
+
+
+def test_typed_package() -> None:
+    assert (Path(sqla_notify.__file__).parent / "py.typed").exists()
+    assert isinstance(sqla_notify.__version__, str)

@@ -269,6 +269,7 @@ class Recorder:
                 continue
             columns = info.columns
             plain = info.mode == "pk"
+            pk_keys = info.pk_keys
             deleted, updated = info.actions[DELETE], info.actions[UPDATE]
             for state in states:
                 isdelete, listonly = flags[state]
@@ -285,22 +286,27 @@ class Recorder:
                     continue
                 if buf is None:
                     buf = self.buffer(session)
+                    entries = buf.entries
                 if isdelete:
-                    if plain:
-                        buf.add(key, deleted)
-                    else:
+                    if not plain:
                         self._add(buf, info, state, key, DELETE, None)
+                    elif entries.setdefault(key, deleted) is not deleted:
+                        buf.add(key, deleted)  # seen before in this transaction: coalesce
                     continue
                 committed = state.committed_state
                 if not committed:
                     continue  # only relationships changed, or nothing: no UPDATE was issued
-                if not info.pk_set.isdisjoint(committed):
-                    # The primary key itself may have been updated: use the new one.
-                    d = state.dict
-                    key = identity(info, tuple([d.get(k, old) for k, old in zip(info.pk_keys, key[1])]), key[2])
+                for name in pk_keys:
+                    if name in committed:
+                        # The primary key itself may have changed: use the new one.
+                        d = state.dict
+                        pk = tuple([d.get(k, old) for k, old in zip(pk_keys, key[1])])
+                        key = identity(info, pk, key[2])
+                        break
                 if plain:
                     if _changed(committed, state.dict, columns, None):
-                        buf.add(key, updated)
+                        if entries.setdefault(key, updated) is not updated:
+                            buf.add(key, updated)
                 else:
                     changed: list[str] = []
                     if _changed(committed, state.dict, columns, changed):
@@ -309,6 +315,7 @@ class Recorder:
             return
         if buf is None:
             buf = self.buffer(session)
+            entries = buf.entries
         # Inserts come last so that a row deleted and re-added in one flush (SQLAlchemy turns
         # that into an UPDATE) coalesces to an update. The flush context is unordered; new
         # objects keep the order they were added to the session in.
@@ -332,7 +339,8 @@ class Recorder:
                 continue
             key = (model.identity_class, pk, state.identity_token)
             if plain:
-                buf.add(key, inserted)
+                if entries.setdefault(key, inserted) is not inserted:
+                    buf.add(key, inserted)
             else:
                 self._add(buf, model, state, key, INSERT, None)
 

@@ -74,9 +74,8 @@ def do_orm_execute(recorder: Recorder, state: ORMExecuteState) -> Result[Any] | 
     buf = recorder.buffer(state.session)
     value = info.actions[action]
     if keys is not None:
-        token = state.bind_arguments.get("identity_token")
         for pk in keys:
-            buf.add(identity(info, pk, token), value)
+            buf.add(identity(info, pk), value)
     elif getattr(result, "rowcount", -1) != 0:
         buf.add(SomeRows(), value)
     return result

@@ -114,18 +114,18 @@ class Buffer:
             return
         prev = cast("tuple[Any, ...]", prev)  # only rows share keys
         value = cast("tuple[Any, ...]", value)
-        first, action, info = prev[0], value[0], value[1]
-        net = coalesce(first, action)
+        first, info = prev[0], value[1]
+        net = coalesce(first, value[0])
         if net is None:
             del entries[key]
             return
-        if len(value) == 2:
-            entries[key] = info.actions[net]
-            return
-        values = value[2]
-        if net != DELETE and first != DELETE and len(prev) == 3 and prev[2] and values is not None:
+        # No values now (a bulk statement, whose new values only the database knows) makes
+        # earlier values stale: drop them. Otherwise later values win and earlier ones stay
+        # (insert→update keeps the inserted columns).
+        values = value[2] if len(value) == 3 else None
+        if values is not None and net != DELETE and first != DELETE and len(prev) == 3 and prev[2]:
             values = {**prev[2], **values}
-        entries[key] = (net, info, values)
+        entries[key] = info.actions[net] if values is None else (net, info, values)
 
     def merge(self, child: Buffer) -> None:
         """Fold a released savepoint's entries into this (enclosing) buffer."""
@@ -337,7 +337,7 @@ class Recorder:
             except KeyError:
                 buf.add(SomeRows(), inserted)  # no primary key to tell: "reload"
                 continue
-            key = (model.identity_class, pk, state.identity_token)
+            key = (model.identity_class, pk, state.identity_token)  # identity(), inlined
             if plain:
                 if entries.setdefault(key, inserted) is not inserted:
                     buf.add(key, inserted)
@@ -392,7 +392,7 @@ def _changed(
         if old is not NO_VALUE:  # NO_VALUE: set without having been loaded; the flush writes it
             new = current.get(key, NO_VALUE)
             try:
-                if new is old or bool(new == old):
+                if new is old or new == old:
                     continue
             except Exception:  # noqa: BLE001 - e.g. arrays, whose == is elementwise
                 pass

@@ -131,3 +131,16 @@ def test_select_is_untouched(rows: sessionmaker[Session], sink: Recorder) -> Non
         assert len(s.scalars(select(Container)).all()) == 5
         s.commit()
     assert sink.take() == []
+
+
+def test_bulk_update_drops_stale_values(factory: sessionmaker[Session], sink: Recorder) -> None:
+    from .models import User
+
+    with factory() as s:
+        s.add(User(id=1, name="ann", email="a@x"))
+        s.flush()
+        s.execute(update(User).where(User.id == 1).values(email="b@x"))
+        s.commit()
+    # insert→update is an insert; only the database knows the bulk statement's new values,
+    # so the values captured at the insert, now stale, are not sent: the key only.
+    assert sink.take() == [[("people", "insert", {"id": 1})]]

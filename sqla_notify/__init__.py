@@ -7,6 +7,10 @@ updates and deletes reach its sink as :class:`Notification` records.
 from ._errors import NotAttachedError as NotAttachedError
 from ._errors import SinkError as SinkError
 from ._errors import SqlaNotifyError as SqlaNotifyError
+from ._hub import Authorize as Authorize
+from ._hub import Hub as Hub
+from ._hub import HubStats as HubStats
+from ._hub import Subscriber as Subscriber
 from ._notification import Notification as Notification
 from ._notification import encode as encode
 from ._notifier import Notifier as Notifier
@@ -22,8 +26,11 @@ from ._sinks import SinkCallable as SinkCallable
 __version__ = "0.1.0"
 
 __all__ = (
+    "Authorize",
     "CallbackSink",
     "FanoutSink",
+    "Hub",
+    "HubStats",
     "NotAttachedError",
     "Notification",
     "Notifier",
@@ -35,5 +42,6 @@ __all__ = (
     "SinkCallable",
     "SinkError",
     "SqlaNotifyError",
+    "Subscriber",
     "encode",
 )

@@ -1,0 +1,202 @@
+"""The sqla_notify example: containers and forums that update live in every open browser.
+
+    bash scripts/example.sh          # uvicorn on http://127.0.0.1:8000, SQLite file ./example.db
+    DATABASE_URL=postgresql+psycopg://127.0.0.1/test bash scripts/example.sh
+
+Containers are served by sync ``def`` endpoints (a sync Session, in a worker thread); forums
+by ``async def`` endpoints (an AsyncSession). One endpoint writes with raw SQL and announces it
+with ``notify(..., session=...)``. Every commit reaches the page through the hub.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import ForeignKey, String, create_engine, event, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from sqla_notify import Hub, Notifier
+from sqla_notify.fastapi import notify_router
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "sqlite:///example.db")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Container(Base):
+    __tablename__ = "containers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    forums: Mapped[list[Forum]] = relationship(cascade="all, delete-orphan", passive_deletes=False)
+
+
+class Forum(Base):
+    __tablename__ = "forums"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    posts: Mapped[int] = mapped_column(default=0)
+    container_id: Mapped[int] = mapped_column(ForeignKey("containers.id"))
+
+
+def _async_url(url: str) -> str:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    driver = {"sqlite": "aiosqlite", "postgresql": "psycopg"}.get(backend)
+    if driver is None:
+        raise SystemExit(f"DATABASE_URL: expected a sqlite or postgresql URL, got {backend!r}")
+    return parsed.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False)
+
+
+engine = create_engine(DATABASE_URL)
+async_engine = create_async_engine(_async_url(DATABASE_URL))
+if engine.dialect.name == "sqlite":
+    # WAL lets the sync and async engines read while the other writes.
+    @event.listens_for(engine, "connect")
+    def _wal(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+hub = Hub()
+notifier = Notifier(hub)
+SyncSession = notifier.attach(sessionmaker(engine))
+AsyncSessionLocal = notifier.attach(async_sessionmaker(async_engine, expire_on_commit=False))
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    Base.metadata.create_all(engine)
+    async with hub:  # the hub runs on this event loop
+        yield
+    await async_engine.dispose()
+    engine.dispose()
+
+
+app = FastAPI(title="sqla_notify example", lifespan=lifespan)
+app.include_router(notify_router(hub, collections={"containers", "forums"}), prefix="/notify")
+
+
+def sync_session() -> Iterator[Session]:
+    with SyncSession() as session:
+        yield session
+
+
+async def async_session() -> AsyncIterator[AsyncSession]:
+    async with AsyncSessionLocal() as session:
+        yield session
+
+
+class ContainerIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class ForumIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    container_id: int
+
+
+def _container(c: Container) -> dict[str, Any]:
+    return {"id": c.id, "name": c.name}
+
+
+def _forum(f: Forum) -> dict[str, Any]:
+    return {"id": f.id, "name": f.name, "posts": f.posts, "container_id": f.container_id}
+
+
+@app.get("/", include_in_schema=False)
+async def index() -> FileResponse:
+    return FileResponse(Path(__file__).parent / "static" / "index.html")
+
+
+@app.get("/api/snapshot")
+async def snapshot(session: AsyncSession = Depends(async_session)) -> dict[str, Any]:
+    """Everything on the page, and the cursor it is as of (read first: nothing falls between)."""
+    cursor = hub.cursor
+    containers = (await session.scalars(select(Container).order_by(Container.id))).all()
+    forums = (await session.scalars(select(Forum).order_by(Forum.id))).all()
+    return {"cursor": cursor, "containers": [_container(c) for c in containers], "forums": [_forum(f) for f in forums]}
+
+
+# -- containers: sync endpoints, a sync Session in a worker thread -------------------------
+
+
+@app.get("/api/containers")
+def list_containers(session: Session = Depends(sync_session)) -> list[dict[str, Any]]:
+    return [_container(c) for c in session.scalars(select(Container).order_by(Container.id))]
+
+
+@app.post("/api/containers", status_code=201)
+def create_container(body: ContainerIn, session: Session = Depends(sync_session)) -> dict[str, Any]:
+    container = Container(name=body.name)
+    session.add(container)
+    session.commit()
+    return _container(container)
+
+
+@app.delete("/api/containers/{container_id}", status_code=204)
+def delete_container(container_id: int, session: Session = Depends(sync_session)) -> None:
+    container = session.get(Container, container_id)
+    if container is None:
+        raise HTTPException(404, f"no container {container_id}")
+    session.delete(container)  # its forums go by cascade, and are announced too
+    session.commit()
+
+
+# -- forums: async endpoints, an AsyncSession ----------------------------------------------
+
+
+@app.get("/api/forums")
+async def list_forums(session: AsyncSession = Depends(async_session)) -> list[dict[str, Any]]:
+    return [_forum(f) for f in (await session.scalars(select(Forum).order_by(Forum.id))).all()]
+
+
+@app.post("/api/forums", status_code=201)
+async def create_forum(body: ForumIn, session: AsyncSession = Depends(async_session)) -> dict[str, Any]:
+    if await session.get(Container, body.container_id) is None:
+        raise HTTPException(422, f"no container {body.container_id}")
+    forum = Forum(name=body.name, container_id=body.container_id)
+    session.add(forum)
+    await session.commit()
+    return _forum(forum)
+
+
+@app.patch("/api/forums/{forum_id}")
+async def rename_forum(forum_id: int, body: ContainerIn, session: AsyncSession = Depends(async_session)) -> dict[str, Any]:
+    forum = await session.get(Forum, forum_id)
+    if forum is None:
+        raise HTTPException(404, f"no forum {forum_id}")
+    forum.name = body.name
+    await session.commit()
+    return _forum(forum)
+
+
+@app.delete("/api/forums/{forum_id}", status_code=204)
+async def delete_forum(forum_id: int, session: AsyncSession = Depends(async_session)) -> None:
+    forum = await session.get(Forum, forum_id)
+    if forum is None:
+        raise HTTPException(404, f"no forum {forum_id}")
+    await session.delete(forum)
+    await session.commit()
+
+
+@app.post("/api/forums/{forum_id}/post")
+async def add_post(forum_id: int, session: AsyncSession = Depends(async_session)) -> dict[str, int]:
+    """Raw SQL the ORM does not see, announced with notify(session=...): sent on commit."""
+    result = await session.execute(
+        text("UPDATE forums SET posts = posts + 1 WHERE id = :id RETURNING posts"), {"id": forum_id}
+    )
+    posts = result.scalar_one_or_none()
+    if posts is None:
+        raise HTTPException(404, f"no forum {forum_id}")
+    notifier.notify("forums", "update", {"id": forum_id}, session=session)
+    await session.commit()
+    return {"id": forum_id, "posts": posts}

@@ -1,0 +1,373 @@
+"""The in-process hub: the default sink, fanning notifications out to connected clients.
+
+Threads and the loop
+====================
+
+Commits happen on many threads: sync sessions in worker threads, ``AsyncSession`` on the
+event loop. :meth:`Hub.publish` accepts a batch from any of them and hands it to the loop
+with one ``call_soon_threadsafe`` (``call_soon`` when already on the loop thread): one
+hand-off per committed transaction, never per notification. Everything else runs on the
+loop thread, so the hub's state needs no lock.
+
+Fan-out
+=======
+
+On the loop, each notification gets the next cursor and is encoded once. For every
+subscriber that wants it (its collections, then ``authorize``), the encoded frame goes to
+the subscriber's bounded queue; a writer task per subscriber drains that queue into its
+socket. A client that stops reading fills only its own queue: it never delays the others.
+When the queue is full the overflow policy applies (see :class:`Hub`).
+
+Cursors and replay
+==================
+
+A cursor is ``"<epoch>-<seq>"``: ``epoch`` names this hub instance (its start time), ``seq``
+counts notifications. The hub keeps the last ``replay`` notifications. A client that
+reconnects with its last id gets what it missed, in order, before any live message (the
+replay is queued in the same loop step that registers it, so nothing falls between); an id
+older than the window, or from another epoch (a restarted server), gets ``resync``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any, Literal, Protocol, Union
+
+import msgspec
+
+from ._notification import Notification
+from ._protocol import Error, NotificationFrame, Resync, Subscribed, Welcome, encode
+from ._sinks import Sink
+
+__all__ = ("Authorize", "Hub", "HubStats", "Subscriber")
+
+logger = logging.getLogger("sqla_notify")
+
+Overflow = Literal["resync", "close"]
+CLOSE_TRY_AGAIN_LATER = 1013
+_MAX_TRACKED_COLLECTIONS = 10_000
+
+
+class Authorize(Protocol):
+    """Decides whether ``principal`` may see ``notification``; must be fast and not block."""
+
+    def __call__(self, principal: Any, notification: Notification) -> bool: ...
+
+
+class HubStats(msgspec.Struct, frozen=True):
+    """Counters of one :class:`Hub` since it was created."""
+
+    #: clients connected now
+    connections: int
+    #: notifications the hub received (each counted once, whatever the number of clients)
+    published: int
+    #: frames queued for clients (notifications, replays and control messages)
+    frames_sent: int
+    #: frames discarded because a client's queue overflowed
+    frames_dropped: int
+    #: clients disconnected (code 1013) for not keeping up
+    slow_disconnects: int
+    #: reconnections served from the replay window
+    replays: int
+    #: batches dropped because the hub was not running (published before ``async with hub``)
+    dropped_not_running: int
+
+
+class _Entry:
+    """One notification as the hub keeps it: cursor, record and encoded frame."""
+
+    __slots__ = ("seq", "id", "notification", "text", "message")
+
+    def __init__(self, seq: int, id: str, notification: Notification, text: str) -> None:
+        self.seq = seq
+        self.id = id
+        self.notification = notification
+        self.text = text
+        #: the ASGI message, built once and shared by every WebSocket that sends it
+        self.message = {"type": "websocket.send", "text": text}
+
+
+Frame = Union[_Entry, str]  # a notification, or an encoded control message
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Subscriber:
+    """One connected client: what it wants, and its bounded queue of frames to send.
+
+    Created by :meth:`Hub.subscribe`; the transport (WebSocket, SSE) drains it with
+    :meth:`frames`.
+    """
+
+    __slots__ = (
+        "collections", "principal", "authorize", "_queue", "_limit", "_waiter",
+        "_overflowed", "close_code", "__weakref__",
+    )
+
+    def __init__(self, collections: frozenset[str] | None, principal: Any, authorize: Authorize | None, limit: int) -> None:
+        #: the collections it receives; ``None`` means all
+        self.collections = collections
+        self.principal = principal
+        self.authorize = authorize
+        self._queue: deque[Frame] = deque()
+        self._limit = limit
+        self._waiter: asyncio.Future[None] | None = None
+        self._overflowed = False
+        #: set when the hub has given up on this client (1013: too slow); the transport closes
+        self.close_code: int | None = None
+
+    def wants(self, notification: Notification) -> bool:
+        """Whether this client subscribed to, and may see, ``notification``."""
+        if self.collections is not None and notification.collection not in self.collections:
+            return False
+        return self.authorize is None or self.authorize(self.principal, notification)
+
+    def _put(self, frame: Frame) -> None:
+        self._queue.append(frame)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def frames(self, keepalive: float | None = None) -> AsyncIterator[list[Frame]]:
+        """Yield what is queued, as lists (so a transport can write them in one go).
+
+        Ends when the hub gives up on the client (see :attr:`close_code`). With
+        ``keepalive``, yields an empty list after that many idle seconds, for a transport
+        that must send something to keep proxies from closing the connection.
+        """
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        while self.close_code is None:
+            if not queue:
+                waiter = self._waiter = loop.create_future()
+                timer = None if keepalive is None else loop.call_later(keepalive, _release, waiter)
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+                    if timer is not None:
+                        timer.cancel()
+                if not queue and self.close_code is None:
+                    yield []  # idle for ``keepalive`` seconds
+                continue
+            batch = list(queue)
+            queue.clear()
+            self._overflowed = False  # it is reading again
+            yield batch
+
+
+class Hub(Sink):
+    """The default sink: delivers notifications to connected clients, in-process.
+
+    Run it on the application's event loop (``async with hub:`` in a FastAPI lifespan) and
+    serve it with :func:`sqla_notify.fastapi.notify_router`. It is an asyncio object.
+
+    :param replay: how many recent notifications are kept for clients that reconnect.
+    :param queue_size: the most frames waiting for one client. When a client falls that far
+        behind, ``overflow`` decides.
+    :param overflow: ``"resync"`` (default): drop its queued frames and send it a ``resync``
+        message (reload your data), then carry on; if it overflows again before reading that,
+        it is not reading at all and is closed with code 1013. ``"close"``: close with 1013
+        at once. Memory stays bounded either way.
+    :raises ValueError: for a non-positive size or an unknown policy.
+    """
+
+    def __init__(self, *, replay: int = 1000, queue_size: int = 1000, overflow: Overflow = "resync") -> None:
+        if not isinstance(replay, int) or replay < 0:
+            raise ValueError(f"Hub(replay=...) expected an int >= 0, got {replay!r}")
+        if not isinstance(queue_size, int) or queue_size < 1:
+            raise ValueError(f"Hub(queue_size=...) expected an int >= 1, got {queue_size!r}")
+        if overflow not in ("resync", "close"):
+            raise ValueError(f"Hub(overflow=...) expected 'resync' or 'close', got {overflow!r}")
+        self.queue_size = queue_size
+        self.overflow = overflow
+        self._window: deque[_Entry] = deque(maxlen=replay)
+        self._epoch = format(time.time_ns() // 1_000_000, "x")
+        self._seq = 0
+        self._subscribers: set[Subscriber] = set()
+        # The seq of the newest notification that left the window, per collection and
+        # overall: how resuming clients are told whether they missed something.
+        self._evicted: dict[str, int] = {}
+        self._evicted_any = 0
+        self._evicted_floor = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
+        self._published = self._frames = self._dropped = self._slow = self._replays = 0
+        self._not_running = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Hub:
+        """Bind the hub to the running event loop."""
+        if self._loop is not None:
+            raise RuntimeError("this Hub is already running; enter it once")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Unbind; connected clients are told to go away (1001)."""
+        self._loop = None
+        for sub in list(self._subscribers):
+            sub.close_code = 1001  # going away
+            sub._wake()
+        self._subscribers.clear()
+
+    # -- the Sink side: any thread --------------------------------------------------------
+
+    def publish(self, notifications: list[Notification]) -> None:
+        """Queue a committed batch for delivery; returns at once, from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._not_running += 1
+            return
+        if threading.get_ident() == self._thread:
+            loop.call_soon(self._dispatch, notifications)
+        else:
+            loop.call_soon_threadsafe(self._dispatch, notifications)
+
+    # -- the loop side --------------------------------------------------------------------
+
+    @property
+    def cursor(self) -> str:
+        """The id of the latest notification: read it *before* querying for a snapshot, then
+        resume from it, and nothing committed after the snapshot is missed."""
+        return f"{self._epoch}-{self._seq}"
+
+    def _dispatch(self, notifications: list[Notification]) -> None:
+        entries = []
+        for n in notifications:
+            self._seq += 1
+            ident = f"{self._epoch}-{self._seq}"
+            text = encode(NotificationFrame(ident, n.collection, n.action, n.data))
+            entries.append(_Entry(self._seq, ident, n, text))
+        self._published += len(entries)
+        window = self._window
+        excess = len(window) + len(entries) - (window.maxlen or 0)
+        if excess > 0:  # these fall out of the window now: remember what they were about
+            evicted = list(itertools.islice(window, min(excess, len(window))))
+            evicted += entries[: max(0, excess - len(window))]
+            self._forget(evicted)
+        window.extend(entries)
+        for sub in self._subscribers:
+            for entry in entries:
+                if sub.wants(entry.notification):
+                    self._offer(sub, entry)
+
+    def _offer(self, sub: Subscriber, frame: Frame) -> None:
+        if len(sub._queue) < self.queue_size:
+            sub._put(frame)
+            self._frames += 1
+            return
+        self._dropped += len(sub._queue)
+        sub._queue.clear()
+        if self.overflow == "close" or sub._overflowed:
+            self._give_up(sub)
+            return
+        sub._overflowed = True
+        before = frame.seq - 1 if isinstance(frame, _Entry) else self._seq
+        sub._put(encode(Resync(f"{self._epoch}-{before}", "too slow: messages were dropped")))
+        sub._put(frame)
+        self._frames += 2
+
+    def _give_up(self, sub: Subscriber) -> None:
+        self._slow += 1
+        self._subscribers.discard(sub)
+        sub.close_code = CLOSE_TRY_AGAIN_LATER
+        sub._wake()
+        logger.warning("closed a client that stopped reading (1013): %r", sub.principal)
+
+    def subscribe(
+        self,
+        collections: frozenset[str] | None = None,
+        *,
+        last_id: str | None = None,
+        principal: Any = None,
+        authorize: Authorize | None = None,
+    ) -> Subscriber:
+        """Register a client; queue ``welcome`` and, with ``last_id``, what it missed.
+
+        Call on the event loop. Pair with :meth:`unsubscribe` in a ``finally``.
+        """
+        sub = Subscriber(collections, principal, authorize, self.queue_size)
+        sub._put(encode(Welcome(self.cursor)))
+        frames = 1
+        if last_id is not None:
+            missed = self._missed(last_id, collections)
+            if missed is None:
+                sub._put(encode(Resync(self.cursor, "cannot replay from that id; reload")))
+                frames += 1
+            else:
+                self._replays += 1
+                for entry in missed:
+                    if sub.wants(entry.notification):
+                        sub._put(entry)
+                        frames += 1
+        self._frames += frames
+        self._subscribers.add(sub)
+        return sub
+
+    def _forget(self, evicted: list[_Entry]) -> None:
+        last = self._evicted
+        for entry in evicted:
+            last[entry.notification.collection] = entry.seq
+        self._evicted_any = evicted[-1].seq
+        if len(last) > _MAX_TRACKED_COLLECTIONS:
+            # Too many distinct names (e.g. one per user): stop telling them apart.
+            last.clear()
+            self._evicted_floor = self._evicted_any
+
+    def _missed(self, last_id: str, collections: frozenset[str] | None) -> list[_Entry] | None:
+        """What a client subscribed to ``collections`` missed after ``last_id``.
+
+        ``None`` when some of it has left the window. A quiet client does not get ``resync``
+        just because other collections were busy: only evicted notifications of its own
+        collections count.
+        """
+        epoch, _, seq_text = last_id.rpartition("-")
+        if epoch != self._epoch or not seq_text.isdigit():
+            return None  # another server instance's id (e.g. before a restart), or garbage
+        seq = int(seq_text)
+        if seq > self._seq or seq < self._evicted_floor:
+            return None
+        if collections is None:
+            if self._evicted_any > seq:
+                return None
+        elif any(self._evicted.get(c, 0) > seq for c in collections):
+            return None
+        return [e for e in self._window if e.seq > seq]
+
+    def update(self, sub: Subscriber, collections: frozenset[str] | None) -> None:
+        """Change what ``sub`` receives from now on, and confirm with ``subscribed``."""
+        sub.collections = collections
+        self._offer(sub, encode(Subscribed(None if collections is None else sorted(collections))))
+
+    def send_error(self, sub: Subscriber, message: str) -> None:
+        """Queue an ``error`` message for one client."""
+        self._offer(sub, encode(Error(message)))
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        """Forget a client (idempotent)."""
+        self._subscribers.discard(sub)
+
+    def stats(self) -> HubStats:
+        """Counters since creation."""
+        return HubStats(
+            len(self._subscribers), self._published, self._frames, self._dropped,
+            self._slow, self._replays, self._not_running,
+        )
+
+    def __repr__(self) -> str:
+        return f"Hub(connections={len(self._subscribers)}, cursor={self.cursor!r})"

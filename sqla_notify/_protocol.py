@@ -1,0 +1,85 @@
+"""The wire protocol between the hub and its clients: one JSON object per message.
+
+Server → client::
+
+    {"id": "<cursor>", "collection": "forums", "action": "insert", "data": {"id": 7}}
+    {"type": "welcome", "cursor": "<cursor>"}
+    {"type": "subscribed", "collections": ["forums"]}        (null: every collection)
+    {"type": "error", "message": "..."}
+    {"type": "resync", "cursor": "<cursor>", "reason": "..."}
+
+Client → server::
+
+    {"type": "subscribe", "collections": ["forums"]}
+    {"type": "unsubscribe", "collections": ["forums"]}
+
+Encoders and the decoder are built once (msgspec's advice); each notification is encoded once
+for every client, never once per client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgspec
+
+from ._notification import _lenient
+
+__all__ = ("ClientMessage", "decode_client_message", "encode")
+
+
+class NotificationFrame(msgspec.Struct, omit_defaults=True, gc=False):
+    """A notification as sent: its cursor first."""
+
+    id: str
+    collection: str
+    action: str
+    data: Union[dict[str, Any], None] = None
+
+
+class Welcome(msgspec.Struct, tag="welcome", tag_field="type"):
+    cursor: str
+
+
+class Subscribed(msgspec.Struct, tag="subscribed", tag_field="type"):
+    collections: Union[list[str], None]
+
+
+class Error(msgspec.Struct, tag="error", tag_field="type"):
+    message: str
+
+
+class Resync(msgspec.Struct, tag="resync", tag_field="type"):
+    cursor: str
+    reason: str
+
+
+class Subscribe(msgspec.Struct, tag="subscribe", tag_field="type", forbid_unknown_fields=True):
+    collections: list[str]
+
+
+class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="type", forbid_unknown_fields=True):
+    collections: list[str]
+
+
+ClientMessage = Union[Subscribe, Unsubscribe]
+
+_encoder = msgspec.json.Encoder(enc_hook=_lenient)
+_decoder: msgspec.json.Decoder[Subscribe | Unsubscribe] = msgspec.json.Decoder(ClientMessage)
+
+
+def encode(message: msgspec.Struct) -> str:
+    """Encode a server message as the text of one WebSocket frame."""
+    return _encoder.encode(message).decode()
+
+
+def decode_client_message(text: str | bytes) -> Subscribe | Unsubscribe:
+    """Decode one client message.
+
+    :raises ValueError: with msgspec's description of what was expected and what arrived,
+        e.g. ``Expected `array`, got `str` - at `$.collections```.
+    """
+    try:
+        return _decoder.decode(text)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise ValueError(str(exc)) from None

@@ -1,0 +1,229 @@
+"""FastAPI integration: serve a :class:`~sqla_notify.Hub` over WebSocket and Server-Sent Events.
+
+.. code-block:: python
+
+    hub = Hub()
+    notifier = Notifier(hub)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with hub:
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(notify_router(hub), prefix="/notify")
+
+Routes (relative to the prefix): ``GET /ws`` (WebSocket), ``GET /events`` (the same stream as
+Server-Sent Events), ``GET /sqla-notify.js`` (the browser client) and ``/sqla-notify.d.ts``.
+The wire protocol is in the README, "Wire protocol".
+
+**Without** ``authenticate`` **and** ``authorize`` **the stream is open**: anyone who can
+reach it sees every notification.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Collection
+from pathlib import Path
+from typing import Any, Callable, Union
+
+try:
+    import anyio
+    from fastapi import APIRouter, HTTPException, Request, WebSocket
+    from fastapi.responses import FileResponse, StreamingResponse
+    from starlette.requests import HTTPConnection
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        f'sqla_notify.fastapi needs FastAPI ({exc.name} is missing): pip install "sqla_notify[fastapi]"'
+    ) from exc
+
+from ._hub import Authorize, Hub, Subscriber, _Entry
+from ._protocol import Subscribe, decode_client_message
+
+__all__ = ("Authenticate", "notify_router")
+
+STATIC = Path(__file__).parent / "static"
+CLOSE_POLICY_VIOLATION = 1008
+
+#: Returns the principal for a connection (any object), or ``None`` to reject it. May be
+#: ``async``. It sees the headers, cookies and query of the handshake or request.
+Authenticate = Callable[[HTTPConnection], Union[Any, Awaitable[Any]]]
+
+
+def notify_router(
+    hub: Hub,
+    *,
+    authenticate: Authenticate | None = None,
+    authorize: Authorize | None = None,
+    collections: Collection[str] | None = None,
+    max_message_size: int = 4096,
+    max_collections: int = 256,
+    sse_keepalive: float = 15.0,
+) -> APIRouter:
+    """Build the router that serves ``hub``.
+
+    :param authenticate: run before the WebSocket is accepted (or the SSE response starts).
+        Rejection (``None``) closes the WebSocket with 1008, which the browser client does
+        not retry, or answers 403 to SSE.
+    :param authorize: ``authorize(principal, notification) -> bool``, applied to every
+        notification for every client, replays included.
+    :param collections: the collection names clients may ask for; others get an ``error``.
+        ``None``: any name.
+    :param max_message_size: the largest client message, in bytes; larger ones get an
+        ``error`` and are ignored.
+    :param max_collections: the most collections one client may subscribe to.
+    :param sse_keepalive: seconds of silence after which SSE sends a comment, so that
+        proxies keep the stream open. (WebSocket keep-alive is uvicorn's ping, every 20 s.)
+    :raises TypeError: if ``hub`` is not a :class:`Hub`.
+    """
+    if not isinstance(hub, Hub):
+        raise TypeError(f"notify_router() expected a Hub, got {type(hub).__name__}: {hub!r}")
+    known = frozenset(collections) if collections is not None else None
+    router = APIRouter()
+
+    def parse_names(names: list[str]) -> tuple[set[str], list[str]]:
+        """Valid names, and errors for the rest."""
+        errors = []
+        bad = [n for n in names if not n or len(n) > 200]
+        if bad:
+            errors.append(f"collection names must be 1 to 200 characters, got {bad!r}")
+        good = {n for n in names if n and len(n) <= 200}
+        if known is not None and good - known:
+            unknown = sorted(good - known)
+            errors.append(f"unknown collection(s) {unknown}; expected any of {sorted(known)}")
+            good &= known
+        return good, errors
+
+    def initial(conn: HTTPConnection) -> tuple[frozenset[str] | None, list[str]]:
+        raw = conn.query_params.get("collections")
+        if raw is None:
+            return None, []  # absent: everything the client may see
+        names, errors = parse_names([n.strip() for n in raw.split(",")] if raw else [])
+        if len(names) > max_collections:
+            errors.append(f"at most {max_collections} collections per client, got {len(names)}")
+            names = set(sorted(names)[:max_collections])
+        return frozenset(names), errors
+
+    async def principal_of(conn: HTTPConnection) -> tuple[bool, Any]:
+        if authenticate is None:
+            return True, None
+        principal = authenticate(conn)
+        if inspect.isawaitable(principal):
+            principal = await principal
+        return principal is not None, principal
+
+    @router.websocket("/ws")
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        allowed, principal = await principal_of(websocket)
+        await websocket.accept()
+        if not allowed:
+            await websocket.close(code=CLOSE_POLICY_VIOLATION, reason="not authenticated")
+            return
+        wanted, errors = initial(websocket)
+        sub = hub.subscribe(
+            wanted, last_id=websocket.query_params.get("last_id") or None,
+            principal=principal, authorize=authorize,
+        )
+        for error in errors:
+            hub.send_error(sub, error)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_write, websocket, sub, tg.cancel_scope)
+                await _read(websocket, sub)
+                tg.cancel_scope.cancel()
+        finally:
+            hub.unsubscribe(sub)
+
+    async def _read(websocket: WebSocket, sub: Subscriber) -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                hub.send_error(sub, "expected a text frame holding JSON, got a binary frame")
+                continue
+            if len(text) > max_message_size:
+                hub.send_error(sub, f"message of {len(text)} characters is over the limit of {max_message_size}")
+                continue
+            try:
+                request = decode_client_message(text)
+            except ValueError as exc:
+                hub.send_error(
+                    sub, f"invalid message: {exc}; expected "
+                    f'{{"type": "subscribe" or "unsubscribe", "collections": [names]}}'
+                )
+                continue
+            names, errors = parse_names(request.collections)
+            for error in errors:
+                hub.send_error(sub, error)
+            current = sub.collections
+            if isinstance(request, Subscribe):
+                if current is None:
+                    hub.update(sub, None)  # already receiving everything
+                    continue
+                updated = current | names
+                if len(updated) > max_collections:
+                    hub.send_error(sub, f"at most {max_collections} collections per client")
+                    continue
+                hub.update(sub, frozenset(updated))
+            elif current is None:
+                hub.send_error(
+                    sub, "cannot unsubscribe from part of everything; connect with "
+                    "?collections=... or subscribe to a list first"
+                )
+            else:
+                hub.update(sub, frozenset(current - names))
+
+    @router.get("/events")
+    async def events_endpoint(request: Request) -> StreamingResponse:
+        allowed, principal = await principal_of(request)
+        if not allowed:
+            raise HTTPException(status_code=403, detail="not authenticated")
+        wanted, errors = initial(request)
+        last_id = request.headers.get("last-event-id") or request.query_params.get("last_id") or None
+        sub = hub.subscribe(wanted, last_id=last_id, principal=principal, authorize=authorize)
+        for error in errors:
+            hub.send_error(sub, error)
+
+        async def stream() -> Any:
+            try:
+                async for batch in sub.frames(keepalive=sse_keepalive):
+                    if not batch:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield "".join(
+                        f"id: {f.id}\ndata: {f.text}\n\n" if isinstance(f, _Entry) else f"data: {f}\n\n"
+                        for f in batch
+                    )
+            finally:
+                hub.unsubscribe(sub)
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.get("/sqla-notify.js")
+    async def client_js() -> FileResponse:
+        return FileResponse(STATIC / "sqla-notify.js", media_type="text/javascript")
+
+    @router.get("/sqla-notify.d.ts")
+    async def client_types() -> FileResponse:
+        return FileResponse(STATIC / "sqla-notify.d.ts", media_type="application/typescript")
+
+    return router
+
+
+async def _write(websocket: WebSocket, sub: Subscriber, scope: anyio.CancelScope) -> None:
+    send = websocket.send
+    try:
+        async for batch in sub.frames():
+            for frame in batch:
+                await send(frame.message if isinstance(frame, _Entry) else {"type": "websocket.send", "text": frame})
+        if sub.close_code is not None:
+            with anyio.move_on_after(1):  # a client that stopped reading may never take it
+                await websocket.close(code=sub.close_code)
+    finally:
+        scope.cancel()

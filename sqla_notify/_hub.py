@@ -37,7 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any, Literal, Protocol, Union
+from typing import Any, Callable, Literal, Protocol, Union
 
 import msgspec
 
@@ -57,7 +57,7 @@ _MAX_TRACKED_COLLECTIONS = 10_000
 class Authorize(Protocol):
     """Decides whether ``principal`` may see ``notification``; must be fast and not block."""
 
-    def __call__(self, principal: Any, notification: Notification) -> bool: ...
+    def __call__(self, principal: Any, notification: Notification, /) -> bool: ...
 
 
 class HubStats(msgspec.Struct, frozen=True):
@@ -110,7 +110,7 @@ class Subscriber:
 
     __slots__ = (
         "collections", "principal", "authorize", "_queue", "_limit", "_waiter",
-        "_overflowed", "close_code", "__weakref__",
+        "_overflowed", "close_code", "on_close", "__weakref__",
     )
 
     def __init__(self, collections: frozenset[str] | None, principal: Any, authorize: Authorize | None, limit: int) -> None:
@@ -122,8 +122,12 @@ class Subscriber:
         self._limit = limit
         self._waiter: asyncio.Future[None] | None = None
         self._overflowed = False
-        #: set when the hub has given up on this client (1013: too slow); the transport closes
+        #: set when the hub has given up on this client (1013: too slow, 1001: shutting
+        #: down); :meth:`frames` then ends and the transport closes with this code
         self.close_code: int | None = None
+        #: set by the transport: called when the hub gives up on the client, to tear the
+        #: connection down even if its writer is stuck sending to a client that stopped reading
+        self.on_close: Callable[[], object] | None = None
 
     def wants(self, notification: Notification) -> bool:
         """Whether this client subscribed to, and may see, ``notification``."""
@@ -139,6 +143,12 @@ class Subscriber:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _close(self, code: int) -> None:
+        self.close_code = code
+        self._wake()
+        if self.on_close is not None:
+            self.on_close()
 
     async def frames(self, keepalive: float | None = None) -> AsyncIterator[list[Frame]]:
         """Yield what is queued, as lists (so a transport can write them in one go).
@@ -221,8 +231,7 @@ class Hub(Sink):
         """Unbind; connected clients are told to go away (1001)."""
         self._loop = None
         for sub in list(self._subscribers):
-            sub.close_code = 1001  # going away
-            sub._wake()
+            sub._close(1001)  # going away
         self._subscribers.clear()
 
     # -- the Sink side: any thread --------------------------------------------------------
@@ -261,10 +270,13 @@ class Hub(Sink):
             evicted += entries[: max(0, excess - len(window))]
             self._forget(evicted)
         window.extend(entries)
-        for sub in self._subscribers:
+        # A snapshot: a client that overflows is removed while we go.
+        for sub in tuple(self._subscribers):
             for entry in entries:
                 if sub.wants(entry.notification):
                     self._offer(sub, entry)
+                    if sub.close_code is not None:
+                        break
 
     def _offer(self, sub: Subscriber, frame: Frame) -> None:
         if len(sub._queue) < self.queue_size:
@@ -285,8 +297,7 @@ class Hub(Sink):
     def _give_up(self, sub: Subscriber) -> None:
         self._slow += 1
         self._subscribers.discard(sub)
-        sub.close_code = CLOSE_TRY_AGAIN_LATER
-        sub._wake()
+        sub._close(CLOSE_TRY_AGAIN_LATER)
         logger.warning("closed a client that stopped reading (1013): %r", sub.principal)
 
     def subscribe(

@@ -31,7 +31,7 @@ class PayloadFunction(Protocol):
     """
 
     def __call__(
-        self, obj: Any, action: str, changed: frozenset[str]
+        self, obj: Any, action: str, changed: frozenset[str], /
     ) -> Mapping[str, Any] | None: ...
 
 

@@ -23,6 +23,7 @@ reach it sees every notification.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Collection
 from pathlib import Path
@@ -129,6 +130,10 @@ def notify_router(
             hub.send_error(sub, error)
         try:
             async with anyio.create_task_group() as tg:
+                # When the hub gives up on the client, the writer gets a second to send the
+                # close frame; one stuck behind a client that stopped reading is cancelled.
+                loop = asyncio.get_running_loop()
+                sub.on_close = lambda: loop.call_later(1.0, tg.cancel_scope.cancel)
                 tg.start_soon(_write, websocket, sub, tg.cancel_scope)
                 await _read(websocket, sub)
                 tg.cancel_scope.cancel()
@@ -158,6 +163,8 @@ def notify_router(
             names, errors = parse_names(request.collections)
             for error in errors:
                 hub.send_error(sub, error)
+            if errors and not names:
+                continue  # nothing valid to apply: the error says it all
             current = sub.collections
             if isinstance(request, Subscribe):
                 if current is None:

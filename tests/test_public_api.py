@@ -20,10 +20,20 @@ def test_all_names_exist_and_are_documented() -> None:
 
 
 def test_no_private_names_leak() -> None:
-    public = {n for n in dir(sqla_notify) if not n.startswith("_")}
+    public = {
+        n for n in dir(sqla_notify)
+        if not n.startswith("_") and not inspect.ismodule(getattr(sqla_notify, n))  # e.g. .fastapi
+    }
     assert public == set(sqla_notify.__all__)
 
 
 def test_typed_package() -> None:
     assert (Path(sqla_notify.__file__).parent / "py.typed").exists()
     assert isinstance(sqla_notify.__version__, str)
+
+
+def test_fastapi_module_surface() -> None:
+    from sqla_notify import fastapi
+
+    assert fastapi.__all__ == ("Authenticate", "notify_router")
+    assert inspect.getdoc(fastapi.notify_router) and inspect.getdoc(fastapi)

@@ -1,0 +1,242 @@
+"""The router in-process: Starlette's TestClient against a real SQLite database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import HTTPConnection
+from starlette.testclient import WebSocketTestSession
+from starlette.websockets import WebSocketDisconnect
+
+from sqla_notify import Hub, Notification, Notifier
+from sqla_notify.fastapi import notify_router
+
+from .models import Base, Container, Forum
+
+
+def make_app(hub: Hub, **router_options: Any) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with hub:
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(notify_router(hub, **router_options), prefix="/notify")
+    return app
+
+
+class World:
+    """An app served by TestClient, a hub, and an attached sessionmaker."""
+
+    def __init__(self, tmp_path: Path, **router_options: Any) -> None:
+        engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+        Base.metadata.create_all(engine)
+        self.hub = Hub()
+        self.sessions: sessionmaker[Session] = Notifier(self.hub).attach(sessionmaker(engine))
+        self.client = TestClient(make_app(self.hub, **router_options))
+        self._next_id = 0
+
+    def add_forum(self, name: str = "f") -> int:
+        self._next_id += 1
+        with self.sessions.begin() as s:
+            s.add(Forum(id=self._next_id, name=name))
+        return self._next_id
+
+    def add_container(self) -> int:
+        self._next_id += 1
+        with self.sessions.begin() as s:
+            s.add(Container(id=self._next_id, name="c"))
+        return self._next_id
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path, collections={"forums", "containers"})
+    with w.client:
+        yield w
+
+
+def receive(ws: WebSocketTestSession) -> dict[str, Any]:
+    return json.loads(ws.receive_text())  # type: ignore[no-any-return]
+
+
+def test_welcome_then_committed_changes(world: World) -> None:
+    with world.client.websocket_connect("/notify/ws") as ws:
+        welcome = receive(ws)
+        assert welcome == {"type": "welcome", "cursor": world.hub.cursor}
+        forum = world.add_forum()
+        assert receive(ws) == {"id": world.hub.cursor, "collection": "forums", "action": "insert", "data": {"id": forum}}
+
+
+def test_server_side_subscription_filter(world: World) -> None:
+    with world.client.websocket_connect("/notify/ws?collections=forums") as ws:
+        receive(ws)
+        world.add_container()  # filtered out on the server
+        forum = world.add_forum()
+        assert receive(ws)["data"] == {"id": forum}
+
+
+def test_subscribe_and_unsubscribe(world: World) -> None:
+    with world.client.websocket_connect("/notify/ws?collections=") as ws:
+        receive(ws)
+        ws.send_text(json.dumps({"type": "subscribe", "collections": ["containers", "forums"]}))
+        assert receive(ws) == {"type": "subscribed", "collections": ["containers", "forums"]}
+        ws.send_text(json.dumps({"type": "unsubscribe", "collections": ["containers"]}))
+        assert receive(ws) == {"type": "subscribed", "collections": ["forums"]}
+        world.add_container()
+        forum = world.add_forum()
+        assert receive(ws)["data"] == {"id": forum}
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ("not json", "invalid message: JSON is malformed"),
+        ('{"type": "dance", "collections": []}', "invalid message: Invalid value 'dance' - at `$.type`"),
+        ('{"type": "subscribe", "collections": "forums"}', "invalid message: Expected `array`, got `str` - at `$.collections`"),
+        ('{"type": "subscribe", "collections": [1]}', "invalid message: Expected `str`, got `int` - at `$.collections[0]`"),
+        ('{"type": "subscribe"}', "invalid message: Object missing required field `collections`"),
+        ('{"type": "subscribe", "collections": ["forums"], "x": 1}', "invalid message: Object contains unknown field `x`"),
+        ('{"type": "subscribe", "collections": ["users"]}', "unknown collection(s) ['users']; expected any of ['containers', 'forums']"),
+        ('{"type": "subscribe", "collections": [""]}', "collection names must be 1 to 200 characters, got ['']"),
+        ("x" * 5000, "message of 5000 characters is over the limit of 4096"),
+    ],
+)
+def test_bad_input_gets_an_error_and_the_connection_survives(world: World, message: str, error: str) -> None:
+    with world.client.websocket_connect("/notify/ws?collections=forums") as ws, \
+            world.client.websocket_connect("/notify/ws?collections=forums") as bystander:
+        receive(ws)
+        receive(bystander)
+        ws.send_text(message)
+        reply = receive(ws)
+        assert reply["type"] == "error" and reply["message"].startswith(error), reply
+        forum = world.add_forum()
+        # both still served: the bad message cost nothing but an error reply
+        while (msg := receive(ws)).get("type") == "subscribed":
+            pass
+        assert msg["data"] == {"id": forum}
+        assert receive(bystander)["data"] == {"id": forum}
+
+
+def test_binary_frame_gets_an_error(world: World) -> None:
+    with world.client.websocket_connect("/notify/ws") as ws:
+        receive(ws)
+        ws.send_bytes(b"\x00")
+        assert receive(ws) == {"type": "error", "message": "expected a text frame holding JSON, got a binary frame"}
+
+
+def test_unknown_collection_on_connect(world: World) -> None:
+    with world.client.websocket_connect("/notify/ws?collections=forums,users") as ws:
+        receive(ws)
+        assert receive(ws)["message"].startswith("unknown collection(s) ['users']")
+
+
+def test_unsubscribe_from_everything_is_explained(world: World) -> None:
+    with world.client.websocket_connect("/notify/ws") as ws:
+        receive(ws)
+        ws.send_text(json.dumps({"type": "unsubscribe", "collections": ["forums"]}))
+        assert receive(ws)["message"].startswith("cannot unsubscribe from part of everything")
+
+
+def test_resume_with_last_id(world: World) -> None:
+    with world.client.websocket_connect("/notify/ws") as ws:
+        receive(ws)
+        world.add_forum()
+        last = receive(ws)["id"]
+    missed = [world.add_forum(), world.add_forum()]
+    with world.client.websocket_connect(f"/notify/ws?last_id={last}") as ws:
+        assert receive(ws)["type"] == "welcome"
+        assert [receive(ws)["data"]["id"] for _ in missed] == missed
+        live = world.add_forum()
+        assert receive(ws)["data"]["id"] == live
+
+
+# -- security hooks -------------------------------------------------------------------------
+
+
+def _token_user(conn: HTTPConnection) -> str | None:
+    return {"t-alice": "alice", "t-bob": "bob"}.get(conn.query_params.get("token", ""))
+
+
+def _own_forums(principal: Any, n: Notification) -> bool:
+    # alice sees odd forum ids, bob even ones
+    return n.data is not None and n.data["id"] % 2 == (1 if principal == "alice" else 0)
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path, authenticate=_token_user, authorize=_own_forums)
+    with w.client:
+        yield w
+
+
+def test_rejected_connection_closes_with_1008(secured: World) -> None:
+    with secured.client.websocket_connect("/notify/ws?token=wrong") as ws:
+        with pytest.raises(WebSocketDisconnect) as info:
+            ws.receive_text()
+    assert info.value.code == 1008
+
+
+def test_authorize_filters_live_and_replayed(secured: World) -> None:
+    with secured.client.websocket_connect("/notify/ws?token=t-bob") as ws:
+        start = receive(ws)["cursor"]
+    ids = [secured.add_forum() for _ in range(4)]  # 1, 2, 3, 4
+    with secured.client.websocket_connect(f"/notify/ws?token=t-alice&last_id={start}") as alice, \
+            secured.client.websocket_connect(f"/notify/ws?token=t-bob&last_id={start}") as bob:
+        receive(alice), receive(bob)
+        assert [receive(alice)["data"]["id"] for _ in range(2)] == [ids[0], ids[2]]
+        assert [receive(bob)["data"]["id"] for _ in range(2)] == [ids[1], ids[3]]
+        five, six = secured.add_forum(), secured.add_forum()
+        assert receive(alice)["data"]["id"] == five
+        assert receive(bob)["data"]["id"] == six
+
+
+def test_sse_rejected_with_403(secured: World) -> None:
+    assert secured.client.get("/notify/events?token=nope").status_code == 403
+
+
+async def _async_auth(conn: HTTPConnection) -> str | None:
+    return conn.headers.get("x-user")
+
+
+def test_async_authenticate(tmp_path: Path) -> None:
+    w = World(tmp_path, authenticate=_async_auth)
+    with w.client, w.client.websocket_connect("/notify/ws", headers={"x-user": "carol"}) as ws:
+        assert receive(ws)["type"] == "welcome"
+
+
+# -- SSE and static files ---------------------------------------------------------------------
+
+
+def test_sse_stream_with_last_event_id(world: World) -> None:
+    with world.client.websocket_connect("/notify/ws") as ws:
+        start = receive(ws)["cursor"]
+    forum = world.add_forum()
+    with world.client.stream("GET", "/notify/events?collections=forums", headers={"Last-Event-ID": start}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.iter_lines()
+        assert next(lines) == f'data: {{"type":"welcome","cursor":"{world.hub.cursor}"}}'
+        assert next(lines) == ""
+        assert next(lines) == f"id: {world.hub.cursor}"
+        assert json.loads(next(lines).removeprefix("data: "))["data"] == {"id": forum}
+
+
+def test_client_files_are_served(world: World) -> None:
+    js = world.client.get("/notify/sqla-notify.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert "export function connect" in js.text
+    assert "ConnectOptions" in world.client.get("/notify/sqla-notify.d.ts").text
+
+
+def test_router_needs_a_hub() -> None:
+    with pytest.raises(TypeError, match="notify_router\\(\\) expected a Hub, got str: 'hub'"):
+        notify_router("hub")  # type: ignore[arg-type]

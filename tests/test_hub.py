@@ -1,0 +1,220 @@
+"""The Hub on its own: hand-off, cursors, replay, filtering, overflow, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from sqla_notify import Hub, HubStats, Notification, Subscriber
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the hub is an asyncio object
+
+
+def N(collection: str = "forums", id: int = 1, action: str = "insert") -> Notification:
+    return Notification(collection, action, {"id": id})
+
+
+async def settle() -> None:
+    """Let call_soon callbacks (the hub's dispatch) run."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def texts(sub: Subscriber) -> list[dict[str, Any]]:
+    """Everything queued for ``sub``, decoded, emptying its queue."""
+    out = []
+    while sub._queue:
+        frame = sub._queue.popleft()
+        out.append(json.loads(frame if isinstance(frame, str) else frame.text))
+    return out
+
+
+async def test_publish_from_loop_and_threads() -> None:
+    async with Hub() as hub:
+        sub = hub.subscribe()
+        hub.publish([N(id=1)])
+        worker = threading.Thread(target=hub.publish, args=([N(id=2), N(id=3)],))
+        worker.start()
+        worker.join()
+        for _ in range(100):  # the thread's batch arrives through call_soon_threadsafe
+            await settle()
+            if hub.stats().published == 3:
+                break
+        got = texts(sub)
+    assert got[0] == {"type": "welcome", "cursor": got[0]["cursor"]}
+    assert sorted(m["data"]["id"] for m in got[1:]) == [1, 2, 3]
+    # cursors are "<epoch>-<seq>", consecutive, and the welcome one came before all
+    epoch = got[0]["cursor"].split("-")[0]
+    assert [m["id"] for m in got[1:]] == [f"{epoch}-{i}" for i in (1, 2, 3)]
+
+
+async def test_encoded_once_for_all_clients() -> None:
+    async with Hub() as hub:
+        a, b = hub.subscribe(), hub.subscribe()
+        hub.publish([N()])
+        await settle()
+        frame_a, frame_b = a._queue[-1], b._queue[-1]
+    assert frame_a is frame_b  # the same entry, its text encoded once
+
+
+async def test_subscription_filter_and_update() -> None:
+    async with Hub() as hub:
+        sub = hub.subscribe(frozenset({"forums"}))
+        texts(sub)
+        hub.publish([N("forums", 1), N("containers", 2)])
+        await settle()
+        assert [m["collection"] for m in texts(sub)] == ["forums"]
+        hub.update(sub, frozenset({"containers"}))
+        hub.publish([N("forums", 3), N("containers", 4)])
+        await settle()
+        assert texts(sub) == [
+            {"type": "subscribed", "collections": ["containers"]},
+            {"id": hub.cursor, "collection": "containers", "action": "insert", "data": {"id": 4}},
+        ]
+
+
+async def test_authorize_applies_to_live_and_replay() -> None:
+    def only_even(principal: Any, n: Notification) -> bool:
+        return principal == "alice" and n.data is not None and n.data["id"] % 2 == 0
+
+    async with Hub() as hub:
+        start = hub.cursor
+        hub.publish([N(id=i) for i in range(1, 5)])
+        await settle()
+        sub = hub.subscribe(last_id=start, principal="alice", authorize=only_even)
+        hub.publish([N(id=5), N(id=6)])
+        await settle()
+        assert [m["data"]["id"] for m in texts(sub)[1:]] == [2, 4, 6]
+
+
+async def test_resume_replays_exactly_what_was_missed() -> None:
+    async with Hub() as hub:
+        hub.publish([N(id=1), N(id=2)])
+        await settle()
+        last_seen = hub.cursor
+        hub.publish([N(id=3), N(id=4)])
+        await settle()
+        sub = hub.subscribe(last_id=last_seen)
+        hub.publish([N(id=5)])
+        await settle()
+        got = texts(sub)
+    assert got[0]["type"] == "welcome"
+    assert [m["data"]["id"] for m in got[1:]] == [3, 4, 5]  # no gap, no duplicate
+    assert hub.stats().replays == 1
+
+
+@pytest.mark.parametrize("last_id", ["0-1", "garbage", "", "abc-def"])
+async def test_unknown_or_foreign_id_gets_resync(last_id: str) -> None:
+    async with Hub() as hub:
+        hub.publish([N()])
+        await settle()
+        sub = hub.subscribe(last_id=last_id or None)
+        got = texts(sub)
+    if last_id:
+        assert got[1] == {"type": "resync", "cursor": hub.cursor, "reason": "cannot replay from that id; reload"}
+    else:
+        assert [m["type"] for m in got] == ["welcome"]
+
+
+async def test_id_older_than_window_gets_resync() -> None:
+    async with Hub(replay=3) as hub:
+        start = hub.cursor
+        hub.publish([N(id=i) for i in range(5)])
+        await settle()
+        got = texts(hub.subscribe(last_id=start))
+    assert got[1]["type"] == "resync" and len(got) == 2
+
+
+async def test_quiet_collection_resumes_without_resync() -> None:
+    # Busy "containers" pushed the quiet client's last "forums" id out of the window, but
+    # the client missed no forum: it must not be asked to reload everything.
+    async with Hub(replay=3) as hub:
+        hub.publish([N("forums", 1)])
+        await settle()
+        last = hub.cursor
+        hub.publish([N("containers", i) for i in range(10)])
+        await settle()
+        quiet = texts(hub.subscribe(frozenset({"forums"}), last_id=last))
+        everything = texts(hub.subscribe(None, last_id=last))
+    assert [m.get("type") for m in quiet] == ["welcome"]
+    assert everything[1]["type"] == "resync"
+
+
+async def test_overflow_resync_then_close() -> None:
+    async with Hub(queue_size=3) as hub:
+        sub = hub.subscribe()  # queue: welcome
+        hub.publish([N(id=i) for i in range(1, 4)])  # 3rd one overflows
+        await settle()
+        got = texts(sub)
+        assert got[0]["type"] == "resync"
+        assert [m["data"]["id"] for m in got[1:]] == [3]  # it carries on after the resync
+        assert got[0]["cursor"].endswith("-2")  # resync: reload; the stream resumes after 2
+        sub._overflowed = True  # as if it never read the resync
+        hub.publish([N(id=i) for i in range(4, 9)])
+        await settle()
+        assert sub.close_code == 1013
+        stats = hub.stats()
+    assert stats.slow_disconnects == 1 and stats.connections == 0 and stats.frames_dropped >= 3
+
+
+async def test_overflow_close_policy() -> None:
+    async with Hub(queue_size=2, overflow="close") as hub:
+        sub = hub.subscribe()
+        hub.publish([N(id=1), N(id=2)])
+        await settle()
+    assert sub.close_code == 1013
+
+
+async def test_frames_iterator_and_shutdown() -> None:
+    hub = Hub()
+    async with hub:
+        sub = hub.subscribe()
+        frames = sub.frames()
+        first = await frames.__anext__()
+        assert len(first) == 1  # the welcome
+        hub.publish([N(id=1), N(id=2)])
+        batch = await asyncio.wait_for(frames.__anext__(), 5)
+        assert len(batch) == 2  # drained together
+        waiting = asyncio.ensure_future(frames.__anext__())
+        await settle()
+    with pytest.raises(StopAsyncIteration):  # leaving "async with hub" ends every stream
+        await asyncio.wait_for(waiting, 5)
+    assert sub.close_code == 1001
+
+
+async def test_keepalive_yields_empty_batches() -> None:
+    async with Hub() as hub:
+        frames = hub.subscribe().frames(keepalive=0.01)
+        await frames.__anext__()  # welcome
+        assert await asyncio.wait_for(frames.__anext__(), 5) == []
+
+
+async def test_not_running_drops_and_counts() -> None:
+    hub = Hub()
+    hub.publish([N()])
+    assert hub.stats() == HubStats(0, 0, 0, 0, 0, 0, dropped_not_running=1)
+    async with hub:
+        with pytest.raises(RuntimeError, match="already running"):
+            await hub.__aenter__()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"replay": -1}, "replay=...\\) expected an int >= 0, got -1"),
+        ({"queue_size": 0}, "queue_size=...\\) expected an int >= 1, got 0"),
+        ({"overflow": "drop"}, "overflow=...\\) expected 'resync' or 'close', got 'drop'"),
+    ],
+)
+def test_invalid_arguments(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Hub(**kwargs)

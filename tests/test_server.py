@@ -1,0 +1,220 @@
+"""End to end against a real uvicorn server (tests/server_app.py) with real WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """uvicorn serving tests.server_app in a child process."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ws = f"ws://127.0.0.1:{self.port}/notify/ws"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "tests.server_app:app", "--port", str(self.port),
+             "--ws-per-message-deflate", "false", "--log-level", "warning"],
+            cwd=ROOT, env={**os.environ, "APP_DB": str(tmp_path / "server.db"), **env},
+        )
+        deadline = time.monotonic() + 20
+        while True:  # ready when it answers
+            try:
+                httpx.get(f"{self.base}/stats", timeout=1).raise_for_status()
+                return
+            except httpx.HTTPError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("uvicorn did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = Server(tmp_path)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.base, timeout=10) as client:
+        yield client
+
+
+async def recv(ws: ClientConnection) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.recv(), 10))  # type: ignore[no-any-return]
+
+
+async def test_sync_and_async_commits_reach_client(server: Server, http: httpx.AsyncClient) -> None:
+    async with websockets.connect(server.ws) as ws:
+        assert (await recv(ws))["type"] == "welcome"
+        sync_id = (await http.post("/forums/sync", params={"name": "a"})).json()["id"]
+        assert (await recv(ws))["data"] == {"id": sync_id}
+        async_id = (await http.post("/forums/async", params={"name": "b"})).json()["id"]
+        assert (await recv(ws))["data"] == {"id": async_id}
+
+
+async def test_filtering_and_authorization(server: Server, http: httpx.AsyncClient) -> None:
+    async with websockets.connect(f"{server.ws}?token=secret-alice&collections=forums") as alice, \
+            websockets.connect(f"{server.ws}?token=secret-bob&collections=forums") as bob, \
+            websockets.connect(f"{server.ws}?collections=containers") as elsewhere:
+        for ws in (alice, bob, elsewhere):
+            await recv(ws)
+        await http.post("/burst", params={"count": 3, "name": "private-alice"})
+        await http.post("/burst", params={"count": 1, "name": "public"})
+        assert [(await recv(alice))["data"]["name"] for _ in range(4)] == ["private-alice"] * 3 + ["public"]
+        assert (await recv(bob))["data"]["name"] == "public"  # nothing private came before it
+        with pytest.raises(TimeoutError):  # subscribed elsewhere: nothing at all
+            await asyncio.wait_for(elsewhere.recv(), 0.3)
+
+
+async def test_rejected_token_closes_1008(server: Server) -> None:
+    async with websockets.connect(f"{server.ws}?token=stolen") as ws:
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await recv(ws)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+
+
+async def test_resume_after_disconnect(server: Server, http: httpx.AsyncClient) -> None:
+    async with websockets.connect(server.ws) as ws:
+        await recv(ws)
+        await http.post("/burst", params={"count": 1})
+        last = (await recv(ws))["id"]
+    await http.post("/burst", params={"count": 5})
+    async with websockets.connect(f"{server.ws}?last_id={last}") as ws:
+        assert (await recv(ws))["type"] == "welcome"
+        assert [(await recv(ws))["data"]["id"] for _ in range(5)] == list(range(5))
+        await http.post("/burst", params={"count": 1, "name": "live"})
+        assert (await recv(ws))["data"]["name"] == "live"
+
+
+async def test_bad_input_over_the_network(server: Server, http: httpx.AsyncClient) -> None:
+    async with websockets.connect(server.ws) as bad, websockets.connect(server.ws) as good:
+        await recv(bad), await recv(good)
+        for message in ["{", '{"type": 1}', json.dumps({"type": "subscribe", "collections": ["x" * 300]}), "y" * 10_000]:
+            await bad.send(message)
+            assert (await recv(bad))["type"] == "error"
+        await http.post("/burst", params={"count": 1})
+        assert (await recv(bad))["action"] == (await recv(good))["action"] == "update"
+
+
+async def test_many_clients_each_get_everything_once(server: Server, http: httpx.AsyncClient) -> None:
+    clients = [await websockets.connect(server.ws) for _ in range(100)]
+    try:
+        for ws in clients:
+            await recv(ws)
+        for _ in range(4):
+            await http.post("/burst", params={"count": 5})
+
+        async def drain(ws: ClientConnection) -> list[str]:
+            return [(await recv(ws))["id"] for _ in range(20)]
+
+        received = await asyncio.gather(*(drain(ws) for ws in clients))
+        assert all(ids == received[0] for ids in received) and len(set(received[0])) == 20
+        stats = (await http.get("/stats")).json()
+        assert stats["connections"] == 100 and stats["frames_dropped"] == 0
+    finally:
+        await asyncio.gather(*(ws.close() for ws in clients))
+
+
+def _stalled_client(port: int) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fill up quickly
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /notify/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+    return sock
+
+
+async def test_stalled_client_does_not_delay_others(tmp_path: Path) -> None:
+    server = Server(tmp_path, APP_QUEUE_SIZE="16")
+    stalled = _stalled_client(server.port)
+    try:
+        async with httpx.AsyncClient(base_url=server.base, timeout=10) as http, \
+                websockets.connect(server.ws, max_size=None, max_queue=None) as healthy:
+            await recv(healthy)
+
+            async def read_all() -> tuple[int, int]:
+                total = resyncs = 0
+                while total < 300:
+                    message = await recv(healthy)
+                    total += message.get("collection") == "forums"
+                    resyncs += message.get("type") == "resync"
+                return total, resyncs
+
+            started = time.monotonic()
+            reader = asyncio.ensure_future(read_all())  # a healthy client reads as it goes
+            for _ in range(30):  # 30 × 10 notifications of 20 kB: far more than the stalled socket holds
+                await http.post("/burst", params={"count": 10, "size": 20_000})
+            total, resyncs = await reader
+            elapsed = time.monotonic() - started
+            stats = (await http.get("/stats")).json()
+            deadline = time.monotonic() + 10
+            while stats["slow_disconnects"] == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)  # polling the server's view, bounded by the deadline
+                stats = (await http.get("/stats")).json()
+        assert total == 300 and resyncs == 0 and elapsed < 10
+        assert stats["slow_disconnects"] == 1 and stats["frames_dropped"] > 0
+        assert stats["connections"] == 1  # the healthy one
+    finally:
+        stalled.close()
+        server.stop()
+
+
+async def test_server_restart_means_resync(tmp_path: Path) -> None:
+    server = Server(tmp_path)
+    async with httpx.AsyncClient(base_url=server.base, timeout=10) as http:
+        await http.post("/burst", params={"count": 1})
+    async with websockets.connect(server.ws) as ws:
+        last = (await recv(ws))["cursor"]
+    server.stop()
+    server = Server(tmp_path)
+    try:
+        async with websockets.connect(f"{server.ws}?last_id={last}") as ws:
+            await recv(ws)
+            assert (await recv(ws))["type"] == "resync"  # another hub: cannot replay
+    finally:
+        server.stop()

@@ -1,0 +1,255 @@
+"""End to end in a real browser: examples/fastapi_app served by uvicorn, two headless Chromium pages.
+
+Needs the ``playwright`` Python package and a Chromium binary (``/usr/bin/chromium``, Debian's
+``chromium`` package, or the path in ``SQLA_NOTIFY_CHROMIUM``); Playwright's own browser
+downloads are not used. Without either the test is skipped, except under ``CI=true``, where
+that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import require_service
+
+try:
+    from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect, sync_playwright
+except ImportError as exc:  # checked by the ``browser`` fixture
+    PLAYWRIGHT_MISSING: str | None = f"{exc}; pip install playwright (its browser downloads are not needed)"
+else:
+    PLAYWRIGHT_MISSING = None
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("SQLA_NOTIFY_CHROMIUM", "/usr/bin/chromium")
+# The machine has no network: without these Chromium keeps trying (and failing) to reach Google.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+STARTUP_TIMEOUT = 15.0  # seconds for uvicorn to answer HTTP
+WAIT = 15_000  # milliseconds, the bound of every wait in the browser
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ExampleServer:
+    """examples/fastapi_app under uvicorn in a subprocess; stop() and start() again keep port and database."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / "uvicorn.log"
+        self.env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'example.db'}"}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert self._proc is None, "already running"
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "uvicorn", "examples.fastapi_app.app:app",
+                    "--host", "127.0.0.1", "--port", str(self.port), "--ws-per-message-deflate", "false",
+                ],
+                cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if self._proc.poll() is not None:
+                pytest.fail(f"uvicorn exited with {self._proc.returncode}:\n{self.log()}", pytrace=False)
+            try:
+                if httpx.get(f"{self.base_url}/api/snapshot", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"uvicorn did not answer within {STARTUP_TIMEOUT} s:\n{self.log()}", pytrace=False)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()  # uvicorn's graceful shutdown closes open WebSockets (1012)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ExampleServer]:
+    srv = ExampleServer(tmp_path)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    # A plain (sync) test and fixture: no event loop is running here, so the anyio plugin and
+    # sync Playwright (which runs its own loop) do not meet.
+    if PLAYWRIGHT_MISSING is not None:
+        require_service("playwright", PLAYWRIGHT_MISSING)
+    if not os.access(CHROMIUM, os.X_OK):
+        require_service("Chromium", f"no executable {CHROMIUM} (apt-get install chromium, or set SQLA_NOTIFY_CHROMIUM)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@dataclass
+class Problem:
+    page: str
+    kind: str  # "console" or "pageerror"
+    text: str
+    url: str
+    in_outage: bool
+
+
+class Watch:
+    """Console errors and uncaught exceptions of the pages, each marked with whether it came in
+    while the server was (being) restarted."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.in_outage = False
+        self.problems: list[Problem] = []
+        # What Chromium logs for a refused (server down) or blocked (context offline) handshake.
+        self.ws_failure = re.compile(
+            rf"WebSocket connection to 'ws://127\.0\.0\.1:{port}/notify/ws\?[^']*' failed: "
+            r"Error in connection establishment: net::ERR_(CONNECTION_REFUSED|INTERNET_DISCONNECTED)"
+        )
+
+    def attach(self, name: str, page: Page) -> None:
+        def on_console(msg: ConsoleMessage) -> None:
+            if msg.type == "error":
+                self.problems.append(Problem(name, "console", msg.text, msg.location["url"], self.in_outage))
+
+        def on_pageerror(error: Any) -> None:
+            self.problems.append(Problem(name, "pageerror", str(error), "", self.in_outage))
+
+        page.on("console", on_console)
+        page.on("pageerror", on_pageerror)
+
+    def expected(self, p: Problem) -> bool:
+        if p.kind != "console":
+            return False
+        if p.in_outage and self.ws_failure.fullmatch(p.text):
+            return True
+        # index.html has no <link rel="icon">, so Chromium asks for /favicon.ico, a 404.
+        return p.url == f"{self.base}/favicon.ico" and p.text.startswith(
+            "Failed to load resource: the server responded with a status of 404"
+        )
+
+    def unexpected(self) -> list[Problem]:
+        return [p for p in self.problems if not self.expected(p)]
+
+
+def open_page(context: BrowserContext, name: str, server: ExampleServer, watch: Watch) -> Page:
+    page = context.new_page()
+    page.set_default_timeout(WAIT)
+    watch.attach(name, page)
+    page.goto(server.base_url + "/")
+    expect(page.locator("#state")).to_have_text("open", timeout=WAIT)
+    page.evaluate("window.__loadedOnce = true")  # gone if the page reloads
+    return page
+
+
+def starts(*names: str) -> list[re.Pattern[str]]:
+    """Each <li> in order starts with the name (its buttons' labels follow)."""
+    return [re.compile("^" + re.escape(n)) for n in names]
+
+
+def test_two_pages_stay_in_sync_across_a_server_restart(server: ExampleServer, browser: Browser) -> None:
+    watch = Watch(server.port)
+    # Separate contexts, so that page B alone can be taken offline below.
+    context_a, context_b = browser.new_context(), browser.new_context()
+    a = open_page(context_a, "A", server, watch)
+    b = open_page(context_b, "B", server, watch)
+
+    # 1. A container and then a forum, through page A's forms.
+    a.fill("#new-container input[name=name]", "Lobby")
+    a.click("#new-container button")
+    expect(a.locator("#containers li")).to_have_text(starts("Lobby"), timeout=WAIT)
+    # The <select> is filled when the container's notification comes back to page A.
+    expect(a.locator("#new-forum select option")).to_have_text(["Lobby"], timeout=WAIT)
+    a.select_option("#new-forum select", label="Lobby")
+    a.fill("#new-forum input[name=name]", "General")
+    a.click("#new-forum button")
+
+    # 2. Page B follows without reloading.
+    expect(b.locator("#containers li")).to_have_text(starts("Lobby"), timeout=WAIT)
+    expect(b.locator("#forums li")).to_have_text(starts("General (0 posts)"), timeout=WAIT)
+    snap = httpx.get(f"{server.base_url}/api/snapshot", timeout=5).json()
+    assert [c["name"] for c in snap["containers"]] == ["Lobby"]
+    assert [(f["name"], f["container_id"]) for f in snap["forums"]] == [("General", snap["containers"][0]["id"])]
+    container_id = snap["containers"][0]["id"]
+    expect(b.locator("#containers li")).to_have_attribute("data-id", str(container_id), timeout=WAIT)
+    expect(b.locator("#forums li")).to_have_attribute("data-id", str(snap["forums"][0]["id"]), timeout=WAIT)
+
+    # 3. The server goes away: both pages see the connection drop.
+    #    Page B is also taken offline, which holds back its reconnection (new handshakes fail
+    #    with ERR_INTERNET_DISCONNECTED; Chromium leaves the open socket alone) until the forum
+    #    below exists, so that it is certainly created while B is disconnected, whatever B's
+    #    jittered backoff does.
+    watch.in_outage = True
+    context_b.set_offline(True)
+    server.stop()
+    expect(b.locator("#state")).to_have_text("connecting", timeout=WAIT)
+    expect(a.locator("#state")).to_have_text("connecting", timeout=WAIT)
+
+    # 4. A new server (a new hub, so a new cursor epoch) on the same port and database; a forum
+    #    created through it while page B is still disconnected.
+    server.start()
+    response = httpx.post(
+        f"{server.base_url}/api/forums", json={"name": "Missed", "container_id": container_id}, timeout=5
+    )
+    assert response.status_code == 201, response.text
+    missed_id = response.json()["id"]
+    context_b.set_offline(False)
+
+    # 5. Page B reconnects by itself (its backoff is at most a few seconds here), is told to
+    #    resync since its last_id is from the old hub, reloads and shows the missed forum.
+    expect(b.locator("#state")).to_have_text("open", timeout=WAIT)
+    expect(b.locator("#forums li")).to_have_text(starts("General (0 posts)", "Missed (0 posts)"), timeout=WAIT)
+    expect(b.locator("#forums li").nth(1)).to_have_attribute("data-id", str(missed_id), timeout=WAIT)
+    expect(b.locator("#containers li")).to_have_text(starts("Lobby"), timeout=WAIT)
+    expect(b.locator("#log")).to_contain_text("resync: reloading everything", timeout=WAIT)
+    # Page A, which reconnected on its own schedule, agrees.
+    expect(a.locator("#state")).to_have_text("open", timeout=WAIT)
+    expect(a.locator("#forums li")).to_have_text(starts("General (0 posts)", "Missed (0 posts)"), timeout=WAIT)
+    watch.in_outage = False
+
+    # Still the pages loaded at the start, and nothing went wrong in them.
+    assert a.evaluate("window.__loadedOnce") is True
+    assert b.evaluate("window.__loadedOnce") is True
+    unexpected = watch.unexpected()
+    assert not unexpected, "errors in the pages:\n" + "\n".join(map(str, unexpected))
+    context_a.close()
+    context_b.close()

@@ -109,17 +109,16 @@ class Subscriber:
     """
 
     __slots__ = (
-        "collections", "principal", "authorize", "_queue", "_limit", "_waiter",
+        "collections", "principal", "authorize", "_queue", "_waiter",
         "_overflowed", "close_code", "on_close", "__weakref__",
     )
 
-    def __init__(self, collections: frozenset[str] | None, principal: Any, authorize: Authorize | None, limit: int) -> None:
+    def __init__(self, collections: frozenset[str] | None, principal: Any, authorize: Authorize | None) -> None:
         #: the collections it receives; ``None`` means all
         self.collections = collections
         self.principal = principal
         self.authorize = authorize
         self._queue: deque[Frame] = deque()
-        self._limit = limit
         self._waiter: asyncio.Future[None] | None = None
         self._overflowed = False
         #: set when the hub has given up on this client (1013: too slow, 1001: shutting
@@ -133,7 +132,13 @@ class Subscriber:
         """Whether this client subscribed to, and may see, ``notification``."""
         if self.collections is not None and notification.collection not in self.collections:
             return False
-        return self.authorize is None or self.authorize(self.principal, notification)
+        if self.authorize is None:
+            return True
+        try:
+            return bool(self.authorize(self.principal, notification))
+        except Exception:  # noqa: BLE001 - one broken check must not stop delivery to others
+            logger.exception("authorize(%r, %r) raised; not sending it", self.principal, notification)
+            return False
 
     def _put(self, frame: Frame) -> None:
         self._queue.append(frame)
@@ -312,7 +317,7 @@ class Hub(Sink):
 
         Call on the event loop. Pair with :meth:`unsubscribe` in a ``finally``.
         """
-        sub = Subscriber(collections, principal, authorize, self.queue_size)
+        sub = Subscriber(collections, principal, authorize)
         sub._put(encode(Welcome(self.cursor)))
         frames = 1
         if last_id is not None:

@@ -218,3 +218,17 @@ async def test_not_running_drops_and_counts() -> None:
 def test_invalid_arguments(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Hub(**kwargs)
+
+
+async def test_failing_authorize_denies_and_spares_others(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(principal: Any, n: Notification) -> bool:
+        raise KeyError("role")
+
+    async with Hub() as hub:
+        victim = hub.subscribe(authorize=broken)
+        bystander = hub.subscribe()
+        hub.publish([N(id=1)])
+        await settle()
+        assert [m.get("type") for m in texts(victim)] == ["welcome"]
+        assert [m.get("id") is not None for m in texts(bystander)] == [False, True]
+    assert "authorize(None, Notification(collection='forums'" in caplog.text and "KeyError" in caplog.text

@@ -26,7 +26,8 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._capture import DELETE, INSERT, UPDATE, Recorder, SomeRows, identity
+from ._buffer import DELETE, INSERT, UPDATE, SomeRows, identity
+from ._capture import Recorder
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, Union
+from typing import Any, Literal, Protocol
 
 from sqlalchemy.orm import Mapper
 
@@ -111,7 +111,10 @@ _Mode = Literal["pk", "changes", "row", "function"]
 class ModelInfo:
     """What capture needs to know about one mapper, computed once and cached."""
 
-    __slots__ = ("collection", "mode", "function", "pk_keys", "columns", "exclude", "payload_columns", "pk_set", "identity_class", "actions")
+    __slots__ = (
+        "collection", "mode", "function", "pk_keys", "pk_set", "columns", "exclude",
+        "payload_columns", "identity_class", "actions",
+    )
 
     def __init__(
         self,

@@ -7,10 +7,8 @@ updates and deletes reach its sink as :class:`Notification` records.
 from ._errors import NotAttachedError as NotAttachedError
 from ._errors import SinkError as SinkError
 from ._errors import SqlaNotifyError as SqlaNotifyError
-from ._hub import Authorize as Authorize
 from ._hub import Hub as Hub
 from ._hub import HubStats as HubStats
-from ._hub import Subscriber as Subscriber
 from ._notification import Notification as Notification
 from ._notification import encode as encode
 from ._notifier import Notifier as Notifier
@@ -22,6 +20,8 @@ from ._sinks import CallbackSink as CallbackSink
 from ._sinks import FanoutSink as FanoutSink
 from ._sinks import Sink as Sink
 from ._sinks import SinkCallable as SinkCallable
+from ._subscriber import Authorize as Authorize
+from ._subscriber import Subscriber as Subscriber
 
 __version__ = "0.1.0"
 

@@ -39,8 +39,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f'sqla_notify.fastapi needs FastAPI ({exc.name} is missing): pip install "sqla_notify[fastapi]"'
     ) from exc
 
-from ._hub import Authorize, Hub, Subscriber, _Entry
+from ._hub import Hub
 from ._protocol import Subscribe, decode_client_message
+from ._subscriber import Authorize, Subscriber, _Entry
 
 __all__ = ("Authenticate", "notify_router")
 

@@ -1,0 +1,125 @@
+"""One connected client, as the hub sees it: its subscription and its bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any, Callable, Protocol, Union
+
+from ._notification import Notification
+
+__all__ = ("Authorize", "Frame", "Subscriber")
+
+logger = logging.getLogger("sqla_notify")
+
+
+class Authorize(Protocol):
+    """Decides whether ``principal`` may see ``notification``; must be fast and not block."""
+
+    def __call__(self, principal: Any, notification: Notification, /) -> bool: ...
+
+
+class _Entry:
+    """One notification as the hub keeps it: cursor, record and encoded frame."""
+
+    __slots__ = ("seq", "id", "notification", "text", "message")
+
+    def __init__(self, seq: int, id: str, notification: Notification, text: str) -> None:
+        self.seq = seq
+        self.id = id
+        self.notification = notification
+        self.text = text
+        #: the ASGI message, built once and shared by every WebSocket that sends it
+        self.message = {"type": "websocket.send", "text": text}
+
+
+Frame = Union[_Entry, str]  # a notification, or an encoded control message
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Subscriber:
+    """One connected client: what it wants, and its bounded queue of frames to send.
+
+    Created by :meth:`Hub.subscribe`; the transport (WebSocket, SSE) drains it with
+    :meth:`frames`.
+    """
+
+    __slots__ = (
+        "collections", "principal", "authorize", "_queue", "_waiter",
+        "_overflowed", "close_code", "on_close", "__weakref__",
+    )
+
+    def __init__(self, collections: frozenset[str] | None, principal: Any, authorize: Authorize | None) -> None:
+        #: the collections it receives; ``None`` means all
+        self.collections = collections
+        self.principal = principal
+        self.authorize = authorize
+        self._queue: deque[Frame] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._overflowed = False
+        #: set when the hub has given up on this client (1013: too slow, 1001: shutting
+        #: down); :meth:`frames` then ends and the transport closes with this code
+        self.close_code: int | None = None
+        #: set by the transport: called when the hub gives up on the client, to tear the
+        #: connection down even if its writer is stuck sending to a client that stopped reading
+        self.on_close: Callable[[], object] | None = None
+
+    def wants(self, notification: Notification) -> bool:
+        """Whether this client subscribed to, and may see, ``notification``."""
+        if self.collections is not None and notification.collection not in self.collections:
+            return False
+        if self.authorize is None:
+            return True
+        try:
+            return bool(self.authorize(self.principal, notification))
+        except Exception:  # noqa: BLE001 - one broken check must not stop delivery to others
+            logger.exception("authorize(%r, %r) raised; not sending it", self.principal, notification)
+            return False
+
+    def _put(self, frame: Frame) -> None:
+        self._queue.append(frame)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _close(self, code: int) -> None:
+        self.close_code = code
+        self._wake()
+        if self.on_close is not None:
+            self.on_close()
+
+    async def frames(self, keepalive: float | None = None) -> AsyncIterator[list[Frame]]:
+        """Yield what is queued, as lists (so a transport can write them in one go).
+
+        Ends when the hub gives up on the client (see :attr:`close_code`). With
+        ``keepalive``, yields an empty list after that many idle seconds, for a transport
+        that must send something to keep proxies from closing the connection.
+        """
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        while self.close_code is None:
+            if not queue:
+                waiter = self._waiter = loop.create_future()
+                timer = None if keepalive is None else loop.call_later(keepalive, _release, waiter)
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+                    if timer is not None:
+                        timer.cancel()
+                if not queue and self.close_code is None:
+                    yield []  # idle for ``keepalive`` seconds
+                continue
+            batch = list(queue)
+            queue.clear()
+            self._overflowed = False  # it is reading again
+            yield batch

@@ -61,8 +61,16 @@ class NotifyClient {
     this.#maxDelay = Math.max(this.#minDelay, options.maxDelay ?? 30000);
     this.#stableAfter = Math.max(0, options.stableAfter ?? 10000);
     this.#lastId = options.lastId ?? null;
+    globalThis.addEventListener?.("online", this.#onOnline);
     queueMicrotask(() => this.#open());
   }
+
+  // Back online: retry now rather than at the end of a backoff that grew while offline.
+  #onOnline = () => {
+    if (this.#timer === null) return;
+    clearTimeout(this.#timer);
+    this.#open();
+  };
 
   get state() {
     return this.#state;
@@ -113,6 +121,7 @@ class NotifyClient {
 
   close() {
     if (this.#state === "closed") return;
+    globalThis.removeEventListener?.("online", this.#onOnline);
     clearTimeout(this.#timer);
     this.#timer = null;
     this.#dropSocket(1000, "client closed");
@@ -150,6 +159,7 @@ class NotifyClient {
     this.#socket = null;
     const detail = { code: event.code, reason: event.reason ?? "" };
     if (event.code === POLICY_VIOLATION) {
+      globalThis.removeEventListener?.("online", this.#onOnline);
       this.#setState("closed", detail);
       return;
     }

@@ -174,7 +174,7 @@ async def manager_ws(websocket: WebSocket) -> None:
 
 def _check_internals() -> None:
     """This app reads a few of the hub's private attributes: fail clearly if they moved."""
-    missing = [a for a in ("_queue", "_waiter", "principal") if a not in Subscriber.__slots__]
+    missing = [a for a in ("_queue", "_writer", "principal") if a not in Subscriber.__slots__]
     if missing or not isinstance(getattr(hub, "_subscribers", None), set):
         raise RuntimeError(f"broadcast_server.py needs updating: Hub/Subscriber internals changed ({missing})")
 
@@ -188,8 +188,8 @@ def _subscribers() -> list[Subscriber]:
 
 
 def _idle(sub: Subscriber) -> bool:
-    """Nothing queued and the writer waiting for more: every frame is in the transport."""
-    return not sub._queue and sub._waiter is not None
+    """Nothing queued and no writer task running: every frame is in the transport."""
+    return not sub._queue and sub._writer is None
 
 
 async def _hub_drained(published: int, deadline: float) -> bool:
@@ -277,7 +277,7 @@ async def prefill(contender: str, max_seconds: float = 20.0) -> dict[str, Any]:
         blocked_since: float | None = None
         while time.perf_counter() < deadline:
             now = time.perf_counter()
-            if all(s._queue and s._waiter is None for s in stalled):
+            if all(s._queue and s._writer is not None for s in stalled):
                 blocked_since = blocked_since or now
                 if now - blocked_since >= 0.3:
                     break
@@ -291,7 +291,7 @@ async def prefill(contender: str, max_seconds: float = 20.0) -> dict[str, Any]:
             await asyncio.sleep(0.02)
         return {
             "stalled": len(stalled),
-            "blocked": sum(1 for s in stalled if s._queue and s._waiter is None),
+            "blocked": sum(1 for s in stalled if s._queue and s._writer is not None),
             "frames_sent_each": sorted(sent.values()),
             "queued_each": sorted(len(s._queue) for s in stalled),
         }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Callable, Protocol, Union
 
@@ -46,12 +45,13 @@ def _release(waiter: asyncio.Future[None]) -> None:
 class Subscriber:
     """One connected client: what it wants, and its bounded queue of frames to send.
 
-    Created by :meth:`Hub.subscribe`; the transport (WebSocket, SSE) drains it with
-    :meth:`frames`.
+    Created by :meth:`Hub.subscribe`. A transport drains it in one of two ways: it pulls with
+    :meth:`frames` (SSE), or it sets ``_pump`` and is called when frames arrive and no writer
+    of its (``_writer``) is running (WebSocket: an idle connection then costs no task).
     """
 
     __slots__ = (
-        "collections", "principal", "authorize", "_queue", "_waiter",
+        "collections", "principal", "authorize", "_queue", "_waiter", "_pump", "_writer",
         "_overflowed", "close_code", "on_close", "__weakref__",
     )
 
@@ -60,8 +60,12 @@ class Subscriber:
         self.collections = collections
         self.principal = principal
         self.authorize = authorize
-        self._queue: deque[Frame] = deque()
+        # A list, swapped for a new one when a writer takes it: smaller than a deque (this
+        # object exists once per connection) and no copy per batch.
+        self._queue: list[Frame] = []
         self._waiter: asyncio.Future[None] | None = None
+        self._pump: Callable[[], object] | None = None
+        self._writer: asyncio.Task[None] | None = None
         self._overflowed = False
         #: set when the hub has given up on this client (1013: too slow, 1001: shutting
         #: down); :meth:`frames` then ends and the transport closes with this code
@@ -88,8 +92,18 @@ class Subscriber:
 
     def _wake(self) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+        elif self._writer is None and self._pump is not None:
+            self._pump()
+
+    def _take(self) -> list[Frame]:
+        """Everything queued, leaving the queue empty: the client is reading again."""
+        batch = self._queue
+        self._queue = []
+        self._overflowed = False
+        return batch
 
     def _close(self, code: int) -> None:
         self.close_code = code
@@ -105,9 +119,8 @@ class Subscriber:
         that must send something to keep proxies from closing the connection.
         """
         loop = asyncio.get_running_loop()
-        queue = self._queue
         while self.close_code is None:
-            if not queue:
+            if not self._queue:
                 waiter = self._waiter = loop.create_future()
                 timer = None if keepalive is None else loop.call_later(keepalive, _release, waiter)
                 try:
@@ -116,10 +129,7 @@ class Subscriber:
                     self._waiter = None
                     if timer is not None:
                         timer.cancel()
-                if not queue and self.close_code is None:
+                if not self._queue and self.close_code is None:
                     yield []  # idle for ``keepalive`` seconds
                 continue
-            batch = list(queue)
-            queue.clear()
-            self._overflowed = False  # it is reading again
-            yield batch
+            yield self._take()

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Awaitable, Collection
 from pathlib import Path
 from typing import Any, Callable, Union
 
 try:
     import anyio
-    from fastapi import APIRouter, HTTPException, Request, WebSocket
+    from fastapi import APIRouter, HTTPException, Request, WebSocket, WebSocketDisconnect
     from fastapi.responses import FileResponse, StreamingResponse
     from starlette.requests import HTTPConnection
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -45,6 +46,7 @@ from ._subscriber import Authorize, Subscriber, _Entry
 
 __all__ = ("Authenticate", "notify_router")
 
+logger = logging.getLogger("sqla_notify")
 STATIC = Path(__file__).parent / "static"
 CLOSE_POLICY_VIOLATION = 1008
 
@@ -129,17 +131,19 @@ def notify_router(
         )
         for error in errors:
             hub.send_error(sub, error)
+        writer = _Writer(websocket, sub)
         try:
-            async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as reading:
                 # When the hub gives up on the client, the writer gets a second to send the
-                # close frame; one stuck behind a client that stopped reading is cancelled.
+                # close frame; after that the connection ends even if the client never reads.
                 loop = asyncio.get_running_loop()
-                sub.on_close = lambda: loop.call_later(1.0, tg.cancel_scope.cancel)
-                tg.start_soon(_write, websocket, sub, tg.cancel_scope)
+                sub.on_close = lambda: loop.call_later(1.0, reading.cancel)
+                sub._pump = writer.start
+                writer.start()  # for the welcome (and replay) that subscribe() queued
                 await _read(websocket, sub)
-                tg.cancel_scope.cancel()
         finally:
             hub.unsubscribe(sub)
+            writer.stop()
 
     async def _read(websocket: WebSocket, sub: Subscriber) -> None:
         while True:
@@ -224,14 +228,42 @@ def notify_router(
     return router
 
 
-async def _write(websocket: WebSocket, sub: Subscriber, scope: anyio.CancelScope) -> None:
-    send = websocket.send
-    try:
-        async for batch in sub.frames():
-            for frame in batch:
-                await send(frame.message if isinstance(frame, _Entry) else {"type": "websocket.send", "text": frame})
-        if sub.close_code is not None:
-            with anyio.move_on_after(1):  # a client that stopped reading may never take it
-                await websocket.close(code=sub.close_code)
-    finally:
-        scope.cancel()
+class _Writer:
+    """Sends one subscriber's frames to its WebSocket, in a task that exists only while there
+    is something to send: an idle connection costs no task, and a client that stops reading
+    blocks only its own task (the hub's overflow policy then bounds its queue)."""
+
+    __slots__ = ("websocket", "sub", "failed")
+
+    def __init__(self, websocket: WebSocket, sub: Subscriber) -> None:
+        self.websocket = websocket
+        self.sub = sub
+        self.failed = False
+
+    def start(self) -> None:
+        """Called (on the loop) when frames arrive and no writer task is running."""
+        if not self.failed:
+            self.sub._writer = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        if self.sub._writer is not None:
+            self.sub._writer.cancel()
+
+    async def _run(self) -> None:
+        sub, send = self.sub, self.websocket.send
+        try:
+            while sub._queue:
+                for frame in sub._take():
+                    await send(frame.message if isinstance(frame, _Entry) else {"type": "websocket.send", "text": frame})
+            if sub.close_code is not None:
+                self.failed = True  # nothing more to send
+                with anyio.move_on_after(1):  # a client that stopped reading may never take it
+                    await self.websocket.close(code=sub.close_code)
+        except (WebSocketDisconnect, OSError):
+            # The client went away; the reader sees it too and ends the connection.
+            self.failed = True
+        except Exception:
+            self.failed = True
+            logger.exception("sending to a WebSocket client failed")
+        finally:
+            sub._writer = None  # no await since the queue was last seen empty: no lost wake-up

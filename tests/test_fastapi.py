@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -75,6 +76,23 @@ def test_welcome_then_committed_changes(world: World) -> None:
         assert welcome == {"type": "welcome", "cursor": world.hub.cursor}
         forum = world.add_forum()
         assert receive(ws) == {"id": world.hub.cursor, "collection": "forums", "action": "insert", "data": {"id": forum}}
+
+
+def test_idle_connection_holds_no_writer_task(world: World) -> None:
+    """The writer task exists only while there is something to send (memory per connection)."""
+    portal = world.client.portal
+    assert portal is not None
+
+    async def writers_running() -> list[bool]:
+        return [sub._writer is not None for sub in world.hub._subscribers]
+
+    with world.client.websocket_connect("/notify/ws") as ws:
+        receive(ws)
+        deadline = time.monotonic() + 5
+        while portal.call(writers_running) != [False]:  # its last send may still be returning
+            assert time.monotonic() < deadline, "the writer task did not finish after the welcome"
+        world.add_forum()
+        assert receive(ws)["action"] == "insert"  # a new writer is started on demand
 
 
 def test_server_side_subscription_filter(world: World) -> None:

@@ -31,11 +31,7 @@ async def settle() -> None:
 
 def texts(sub: Subscriber) -> list[dict[str, Any]]:
     """Everything queued for ``sub``, decoded, emptying its queue."""
-    out = []
-    while sub._queue:
-        frame = sub._queue.popleft()
-        out.append(json.loads(frame if isinstance(frame, str) else frame.text))
-    return out
+    return [json.loads(frame if isinstance(frame, str) else frame.text) for frame in sub._take()]
 
 
 async def test_publish_from_loop_and_threads() -> None:

@@ -41,11 +41,14 @@ class Server:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}/notify/ws"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "tests.server_app:app", "--port", str(self.port),
-             "--ws-per-message-deflate", "false", "--log-level", "warning"],
-            cwd=ROOT, env={**os.environ, "APP_DB": str(tmp_path / "server.db"), **env},
-        )
+        self.log = tmp_path / f"uvicorn-{self.port}.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "tests.server_app:app", "--port", str(self.port),
+                 "--ws-per-message-deflate", "false", "--log-level", "warning"],
+                cwd=ROOT, env={**os.environ, "APP_DB": str(tmp_path / "server.db"), **env},
+                stdout=log, stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 20
         while True:  # ready when it answers
             try:
@@ -58,12 +61,15 @@ class Server:
                 time.sleep(0.05)
 
     def stop(self) -> None:
+        """Stop it; fail if it logged an exception (a client's behaviour must never cause one)."""
         self.proc.terminate()
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+        log = self.log.read_text(errors="replace")
+        assert "Traceback" not in log, f"the server logged an exception:\n{log}"
 
 
 @pytest.fixture
@@ -153,6 +159,27 @@ async def test_many_clients_each_get_everything_once(server: Server, http: httpx
         assert stats["connections"] == 100 and stats["frames_dropped"] == 0
     finally:
         await asyncio.gather(*(ws.close() for ws in clients))
+
+
+async def test_client_vanishing_mid_send_is_quiet(server: Server, http: httpx.AsyncClient) -> None:
+    """A client that drops its TCP connection while frames are on their way logs nothing
+    (``server.stop()`` fails on a logged traceback) and the server carries on."""
+    for _ in range(3):
+        clients = [await websockets.connect(server.ws) for _ in range(20)]
+        for ws in clients:
+            await recv(ws)
+        await http.post("/burst", params={"count": 200, "size": 5_000})
+        for ws in clients:
+            ws.transport.abort()  # no close handshake: sends to them fail
+        await http.post("/burst", params={"count": 200, "size": 5_000})
+    async with websockets.connect(server.ws) as ws:
+        await recv(ws)
+        await http.post("/burst", params={"count": 1, "name": "after"})
+        assert (await recv(ws))["data"]["name"] == "after"
+    deadline = time.monotonic() + 10
+    while (await http.get("/stats")).json()["connections"] != 0:  # bounded wait for the teardown
+        assert time.monotonic() < deadline, "aborted connections were not cleaned up"
+        await asyncio.sleep(0.05)
 
 
 def _stalled_client(port: int) -> socket.socket:

@@ -333,7 +333,7 @@ async def rss() -> dict[str, int]:
 
 
 @app.get("/stats")
-async def stats() -> dict[str, int]:
+async def stats() -> dict[str, int | str]:
     s = hub.stats()
     return {f: getattr(s, f) for f in s.__struct_fields__}
 

@@ -4,6 +4,7 @@ Attach a :class:`Notifier` to a session factory; every committed transaction's i
 updates and deletes reach its sink as :class:`Notification` records.
 """
 
+from ._broker import Broker as Broker
 from ._errors import NotAttachedError as NotAttachedError
 from ._errors import SinkError as SinkError
 from ._errors import SqlaNotifyError as SqlaNotifyError
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "Authorize",
+    "Broker",
     "CallbackSink",
     "FanoutSink",
     "Hub",

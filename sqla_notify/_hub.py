@@ -26,6 +26,16 @@ counts notifications. The hub keeps the last ``replay`` notifications. A client 
 reconnects with its last id gets what it missed, in order, before any live message (the
 replay is queued in the same loop step that registers it, so nothing falls between); an id
 older than the window, or from another epoch (a restarted server), gets ``resync``.
+
+Several processes
+=================
+
+With a broker (``Hub(broker="redis://...")``, see :mod:`sqla_notify.redis`) the hub hands
+each committed batch to the broker instead of delivering it, and delivers what the broker
+reads back, with the broker's cursors. Every process sees every batch exactly once, in the
+broker's order; a process never delivers its own batch twice, and a client may resume on any
+process. When the broker loses notifications (it restarted, or trimmed what a slow process
+had not read), the hub tells every client to ``resync`` and refuses replays across the gap.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from ._broker import Broker
 from ._notification import Notification
 from ._protocol import Error, NotificationFrame, Resync, Subscribed, Welcome, encode
 from ._sinks import Sink
@@ -71,6 +82,11 @@ class HubStats(msgspec.Struct, frozen=True):
     replays: int
     #: batches dropped because the hub was not running (published before ``async with hub``)
     dropped_not_running: int
+    #: the broker's state (``"connected"``, ``"connecting"``, ``"disconnected"``...);
+    #: ``"none"`` for an in-process hub
+    broker: str = "none"
+    #: times the broker lost notifications, so that every client was told to ``resync``
+    gaps: int = 0
 
 
 class Hub(Sink):
@@ -86,10 +102,20 @@ class Hub(Sink):
         message (reload your data), then carry on; if it overflows again before reading that,
         it is not reading at all and is closed with code 1013. ``"close"``: close with 1013
         at once. Memory stays bounded either way.
-    :raises ValueError: for a non-positive size or an unknown policy.
+    :param broker: share notifications with the hubs of other processes: a URL
+        (``"redis://host:6379/0"``, see :class:`sqla_notify.redis.RedisBroker`) or a broker
+        object. ``None`` (default): this process only, no service needed.
+    :raises ValueError: for a non-positive size, an unknown policy or broker URL.
     """
 
-    def __init__(self, *, replay: int = 1000, queue_size: int = 1000, overflow: Overflow = "resync") -> None:
+    def __init__(
+        self,
+        *,
+        replay: int = 1000,
+        queue_size: int = 1000,
+        overflow: Overflow = "resync",
+        broker: Broker | str | None = None,
+    ) -> None:
         if not isinstance(replay, int) or replay < 0:
             raise ValueError(f"Hub(replay=...) expected an int >= 0, got {replay!r}")
         if not isinstance(queue_size, int) or queue_size < 1:
@@ -98,9 +124,12 @@ class Hub(Sink):
             raise ValueError(f"Hub(overflow=...) expected 'resync' or 'close', got {overflow!r}")
         self.queue_size = queue_size
         self.overflow = overflow
+        self.replay = replay
+        self._broker = _make_broker(broker)
         self._window: deque[_Entry] = deque(maxlen=replay)
         self._epoch = format(time.time_ns() // 1_000_000, "x")
-        self._seq = 0
+        self._seq = 0  # the ordering key of the newest notification
+        self._cursor = f"{self._epoch}-0" if self._broker is None else self._broker.initial_cursor
         self._subscribers: set[Subscriber] = set()
         # The seq of the newest notification that left the window, per collection and
         # overall: how resuming clients are told whether they missed something.
@@ -111,6 +140,7 @@ class Hub(Sink):
         self._thread = 0
         self._published = self._frames = self._dropped = self._slow = self._replays = 0
         self._not_running = 0
+        self._gaps = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -120,10 +150,14 @@ class Hub(Sink):
             raise RuntimeError("this Hub is already running; enter it once")
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+        if self._broker is not None:
+            await self._broker.start(self)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         """Unbind; connected clients are told to go away (1001)."""
+        if self._broker is not None:
+            await self._broker.stop()
         self._loop = None
         for sub in list(self._subscribers):
             sub._close(1001)  # going away
@@ -137,10 +171,11 @@ class Hub(Sink):
         if loop is None or loop.is_closed():
             self._not_running += 1
             return
+        target = self._dispatch if self._broker is None else self._broker.publish
         if threading.get_ident() == self._thread:
-            loop.call_soon(self._dispatch, notifications)
+            loop.call_soon(target, notifications)
         else:
-            loop.call_soon_threadsafe(self._dispatch, notifications)
+            loop.call_soon_threadsafe(target, notifications)
 
     # -- the loop side --------------------------------------------------------------------
 
@@ -148,15 +183,25 @@ class Hub(Sink):
     def cursor(self) -> str:
         """The id of the latest notification: read it *before* querying for a snapshot, then
         resume from it, and nothing committed after the snapshot is missed."""
-        return f"{self._epoch}-{self._seq}"
+        return self._cursor
 
     def _dispatch(self, notifications: list[Notification]) -> None:
+        """In-process: number a committed batch and deliver it."""
         entries = []
+        seq = self._seq
         for n in notifications:
-            self._seq += 1
-            ident = f"{self._epoch}-{self._seq}"
+            seq += 1
+            ident = f"{self._epoch}-{seq}"
             text = encode(NotificationFrame(ident, n.collection, n.action, n.data))
-            entries.append(_Entry(self._seq, ident, n, text))
+            entries.append(_Entry(seq, ident, n, text))
+        self._ingest(entries)
+
+    def _ingest(self, entries: list[_Entry]) -> None:
+        """Keep a numbered batch for replay and deliver it (a broker calls this too)."""
+        if not entries:
+            return
+        self._seq = entries[-1].seq
+        self._cursor = entries[-1].id
         self._published += len(entries)
         window = self._window
         excess = len(window) + len(entries) - (window.maxlen or 0)
@@ -184,10 +229,20 @@ class Hub(Sink):
             self._give_up(sub)
             return
         sub._overflowed = True
-        before = frame.seq - 1 if isinstance(frame, _Entry) else self._seq
-        sub._put(encode(Resync(f"{self._epoch}-{before}", "too slow: messages were dropped")))
+        sub._put(encode(Resync(self._cursor_before(frame), "too slow: messages were dropped")))
         sub._put(frame)
         self._frames += 2
+
+    def _cursor_before(self, frame: Frame) -> str:
+        """The cursor to reload "as of" when ``frame`` is the first frame kept."""
+        if not isinstance(frame, _Entry):
+            return self.cursor
+        if self._broker is None:
+            return f"{self._epoch}-{frame.seq - 1}"
+        for previous in reversed(self._window):  # broker cursors are not consecutive
+            if previous.seq < frame.seq:
+                return previous.id
+        return self.cursor
 
     def _give_up(self, sub: Subscriber) -> None:
         self._slow += 1
@@ -242,10 +297,9 @@ class Hub(Sink):
         just because other collections were busy: only evicted notifications of its own
         collections count.
         """
-        epoch, _, seq_text = last_id.rpartition("-")
-        if epoch != self._epoch or not seq_text.isdigit():
+        seq = self._parse(last_id)
+        if seq is None:
             return None  # another server instance's id (e.g. before a restart), or garbage
-        seq = int(seq_text)
         if seq > self._seq or seq < self._evicted_floor:
             return None
         if collections is None:
@@ -254,6 +308,22 @@ class Hub(Sink):
         elif any(self._evicted.get(c, 0) > seq for c in collections):
             return None
         return [e for e in self._window if e.seq > seq]
+
+    def _parse(self, cursor: str) -> int | None:
+        if self._broker is not None:
+            return self._broker.parse_cursor(cursor)
+        epoch, _, seq_text = cursor.rpartition("-")
+        return int(seq_text) if epoch == self._epoch and seq_text.isdigit() else None
+
+    def _gap(self, reason: str) -> None:
+        """The broker lost notifications: every client must reload, and no replay may span
+        the gap (a broker calls this, on the loop)."""
+        self._gaps += 1
+        self._evicted_floor = self._seq + 1
+        frame = encode(Resync(self.cursor, reason))
+        for sub in tuple(self._subscribers):
+            self._offer(sub, frame)
+        logger.warning("told %d client(s) to resync: %s", len(self._subscribers), reason)
 
     def update(self, sub: Subscriber, collections: frozenset[str] | None) -> None:
         """Change what ``sub`` receives from now on, and confirm with ``subscribed``."""
@@ -273,7 +343,21 @@ class Hub(Sink):
         return HubStats(
             len(self._subscribers), self._published, self._frames, self._dropped,
             self._slow, self._replays, self._not_running,
+            "none" if self._broker is None else self._broker.state, self._gaps,
         )
 
     def __repr__(self) -> str:
         return f"Hub(connections={len(self._subscribers)}, cursor={self.cursor!r})"
+
+
+def _make_broker(broker: Broker | str | None) -> Broker | None:
+    if broker is None or isinstance(broker, Broker):
+        return broker
+    if isinstance(broker, str) and broker.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisBroker  # noqa: PLC0415 - an optional dependency
+
+        return RedisBroker(broker)
+    raise ValueError(
+        f"Hub(broker=...) expected None, a Broker, or a URL starting with redis://, rediss:// "
+        f"or unix://, got {broker!r}"
+    )

@@ -147,7 +147,9 @@ def default_collection(mapper: Mapper[Any]) -> str:
     """The collection name used when a model does not set one."""
     table = mapper.base_mapper.local_table
     name = getattr(table, "name", None)
-    return name if isinstance(name, str) else mapper.base_mapper.class_.__name__
+    # str(): a table's name is a ``quoted_name``, a str subclass that encoders such as
+    # msgspec's refuse; a notification must hold plain values.
+    return str(name) if isinstance(name, str) else mapper.base_mapper.class_.__name__
 
 
 def model_info(mapper: Mapper[Any]) -> ModelInfo | None:

@@ -1,7 +1,8 @@
 """An app for the tests that run a real uvicorn server (tests/test_server.py).
 
 Configured by environment variables, since it runs in a child process:
-``APP_DB`` (SQLite file), ``APP_QUEUE_SIZE``.
+``APP_DB`` (SQLite file), ``APP_QUEUE_SIZE``, ``APP_REDIS`` and ``APP_STREAM`` (share
+notifications with other processes through a Redis Stream).
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from .models import Base, Forum
 DB = os.environ["APP_DB"]
 engine = create_engine(f"sqlite:///{DB}", connect_args={"timeout": 30})
 async_engine = create_async_engine(f"sqlite+aiosqlite:///{DB}", connect_args={"timeout": 30})
-hub = Hub(queue_size=int(os.environ.get("APP_QUEUE_SIZE", "1000")))
+broker = None
+if "APP_REDIS" in os.environ:
+    from sqla_notify.redis import RedisBroker
+
+    broker = RedisBroker(os.environ["APP_REDIS"], stream=os.environ["APP_STREAM"])
+hub = Hub(queue_size=int(os.environ.get("APP_QUEUE_SIZE", "1000")), broker=broker)
 notifier = Notifier(hub)
 SyncSession = notifier.attach(sessionmaker(engine))
 AsyncSession = notifier.attach(async_sessionmaker(async_engine))
@@ -83,5 +89,5 @@ async def burst(count: int, size: int = 0, name: str = "burst") -> dict[str, str
 
 
 @app.get("/stats")
-async def stats() -> dict[str, int]:
+async def stats() -> dict[str, int | str]:
     return {f: getattr(hub.stats(), f) for f in hub.stats().__struct_fields__}

@@ -37,3 +37,11 @@ def test_fastapi_module_surface() -> None:
 
     assert fastapi.__all__ == ("Authenticate", "notify_router")
     assert inspect.getdoc(fastapi.notify_router) and inspect.getdoc(fastapi)
+
+
+def test_redis_module_surface() -> None:
+    from sqla_notify import redis
+
+    assert redis.__all__ == ("RedisBroker",)
+    assert inspect.getdoc(redis) and inspect.getdoc(redis.RedisBroker)
+    assert issubclass(redis.RedisBroker, sqla_notify.Broker)

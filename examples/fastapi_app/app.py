@@ -66,7 +66,8 @@ if engine.dialect.name == "sqlite":
     def _wal(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
-hub = Hub()
+# REDIS_URL shares notifications between worker processes (uvicorn --workers N) and hosts.
+hub = Hub(broker=os.environ.get("REDIS_URL") or None)
 notifier = Notifier(hub)
 SyncSession = notifier.attach(sessionmaker(engine))
 AsyncSessionLocal = notifier.attach(async_sessionmaker(async_engine, expire_on_commit=False))

@@ -1,0 +1,282 @@
+"""RedisBroker: several hubs sharing one Redis Stream (the machine's Redis, a private stream
+per test), and faults against a private redis-server that the test starts and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from sqla_notify import Hub, Notification, Notifier, Subscriber
+from sqla_notify.redis import RedisBroker
+
+from .conftest import require_service
+from .models import Base, Forum
+
+pytestmark = pytest.mark.anyio
+REDIS_URL = os.environ.get("SQLA_NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        require_service("Redis", f"{REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def stream(redis_url: str) -> Iterator[str]:
+    """A stream of its own for each test, deleted afterwards."""
+    name = f"sqla_notify_test:{uuid.uuid4().hex}"
+    yield name
+    redis.Redis.from_url(redis_url).delete(name)
+
+
+async def until(condition: Any, what: str, timeout: float = 10.0) -> None:
+    """Wait, bounded, for ``condition()`` (the hubs' readers run as background tasks)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def frames(sub: Subscriber) -> list[dict[str, Any]]:
+    """What is queued for ``sub``, decoded; empties its queue."""
+    return [json.loads(f if isinstance(f, str) else f.text) for f in sub._take()]
+
+
+async def receive(
+    sub: Subscriber, done: Callable[[list[dict[str, Any]]], bool], what: str, timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    """Frames for ``sub`` until ``done(frames so far)``, bounded by ``timeout``."""
+    got: list[dict[str, Any]] = []
+
+    def check() -> bool:
+        got.extend(frames(sub))
+        return done(got)
+
+    await until(check, what, timeout)
+    return got
+
+
+def N(i: int, collection: str = "forums") -> Notification:
+    return Notification(collection, "insert", {"id": i})
+
+
+@pytest.fixture
+async def two_hubs(redis_url: str, stream: str) -> AsyncIterator[tuple[Hub, Hub]]:
+    """Two hubs, as two processes would have, sharing one stream."""
+    async with Hub(broker=RedisBroker(redis_url, stream=stream)) as a, \
+            Hub(broker=RedisBroker(redis_url, stream=stream)) as b:
+        await until(lambda: a.stats().broker == b.stats().broker == "connected", "both readers")
+        yield a, b
+
+
+async def test_every_process_delivers_every_batch_once(two_hubs: tuple[Hub, Hub]) -> None:
+    a, b = two_hubs
+    on_a, on_b = a.subscribe(), b.subscribe()
+    frames(on_a), frames(on_b)  # the welcomes
+    a.publish([N(1), N(2)])
+    b.publish([N(3)])
+    got_a = await receive(on_a, lambda got: len(got) == 3, "three notifications on A")
+    got_b = await receive(on_b, lambda got: len(got) == 3, "three notifications on B")
+    assert got_a == got_b  # same order, same cursors, everywhere
+    assert sorted(m["data"]["id"] for m in got_a) == [1, 2, 3]
+    ids = [m["data"]["id"] for m in got_a]
+    assert ids.index(1) + 1 == ids.index(2)  # a transaction stays together and in order
+    assert a.stats().published == b.stats().published == 3  # A did not deliver its own twice
+    assert a.cursor == b.cursor == got_a[-1]["id"]
+
+
+async def test_client_moves_to_another_process_and_misses_nothing(two_hubs: tuple[Hub, Hub]) -> None:
+    a, b = two_hubs
+    on_b = b.subscribe()
+    frames(on_b)
+    a.publish([N(1)])
+    first = await receive(on_b, bool, "the first notification on B")
+    b.unsubscribe(on_b)  # the client drops...
+    a.publish([N(2), N(3)])
+    b.publish([N(4)])
+    await until(lambda: a.stats().published == 4, "A to read all four")
+    on_a = a.subscribe(last_id=first[0]["id"])  # ...and reconnects to A with its last id
+    replayed = frames(on_a)[1:]
+    assert sorted(m["data"]["id"] for m in replayed) == [2, 3, 4]
+    a.publish([N(5)])
+    live = await receive(on_a, bool, "the live one")
+    assert [m["data"]["id"] for m in live] == [5]  # no duplicate, no gap
+
+
+async def test_a_new_process_can_replay_what_came_before_it(redis_url: str, stream: str) -> None:
+    async with Hub(broker=RedisBroker(redis_url, stream=stream)) as a:
+        sub = a.subscribe()
+        a.publish([N(1)])
+        a.publish([N(2)])
+        got = (await receive(sub, lambda got: len(got) == 3, "welcome and two on A"))[1:]
+        async with Hub(broker=RedisBroker(redis_url, stream=stream)) as late:
+            await until(lambda: late.stats().broker == "connected", "the late reader")
+            assert late.cursor == a.cursor  # primed from the stream's tail
+            replayed = frames(late.subscribe(last_id=got[0]["id"]))[1:]
+            assert replayed == got[1:]
+
+
+async def test_resume_from_before_the_stream_gets_resync(redis_url: str, stream: str) -> None:
+    async with Hub(replay=5, broker=RedisBroker(redis_url, stream=stream)) as hub:
+        await until(lambda: hub.stats().broker == "connected", "the reader")
+        sub = hub.subscribe()
+        hub.publish([N(0)])
+        await until(lambda: hub.stats().published == 1, "the first")
+        old = frames(sub)[-1]["id"]
+        for i in range(1, 20):
+            hub.publish([N(i)])
+        await until(lambda: hub.stats().published == 20, "all twenty")
+        assert [m["type"] for m in frames(hub.subscribe(last_id=old))] == ["welcome", "resync"]
+        assert [m["type"] for m in frames(hub.subscribe(last_id="1-0:0"))] == ["welcome", "resync"]
+        assert [m["type"] for m in frames(hub.subscribe(last_id="nonsense"))] == ["welcome", "resync"]
+
+
+async def test_garbage_in_the_stream_is_skipped(redis_url: str, stream: str) -> None:
+    async with Hub(broker=RedisBroker(redis_url, stream=stream)) as hub:
+        await until(lambda: hub.stats().broker == "connected", "the reader")
+        sub = hub.subscribe()
+        frames(sub)
+        raw = redis.Redis.from_url(redis_url)
+        raw.xadd(stream, {"b": "not json"})
+        raw.xadd(stream, {"other": "x"})
+        hub.publish([N(1)])
+        got = await receive(sub, bool, "the good one after the garbage")
+        assert [m["data"] for m in got] == [{"id": 1}]
+
+
+async def test_commits_from_a_worker_thread_reach_every_hub(two_hubs: tuple[Hub, Hub], engine: Engine) -> None:
+    """Captured notifications (collection names from SQLAlchemy tables, odd values) cross
+    Redis intact; the sync session commits in a worker thread, as in a ``def`` endpoint."""
+    a, b = two_hubs
+    on_b = b.subscribe()
+    frames(on_b)
+    Base.metadata.create_all(engine)
+    sessions = Notifier(a).attach(sessionmaker(engine))
+
+    def commit() -> None:
+        with sessions.begin() as s:
+            s.add(Forum(id=1, name="f"))
+
+    await asyncio.to_thread(commit)
+    Notifier(a).notify("odd", "update", {"value": object()})  # not JSON: sent as its str()
+    got = await receive(on_b, lambda got: len(got) == 2, "both on B")
+    assert [(m["collection"], m["action"]) for m in got] == [("forums", "insert"), ("odd", "update")]
+    assert got[0]["data"] == {"id": 1} and got[1]["data"]["value"].startswith("<object object")
+
+
+def test_broker_url_is_checked() -> None:
+    with pytest.raises(ValueError, match="expected None, a Broker, or a URL"):
+        Hub(broker="amqp://localhost")
+    with pytest.raises(ValueError, match="stream=...\\) expected a non-empty str"):
+        RedisBroker(stream="")
+    with pytest.raises(ValueError, match="max_pending=...\\) expected an int >= 1, got 0"):
+        RedisBroker(max_pending=0)
+
+
+# -- faults, against a private redis-server ----------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free port, which tests may stop and restart."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.dir = tmp_path
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not _reachable("127.0.0.1", self.port):
+            assert self.proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        require_service("redis-server", "not on PATH (apt-get install redis-server)")
+    server = PrivateRedis(tmp_path)
+    yield server
+    server.stop()
+
+
+async def test_redis_down_at_startup_then_up(private_redis: PrivateRedis) -> None:
+    async with Hub(broker=RedisBroker(private_redis.url)) as hub:
+        sub = hub.subscribe()
+        frames(sub)
+        started = time.monotonic()
+        hub.publish([N(1)])  # returns at once although nothing listens
+        assert time.monotonic() - started < 0.1
+        await until(lambda: hub.stats().broker == "disconnected", "the reader to notice")
+        private_redis.start()
+        await until(lambda: hub.stats().broker == "connected", "the reader to connect", timeout=15)
+        got = await receive(sub, bool, "the batch that waited", timeout=15)
+        assert [m["data"] for m in got] == [{"id": 1}]  # it waited, in order; nothing was lost
+
+
+async def test_redis_restart_mid_stream_means_resync(private_redis: PrivateRedis) -> None:
+    private_redis.start()
+    async with Hub(broker=RedisBroker(private_redis.url)) as hub:
+        await until(lambda: hub.stats().broker == "connected", "the reader")
+        sub = hub.subscribe()
+        hub.publish([N(1)])
+        await until(lambda: hub.stats().published == 1, "the first notification")
+        before = frames(sub)[-1]["id"]
+        private_redis.stop()  # and its stream with it: it keeps nothing on disk
+        hub.publish([N(2)])  # commits carry on meanwhile
+        await until(lambda: hub.stats().broker == "disconnected", "the reader to notice")
+        private_redis.start()
+        got = await receive(sub, lambda got: any(m.get("type") == "resync" for m in got),
+                            "resync after the restart", timeout=15)
+        assert hub.stats().gaps >= 1
+        hub.publish([N(3)])
+        await receive(sub, lambda got: any(m.get("data") == {"id": 3} for m in got),
+                      "live notifications again", timeout=15)
+        # No replay across the gap: a client that saw only what came before must reload.
+        assert [m["type"] for m in frames(hub.subscribe(last_id=before))] == ["welcome", "resync"]

@@ -9,14 +9,23 @@ cursor: a client may resume on any process.
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Callable
 
 from ._notification import Notification
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from ._hub import Hub
 
 __all__ = ("Broker",)
+
+logger = logging.getLogger("sqla_notify")
 
 
 class Broker(abc.ABC):
@@ -36,20 +45,99 @@ class Broker(abc.ABC):
     def publish(self, notifications: list[Notification]) -> None:
         """Queue one committed batch, keeping the order of calls. Must not block."""
 
+    #: Whether :meth:`publish_in_transaction` may take batches (see :class:`~sqla_notify.Sink`).
+    transactional: bool = False
+
+    def publish_in_transaction(self, connection: Connection, notifications: list[Notification]) -> bool:
+        """Announce a batch inside its transaction, just before COMMIT, on the committing
+        thread; see :meth:`Sink.publish_in_transaction`. The default declines."""
+        return False
+
     @abc.abstractmethod
     async def stop(self) -> None:
         """Stop reading and writing; what is still queued may be dropped."""
 
-    @abc.abstractmethod
+    #: Whether the broker numbers notifications itself, the same in every process (a
+    #: client may then resume on any process). If not, it delivers with ``hub._dispatch``
+    #: and each hub numbers what it delivers.
+    shared_cursors: bool = False
+
     def parse_cursor(self, cursor: str) -> int | None:
-        """The ordering key of one of this broker's cursors, or ``None`` if it is not one."""
+        """With :attr:`shared_cursors`: the ordering key of one of this broker's cursors, or
+        ``None`` if it is not one."""
+        return None
 
     @property
-    @abc.abstractmethod
     def initial_cursor(self) -> str:
-        """The cursor to report before anything was read."""
+        """With :attr:`shared_cursors`: the cursor to report before anything was read."""
+        return ""
 
     @property
     @abc.abstractmethod
     def state(self) -> str:
         """A short word for :attr:`HubStats.broker`, e.g. ``"connected"``."""
+
+
+class Outbox:
+    """Batches on their way to a broker: kept in order, bounded, written by one task.
+
+    While the broker does not answer its ``ping``, batches wait (nothing is lost). A write
+    that fails is not retried, since it may have gone through and a retry could deliver it
+    twice; it becomes the *lost* reason instead, as does a batch pushed out by
+    ``max_pending``, and ``write`` must announce it (a gap marker) before the next batches.
+    """
+
+    def __init__(self, max_pending: int, what: str) -> None:
+        self.max_pending = max_pending
+        self.what = what  # for messages: "Redis", "PostgreSQL"
+        self.pending: deque[list[Notification]] = deque()
+        self.lost: str | None = None
+        self.errors = 0
+        self._wake = asyncio.Event()
+
+    def put(self, notifications: list[Notification]) -> None:
+        """Queue a batch (on the loop); never blocks."""
+        if len(self.pending) >= self.max_pending:
+            self.pending.popleft()
+            self.lost = f"batches were dropped while {self.what} was unreachable"
+        self.pending.append(notifications)
+        self._wake.set()
+
+    async def run(
+        self,
+        write: Callable[[list[list[Notification]], str | None], Awaitable[object]],
+        ping: Callable[[], Awaitable[object]],
+    ) -> None:
+        """Write what is queued, forever: ``write(batches, lost_reason)``."""
+        failures = 0
+        verified = False  # the broker answered the last call
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.pending or self.lost:
+                if not verified:
+                    try:
+                        await ping()
+                        verified = True
+                    except Exception:  # noqa: BLE001 - unreachable: keep the batches, retry
+                        failures += 1
+                        await asyncio.sleep(backoff(failures))
+                        continue
+                batches = list(self.pending)
+                self.pending.clear()
+                lost, self.lost = self.lost, None
+                try:
+                    await write(batches, lost)
+                    failures = 0
+                except Exception as exc:  # noqa: BLE001 - the writer must outlive any error
+                    self.errors += 1
+                    failures += 1
+                    verified = False
+                    self.lost = lost or f"{len(batches)} batch(es) may not have reached {self.what} ({exc!r})"
+                    logger.warning("sqla_notify could not write to %s (%r); will retry", self.what, exc)
+                    await asyncio.sleep(backoff(failures))
+
+
+def backoff(failures: int) -> float:
+    """Exponential, 0.1 s to 5 s, with full jitter (many processes must not retry in step)."""
+    return random.uniform(0.05, min(5.0, 0.1 * 2 ** min(failures, 10)))

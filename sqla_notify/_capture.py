@@ -62,6 +62,7 @@ from ._notification import Notification
 from ._options import ModelInfo, model_info
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
     from sqlalchemy.orm import Mapper, Session, SessionTransaction, UOWTransaction
     from sqlalchemy.orm.state import InstanceState
 
@@ -79,8 +80,13 @@ _insert_order = operator.attrgetter("insert_order")
 class Recorder:
     """The session event listeners of one :class:`Notifier`, and the state they share."""
 
-    def __init__(self, publish: Callable[[list[Notification]], None]) -> None:
+    def __init__(
+        self,
+        publish: Callable[[list[Notification]], None],
+        prepare: Callable[[Connection, list[Notification]], bool] | None = None,
+    ) -> None:
         self._publish = publish
+        self._prepare = prepare
         self._infos: dict[Mapper[Any], ModelInfo | None] = {}
         # Anything unique and private does as the session.info key.
         self.info_key = object()
@@ -117,6 +123,29 @@ class Recorder:
             self._capture(session, flush_context)
         except Exception:  # noqa: BLE001
             logger.exception("sqla_notify failed to capture a flush; its changes are not announced")
+
+    def before_commit(self, session: Session) -> None:
+        """For a transactional sink only: hand the root's batch to it inside the transaction.
+
+        Flushes first (``commit()`` would flush right after this hook anyway) so that the
+        batch is complete. A later flush (another ``before_commit`` listener changing rows)
+        is published after the commit, the usual way: nothing is lost.
+        """
+        if session.get_nested_transaction() is not None or self._prepare is None:
+            return  # a savepoint being released: the root decides
+        session.flush()  # the user's own errors, which commit() would raise just the same
+        pending = session.info.get(self.info_key)
+        root = session.get_transaction()
+        buf = pending.get(root) if pending else None
+        if buf is None or not buf.entries:
+            return
+        try:
+            handled = self._prepare(session.connection(), to_notifications(buf))
+        except Exception:  # noqa: BLE001
+            logger.exception("sqla_notify could not publish inside the transaction; publishing after commit")
+            return
+        if handled:
+            buf.entries.clear()
 
     def after_commit(self, session: Session) -> None:
         """Mark the transaction (root or released savepoint) that just committed."""

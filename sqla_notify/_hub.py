@@ -46,11 +46,14 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from ._broker import Broker
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 from ._notification import Notification
 from ._protocol import Error, NotificationFrame, Resync, Subscribed, Welcome, encode
 from ._sinks import Sink
@@ -103,8 +106,9 @@ class Hub(Sink):
         it is not reading at all and is closed with code 1013. ``"close"``: close with 1013
         at once. Memory stays bounded either way.
     :param broker: share notifications with the hubs of other processes: a URL
-        (``"redis://host:6379/0"``, see :class:`sqla_notify.redis.RedisBroker`) or a broker
-        object. ``None`` (default): this process only, no service needed.
+        (``"redis://host:6379/0"``, see :class:`sqla_notify.redis.RedisBroker`;
+        ``"postgresql://host/db"``, see :class:`sqla_notify.postgres.PostgresBroker`) or a
+        broker object. ``None`` (default): this process only, no service needed.
     :raises ValueError: for a non-positive size, an unknown policy or broker URL.
     """
 
@@ -129,7 +133,9 @@ class Hub(Sink):
         self._window: deque[_Entry] = deque(maxlen=replay)
         self._epoch = format(time.time_ns() // 1_000_000, "x")
         self._seq = 0  # the ordering key of the newest notification
-        self._cursor = f"{self._epoch}-0" if self._broker is None else self._broker.initial_cursor
+        # The broker's cursors, shared by every process, or this hub's own.
+        self._shared = self._broker is not None and self._broker.shared_cursors
+        self._cursor = self._broker.initial_cursor if self._broker and self._shared else f"{self._epoch}-0"
         self._subscribers: set[Subscriber] = set()
         # The seq of the newest notification that left the window, per collection and
         # overall: how resuming clients are told whether they missed something.
@@ -176,6 +182,15 @@ class Hub(Sink):
             loop.call_soon(target, notifications)
         else:
             loop.call_soon_threadsafe(target, notifications)
+
+    @property
+    def transactional(self) -> bool:  # type: ignore[override]
+        """Whether the broker announces batches inside their transactions (PostgreSQL)."""
+        return self._broker is not None and self._broker.transactional
+
+    def publish_in_transaction(self, connection: Connection, notifications: list[Notification]) -> bool:
+        """Let a transactional broker announce the batch inside its transaction."""
+        return self._broker is not None and self._broker.publish_in_transaction(connection, notifications)
 
     # -- the loop side --------------------------------------------------------------------
 
@@ -237,7 +252,7 @@ class Hub(Sink):
         """The cursor to reload "as of" when ``frame`` is the first frame kept."""
         if not isinstance(frame, _Entry):
             return self.cursor
-        if self._broker is None:
+        if not self._shared:
             return f"{self._epoch}-{frame.seq - 1}"
         for previous in reversed(self._window):  # broker cursors are not consecutive
             if previous.seq < frame.seq:
@@ -310,7 +325,7 @@ class Hub(Sink):
         return [e for e in self._window if e.seq > seq]
 
     def _parse(self, cursor: str) -> int | None:
-        if self._broker is not None:
+        if self._broker is not None and self._shared:
             return self._broker.parse_cursor(cursor)
         epoch, _, seq_text = cursor.rpartition("-")
         return int(seq_text) if epoch == self._epoch and seq_text.isdigit() else None
@@ -357,7 +372,11 @@ def _make_broker(broker: Broker | str | None) -> Broker | None:
         from .redis import RedisBroker  # noqa: PLC0415 - an optional dependency
 
         return RedisBroker(broker)
+    if isinstance(broker, str) and broker.startswith(("postgresql://", "postgres://", "postgresql+")):
+        from .postgres import PostgresBroker  # noqa: PLC0415 - an optional dependency
+
+        return PostgresBroker(broker)
     raise ValueError(
-        f"Hub(broker=...) expected None, a Broker, or a URL starting with redis://, rediss:// "
-        f"or unix://, got {broker!r}"
+        f"Hub(broker=...) expected None, a Broker, or a URL starting with redis://, rediss://, "
+        f"unix://, postgresql:// or postgres://, got {broker!r}"
     )

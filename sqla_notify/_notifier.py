@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, TypeVar
 
 import msgspec
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 from sqlalchemy.orm import ORMExecuteState, Session, scoped_session, sessionmaker
 
 from . import _bulk
@@ -68,7 +68,11 @@ class Notifier:
         self._send: SinkCallable = (
             self._sink.callback if isinstance(self._sink, CallbackSink) else self._sink.publish
         )
-        self._recorder = Recorder(self._deliver)
+        # A transactional sink (a hub with a PostgreSQL broker) announces each batch inside
+        # its transaction; others cost no before_commit listener.
+        self._transactional = bool(self._sink.transactional)
+        self._events = _EVENTS + (("before_commit",) if self._transactional else ())
+        self._recorder = Recorder(self._deliver, self._prepare if self._transactional else None)
         self._attached: dict[int, _Attachment] = {}
         self._session_classes: tuple[type[Session], ...] = ()
         self._lock = threading.Lock()
@@ -102,7 +106,7 @@ class Notifier:
         if id(factory) in self._attached:
             return target
         attachment = _listen_target(factory)
-        for name in _EVENTS:
+        for name in self._events:
             event.listen(attachment.listen_target, name, self._listener(name))
         self._attached[id(factory)] = attachment
         self._session_classes += (attachment.session_class,)
@@ -119,7 +123,7 @@ class Notifier:
         attachment = self._attached.pop(id(factory), None)
         if attachment is None:
             raise ValueError(f"detach() expected a target attached to this notifier, got {target!r}")
-        for name in _EVENTS:
+        for name in self._events:
             event.remove(attachment.listen_target, name, self._listener(name))
         if attachment.undo is not None:
             attachment.undo()
@@ -197,6 +201,14 @@ class Notifier:
         self._recorder.buffer(sync_session).entries[object()] = notification
 
     # -- delivery ------------------------------------------------------------------------
+
+    def _prepare(self, connection: Connection, batch: list[Notification]) -> bool:
+        handled = self._sink.publish_in_transaction(connection, batch)
+        if handled:
+            with self._lock:
+                self._batches += 1
+                self._notifications += len(batch)
+        return handled
 
     def _deliver(self, batch: list[Notification]) -> None:
         try:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import abc
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ._errors import SinkError
 from ._notification import Notification
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 __all__ = ("CallbackSink", "FanoutSink", "Sink", "SinkCallable")
 
@@ -42,12 +45,28 @@ class Sink(abc.ABC):
       called ``commit()``.
     """
 
+    #: Whether :meth:`publish_in_transaction` may take batches; read once, by the Notifier.
+    transactional: bool = False
+
     @abc.abstractmethod
     def publish(self, notifications: list[Notification]) -> None:
         """Deliver one committed transaction's notifications.
 
         :param notifications: a new list, owned by the sink from now on; never empty.
         """
+
+    def publish_in_transaction(self, connection: Connection, notifications: list[Notification]) -> bool:
+        """Announce a transaction's notifications *inside* it, just before its COMMIT.
+
+        Called only on sinks whose :attr:`transactional` is true, on the committing thread,
+        after the transaction's last flush, with the transaction's ``connection``. Return
+        ``True`` if the batch is taken care of (the database will deliver it if and only if
+        the transaction commits; :meth:`publish` is not called for it), ``False`` to have it
+        published after the commit as usual. Anything it raises is logged and the batch is
+        published after the commit; but SQL that fails here aborts the user's transaction,
+        so validate before executing. The default returns ``False``.
+        """
+        return False
 
 
 class CallbackSink(Sink):

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from collections import deque
 from typing import TYPE_CHECKING, cast
 
 import msgspec
@@ -43,13 +41,12 @@ try:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         f'sqla_notify.redis needs redis-py ({exc.name} is missing): pip install "sqla_notify[redis]"'
     ) from exc
 
-from ._broker import Broker
+from ._broker import Broker, Outbox, backoff
 from ._notification import Notification, _lenient
 from ._protocol import NotificationFrame, encode
 from ._subscriber import _Entry
@@ -118,17 +115,22 @@ class RedisBroker(Broker):
             retry=Retry(NoBackoff(), 0),
         )
         self._hub: Hub | None = None
-        self._pending: deque[list[Notification]] = deque()
-        self._lost: str | None = None  # why a gap marker must be written next
-        self._wake = asyncio.Event()
+        self._outbox = Outbox(max_pending, "Redis")
         self._tasks: list[asyncio.Task[None]] = []
         self._state = "stopped"
-        self.errors = 0  # failed Redis calls, for tests and logs
+        self._read_errors = 0
 
     def __repr__(self) -> str:
         return f"RedisBroker({self.url!r}, stream={self.stream!r}, state={self._state!r})"
 
     # -- Broker ---------------------------------------------------------------------------
+
+    shared_cursors = True
+
+    @property
+    def errors(self) -> int:
+        """Failed Redis calls so far (reads and writes)."""
+        return self._read_errors + self._outbox.errors
 
     @property
     def initial_cursor(self) -> str:
@@ -149,14 +151,10 @@ class RedisBroker(Broker):
         self._maxlen = self.maxlen or max(hub.replay, 1)
         self._state = "connecting"
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._read()), loop.create_task(self._write())]
+        self._tasks = [loop.create_task(self._read()), loop.create_task(self._outbox.run(self._write, self._redis.ping))]
 
     def publish(self, notifications: list[Notification]) -> None:
-        if len(self._pending) >= self.max_pending:
-            self._pending.popleft()
-            self._lost = "batches were dropped while Redis was unreachable"
-        self._pending.append(notifications)
-        self._wake.set()
+        self._outbox.put(notifications)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -169,44 +167,14 @@ class RedisBroker(Broker):
 
     # -- writing --------------------------------------------------------------------------
 
-    async def _write(self) -> None:
-        """XADD pending batches in order, one pipeline per wake-up."""
-        failures = 0
-        verified = False  # Redis answered the last call
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending or self._lost:
-                if not verified:
-                    # Until Redis answers, batches wait: a failed PING loses nothing, whereas
-                    # a failed XADD may or may not have been written.
-                    try:
-                        await self._redis.ping()
-                        verified = True
-                    except (RedisError, OSError):
-                        failures += 1
-                        await asyncio.sleep(_backoff(failures))
-                        continue
-                batches = list(self._pending)
-                self._pending.clear()
-                pipe = self._redis.pipeline(transaction=False)
-                if self._lost is not None:
-                    pipe.xadd(self.stream, {_GAP: self._lost}, maxlen=self._maxlen, approximate=True)
-                for batch in batches:
-                    pipe.xadd(self.stream, {_BATCH: _batch_encoder.encode(batch)}, maxlen=self._maxlen, approximate=True)
-                lost = self._lost
-                self._lost = None
-                try:
-                    await pipe.execute()
-                    failures = 0
-                except Exception as exc:  # noqa: BLE001 - the writer must outlive any error
-                    self.errors += 1
-                    failures += 1
-                    verified = False
-                    # Unknown whether they were written: retrying could deliver them twice.
-                    self._lost = lost or f"{len(batches)} batch(es) may not have reached Redis ({exc})"
-                    logger.warning("sqla_notify could not write to Redis (%r); will retry", exc)
-                    await asyncio.sleep(_backoff(failures))
+    async def _write(self, batches: list[list[Notification]], lost: str | None) -> None:
+        """XADD a gap marker if something was lost, then the batches, in one pipeline."""
+        pipe = self._redis.pipeline(transaction=False)
+        if lost is not None:
+            pipe.xadd(self.stream, {_GAP: lost}, maxlen=self._maxlen, approximate=True)
+        for batch in batches:
+            pipe.xadd(self.stream, {_BATCH: _batch_encoder.encode(batch)}, maxlen=self._maxlen, approximate=True)
+        await pipe.execute()
 
     # -- reading --------------------------------------------------------------------------
 
@@ -230,12 +198,12 @@ class RedisBroker(Broker):
                     await self._redis.xread({self.stream: last}, count=1000, block=int(self.block * 1000)),
                 )
             except Exception as exc:  # noqa: BLE001 - the reader must outlive any error
-                self.errors += 1
+                self._read_errors += 1
                 failures += 1
                 if self._state != "disconnected":
                     logger.warning("sqla_notify lost Redis (%r); reconnecting with backoff", exc)
                 self._state = "disconnected"
-                await asyncio.sleep(_backoff(failures))
+                await asyncio.sleep(backoff(failures))
                 continue
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
@@ -277,9 +245,3 @@ class RedisBroker(Broker):
             ident = f"{entry_id}:{index}"
             entries.append(_Entry(key, ident, n, encode(NotificationFrame(ident, n.collection, n.action, n.data))))
         hub._ingest(entries)
-
-
-def _backoff(failures: int) -> float:
-    """Exponential, 0.1 s to 5 s, with full jitter (many processes must not retry in step)."""
-    return random.uniform(0.05, min(5.0, 0.1 * 2 ** min(failures, 10)))
-

@@ -2,7 +2,8 @@
 
 Configured by environment variables, since it runs in a child process:
 ``APP_DB`` (SQLite file), ``APP_QUEUE_SIZE``, ``APP_REDIS`` and ``APP_STREAM`` (share
-notifications with other processes through a Redis Stream).
+notifications with other processes through a Redis Stream), ``APP_PG`` and ``APP_CHANNEL``
+(commit to PostgreSQL instead of SQLite, and share through LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
@@ -18,15 +19,22 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 from starlette.requests import HTTPConnection
 
-from sqla_notify import Hub, Notification, Notifier
+from sqla_notify import Broker, Hub, Notification, Notifier
 from sqla_notify.fastapi import notify_router
 
 from .models import Base, Forum
 
 DB = os.environ["APP_DB"]
-engine = create_engine(f"sqlite:///{DB}", connect_args={"timeout": 30})
-async_engine = create_async_engine(f"sqlite+aiosqlite:///{DB}", connect_args={"timeout": 30})
-broker = None
+broker: Broker | None = None
+if "APP_PG" in os.environ:
+    from sqla_notify.postgres import PostgresBroker
+
+    engine = create_engine(os.environ["APP_PG"])
+    async_engine = create_async_engine(os.environ["APP_PG"])
+    broker = PostgresBroker(os.environ["APP_PG"], channel=os.environ["APP_CHANNEL"])
+else:
+    engine = create_engine(f"sqlite:///{DB}", connect_args={"timeout": 30})
+    async_engine = create_async_engine(f"sqlite+aiosqlite:///{DB}", connect_args={"timeout": 30})
 if "APP_REDIS" in os.environ:
     from sqla_notify.redis import RedisBroker
 

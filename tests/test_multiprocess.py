@@ -1,5 +1,6 @@
-"""Two real uvicorn processes sharing notifications through Redis (tests/server_app.py with
-APP_REDIS), each with its own WebSocket clients, over one shared SQLite file."""
+"""Two real uvicorn processes sharing notifications, each with its own WebSocket clients:
+through Redis (tests/server_app.py with APP_REDIS, over one shared SQLite file), and through
+PostgreSQL LISTEN/NOTIFY (APP_PG: both commit to PostgreSQL, in a schema of the test's own)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from sqlalchemy import make_url, text
 import pytest
 import redis
 import websockets
 
+from .conftest import _pg_engine, pg_url
 from .test_redis import redis_url as redis_url  # the fixture: Redis or skip/fail
 from .test_server import Server, recv
 
@@ -23,6 +26,32 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def pg_servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
+    engine = _pg_engine(request.config)  # PostgreSQL or skip/fail
+    schema = f"sqla_mp_{uuid.uuid4().hex[:10]}"
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = make_url(pg_url(request.config)).update_query_dict({"options": f"-csearch_path={schema}"})
+    env = {"APP_PG": url.render_as_string(hide_password=False), "APP_CHANNEL": schema}
+    try:
+        a = Server(tmp_path, **env)
+        try:
+            b = Server(tmp_path, **env)
+        except Exception:
+            a.stop()
+            raise
+        try:
+            yield a, b
+        finally:
+            a.stop()
+            b.stop()
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
 
 
 @pytest.fixture
@@ -102,6 +131,59 @@ async def test_concurrent_writers_nothing_lost_or_duplicated(servers: tuple[Serv
             assert len(set(cursors)) == writes  # each notification once
             assert cursors == seen[0]  # and in the same order on every process
         for ws in clients:  # and nothing more
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.3)
+    finally:
+        await asyncio.gather(*(ws.close() for ws in clients))
+
+
+async def test_postgres_commit_on_a_reaches_b_and_a_moving_client_resyncs(pg_servers: tuple[Server, Server]) -> None:
+    a, b = pg_servers
+    await connected(a)
+    await connected(b)
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with websockets.connect(b.ws) as on_b:
+            await recv(on_b)
+            sync_id = (await http.post(f"{a.base}/forums/sync", params={"name": "x"})).json()["id"]
+            async_id = (await http.post(f"{a.base}/forums/async", params={"name": "y"})).json()["id"]
+            first = await recv(on_b)
+            assert [first["data"], (await recv(on_b))["data"]] == [{"id": sync_id}, {"id": async_id}]
+            await http.post(f"{b.base}/burst", params={"count": 1, "name": "from-b"})
+            assert (await recv(on_b))["data"]["name"] == "from-b"  # once: from LISTEN only
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(on_b.recv(), 0.3)
+        # LISTEN/NOTIFY keeps no log: cursors are per process, so moving means reloading.
+        async with websockets.connect(f"{a.ws}?last_id={first['id']}") as on_a:
+            assert [(await recv(on_a))["type"] for _ in range(2)] == ["welcome", "resync"]
+
+
+async def test_postgres_concurrent_writers_nothing_lost_or_duplicated(pg_servers: tuple[Server, Server]) -> None:
+    a, b = pg_servers
+    await connected(a)
+    await connected(b)
+    writes = 40
+    clients = [await websockets.connect(server.ws) for server in (a, b)]
+    try:
+        for ws in clients:
+            await recv(ws)
+        async with httpx.AsyncClient(timeout=30) as http:
+
+            async def write(i: int) -> int:
+                server = (a, b)[i % 2]
+                kind = ("sync", "async")[i // 2 % 2]
+                response = await http.post(f"{server.base}/forums/{kind}", params={"name": f"w{i}"})
+                return int(response.json()["id"])
+
+            ids = await asyncio.gather(*(write(i) for i in range(writes)))
+
+        async def collect(ws: websockets.ClientConnection) -> list[int]:
+            return [(await recv(ws))["data"]["id"] for _ in range(writes)]
+
+        seen = await asyncio.gather(*(collect(ws) for ws in clients))
+        for got in seen:
+            assert sorted(got) == sorted(ids)  # each once
+        assert seen[0] == seen[1]  # in the same (commit) order in both processes
+        for ws in clients:
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(ws.recv(), 0.3)
     finally:

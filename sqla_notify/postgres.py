@@ -1,0 +1,238 @@
+"""Share notifications across processes through PostgreSQL ``LISTEN``/``NOTIFY``.
+
+.. code-block:: python
+
+    hub = Hub(broker="postgresql://127.0.0.1/test")          # or:
+    hub = Hub(broker=PostgresBroker("postgresql://...", channel="myapp"))
+    notifier = Notifier(hub)                                  # as always
+
+**Atomic with the data.** For a session attached to ``Notifier(hub)``, the batch is sent
+with ``SELECT pg_notify(...)`` *inside* the committing transaction, on its own connection,
+just before ``COMMIT`` (after the last flush). PostgreSQL delivers it if and only if the
+transaction commits: nothing is announced for a rollback, and nothing is lost if the process
+dies right after the commit. Every process (this one included) ``LISTEN``\\s on a connection
+of its own and delivers what arrives, so each client gets each notification once. What the
+ORM does not see, ``notify()`` without a session, goes out on a separate connection.
+
+**The 8,000-byte limit.** A ``NOTIFY`` payload must stay under 8,000 bytes. A batch that is
+larger is split into several ``NOTIFY``\\s of the same transaction, which PostgreSQL delivers
+together and in order. A single notification that is larger on its own (a big ``"row"``
+payload) is sent without its ``data``: a collection-level notification, which clients treat
+as "reload the collection". Nothing is dropped and the commit never fails because of size.
+
+**Cost.** At commit, ``NOTIFY`` takes a lock that serialises the commits of every
+transaction that notified, database-wide, while their notifications are queued: fine for
+hundreds of commits per second, a ceiling for thousands. Listeners must keep up, or the
+notification queue (8 GB) fills and ``NOTIFY`` fails. Prefer :mod:`sqla_notify.redis` for
+high commit rates, or when clients should resume on any process.
+
+**Cursors are per process.** ``LISTEN``/``NOTIFY`` keeps no log, so each hub numbers what it
+delivers: a client that reconnects to the same process resumes; one that moves to another
+process gets ``resync``. After the listening connection is lost (a restart,
+``pg_terminate_backend``), notifications sent meanwhile are gone: on reconnection every
+client is told to ``resync``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from sqlalchemy import text
+
+try:
+    import psycopg
+    from psycopg import sql
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        f'sqla_notify.postgres needs psycopg 3 ({exc.name} is missing): pip install "sqla_notify[postgres]"'
+    ) from exc
+
+from ._broker import Broker, Outbox, backoff
+from ._notification import Notification, _lenient
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from ._hub import Hub
+
+__all__ = ("PostgresBroker",)
+
+logger = logging.getLogger("sqla_notify")
+
+#: PostgreSQL refuses payloads of 8,000 bytes or more.
+MAX_PAYLOAD = 7999
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
+_encoder = msgspec.json.Encoder(enc_hook=_lenient)
+_decoder = msgspec.json.Decoder(list[Notification])
+_EMPTY = len(_encoder.encode([]))  # the bytes of "[]"
+
+
+class PostgresBroker(Broker):
+    """Carry committed batches between processes with PostgreSQL ``LISTEN``/``NOTIFY``.
+
+    :param url: where to ``LISTEN``: a libpq URL or conninfo. A SQLAlchemy URL
+        (``postgresql+psycopg://...``) is accepted too. Use the database your sessions
+        commit to: ``NOTIFY`` is per database.
+    :param channel: the channel name; one per application (all its processes share it).
+    :param max_pending: ``notify()`` batches kept while PostgreSQL is unreachable; beyond
+        it the oldest are dropped and clients are told to ``resync``.
+    :param connect_timeout: seconds before an attempt to connect counts as failed.
+    """
+
+    transactional = True
+
+    def __init__(
+        self,
+        url: str = "postgresql://127.0.0.1/postgres",
+        *,
+        channel: str = "sqla_notify",
+        max_pending: int = 10_000,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        if not isinstance(channel, str) or not channel or len(channel.encode()) > 63:
+            raise ValueError(f"PostgresBroker(channel=...) expected a name of 1 to 63 bytes, got {channel!r}")
+        if not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError(f"PostgresBroker(max_pending=...) expected an int >= 1, got {max_pending!r}")
+        scheme, sep, rest = url.partition("://")
+        self.url = f"{scheme.split('+')[0]}{sep}{rest}" if sep else url  # drop "+psycopg"
+        self.channel = channel
+        self.connect_timeout = connect_timeout
+        self._outbox = Outbox(max_pending, "PostgreSQL")
+        self._writer: psycopg.AsyncConnection[Any] | None = None
+        self._hub: Hub | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._state = "stopped"
+        self._read_errors = 0
+
+    def __repr__(self) -> str:
+        return f"PostgresBroker(channel={self.channel!r}, state={self._state!r})"
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def errors(self) -> int:
+        """Failed PostgreSQL calls so far (listening and ``notify()`` writes)."""
+        return self._read_errors + self._outbox.errors
+
+    # -- writing --------------------------------------------------------------------------
+
+    def payloads(self, notifications: list[Notification]) -> list[str]:
+        """``notifications`` as ``NOTIFY`` payloads, each under :data:`MAX_PAYLOAD` bytes."""
+        whole = _encoder.encode(notifications)
+        if len(whole) <= MAX_PAYLOAD:
+            return [whole.decode()]
+        out: list[bytes] = []
+        part: list[bytes] = []
+        size = _EMPTY
+        for n in notifications:
+            one = _encoder.encode(n)
+            if _EMPTY + len(one) > MAX_PAYLOAD:
+                logger.info("sqla_notify sent a %s %s without its data, too large for NOTIFY", n.collection, n.action)
+                one = _encoder.encode(Notification(n.collection, n.action))
+            if part and size + 1 + len(one) > MAX_PAYLOAD:
+                out.append(b"[" + b",".join(part) + b"]")
+                part, size = [], _EMPTY
+            part.append(one)
+            size += len(one) + (1 if len(part) > 1 else 0)
+        out.append(b"[" + b",".join(part) + b"]")
+        return [p.decode() for p in out]
+
+    def publish_in_transaction(self, connection: Connection, notifications: list[Notification]) -> bool:
+        """``pg_notify`` on the committing transaction's connection (PostgreSQL only)."""
+        if connection.dialect.name != "postgresql":
+            return False  # e.g. a SQLite session: published after its commit instead
+        for payload in self.payloads(notifications):
+            connection.execute(_NOTIFY, {"channel": self.channel, "payload": payload})
+        return True
+
+    def publish(self, notifications: list[Notification]) -> None:
+        self._outbox.put(notifications)
+
+    async def _write(self, batches: list[list[Notification]], lost: str | None) -> None:
+        conn = await self._writer_connection()
+        async with conn.transaction():  # one transaction: delivered together, in order
+            if lost is not None:
+                await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, _encoder.encode({"gap": lost}).decode()))
+            for batch in batches:
+                for payload in self.payloads(batch):
+                    await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+
+    async def _ping(self) -> None:
+        conn = await self._writer_connection()
+        await conn.execute("SELECT 1")
+
+    async def _writer_connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._writer is None or self._writer.closed or self._writer.broken:
+            self._writer = await self._connect()
+        return self._writer
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        # TCP keep-alives: a listener on a silently dead connection would wait forever.
+        return await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, connect_timeout=max(1, round(self.connect_timeout)),
+            keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+            application_name=f"sqla_notify {self.channel}",  # to find it in pg_stat_activity
+        )
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def start(self, hub: Hub) -> None:
+        if self._hub is not None:
+            raise RuntimeError("this PostgresBroker is already running; give each Hub its own")
+        self._hub = hub
+        self._state = "connecting"
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._read(hub)), loop.create_task(self._outbox.run(self._write, self._ping))]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
+        self._hub = None
+        self._state = "stopped"
+
+    async def _read(self, hub: Hub) -> None:
+        listened = False  # once listening, a lost connection means missed notifications
+        failures = 0
+        while True:
+            try:
+                async with await self._connect() as conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    if listened:
+                        hub._gap("the PostgreSQL listener reconnected; notifications may have been missed")
+                    listened, failures = True, 0
+                    self._state = "connected"
+                    logger.info("sqla_notify is listening on PostgreSQL channel %r", self.channel)
+                    async for notify in conn.notifies():
+                        try:
+                            self._deliver(hub, notify.payload)
+                        except Exception:  # noqa: BLE001 - one bad payload must not stop the listener
+                            logger.exception("sqla_notify could not deliver a NOTIFY payload")
+            except Exception as exc:  # noqa: BLE001 - the listener must outlive any error
+                self._read_errors += 1
+                failures += 1
+                if self._state != "disconnected":
+                    logger.warning("sqla_notify lost PostgreSQL (%r); reconnecting with backoff", exc)
+                self._state = "disconnected"
+                await asyncio.sleep(backoff(failures))
+
+    def _deliver(self, hub: Hub, payload: str) -> None:
+        if payload.startswith("{"):
+            reason = msgspec.json.decode(payload, type=dict[str, str]).get("gap", "unknown")
+            hub._gap(f"another process lost notifications: {reason}")
+            return
+        try:
+            batch = _decoder.decode(payload)
+        except msgspec.DecodeError as exc:
+            logger.error("sqla_notify skipped a NOTIFY payload on %r that is not a batch: %s", self.channel, exc)
+            return
+        hub._dispatch(batch)

@@ -66,8 +66,12 @@ if engine.dialect.name == "sqlite":
     def _wal(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
-# REDIS_URL shares notifications between worker processes (uvicorn --workers N) and hosts.
-hub = Hub(broker=os.environ.get("REDIS_URL") or None)
+# Several worker processes (uvicorn --workers N) or hosts share notifications through Redis
+# (REDIS_URL=redis://...) or, with BROKER=postgres, through the PostgreSQL DATABASE_URL.
+if os.environ.get("BROKER") == "postgres":
+    hub = Hub(broker=DATABASE_URL)
+else:
+    hub = Hub(broker=os.environ.get("REDIS_URL") or None)
 notifier = Notifier(hub)
 SyncSession = notifier.attach(sessionmaker(engine))
 AsyncSessionLocal = notifier.attach(async_sessionmaker(async_engine, expire_on_commit=False))
@@ -75,7 +79,10 @@ AsyncSessionLocal = notifier.attach(async_sessionmaker(async_engine, expire_on_c
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # several workers start at once: one at a time
+            conn.execute(text("SELECT pg_advisory_xact_lock(727171)"))
+        Base.metadata.create_all(conn)
     async with hub:  # the hub runs on this event loop
         yield
     await async_engine.dispose()

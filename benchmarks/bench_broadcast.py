@@ -81,8 +81,16 @@ def _raise_nofile() -> None:
 HANDSHAKE = (
     "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Version: 13\r\n\r\n"
+    "Sec-WebSocket-Version: 13\r\n{extensions}\r\n"
 )
+# --deflate: the clients offer per-message compression as browsers do, and the server accepts
+# it. The clients count frames by their headers, so they need not inflate anything.
+DEFLATE_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+
+
+def _deflate() -> bool:
+    return os.environ.get("BENCH_DEFLATE") == "1"
+
 
 
 class Group:
@@ -242,7 +250,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         group = self.groups[contender]
         path = f"/{contender}/ws" + ("?role=stall" if stall else "")
-        request = HANDSHAKE.format(path=path, port=self.port).encode()
+        request = HANDSHAKE.format(path=path, port=self.port, extensions=DEFLATE_OFFER if _deflate() else "").encode()
         client = Client(group, request, stall, wait_welcome=contender == "notify")
         if stall:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -347,7 +355,7 @@ class Server:
             [
                 sys.executable, "-m", "uvicorn", "broadcast_server:app", "--app-dir", str(HERE),
                 "--host", "127.0.0.1", "--port", str(self.port),
-                "--ws-per-message-deflate", "false", "--log-level", "warning",
+                "--ws-per-message-deflate", "true" if _deflate() else "false", "--log-level", "warning",
             ],
             env=env, start_new_session=True,  # inherits the raised RLIMIT_NOFILE
             stdout=self.log, stderr=self.log,
@@ -864,6 +872,8 @@ def main() -> None:
     parser.add_argument("--no-paced", action="store_true",
                         help="skip the paced bursts (one notification per event-loop iteration)")
     parser.add_argument("--queue-size", type=int, default=1000, help="the hub's queue_size")
+    parser.add_argument("--deflate", action="store_true",
+                        help="per-message compression on (clients offer it, as browsers do); writes broadcast-deflate.*")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="only profile one burst per contender, writing .prof files to DIR")
     args = parser.parse_args()
@@ -873,6 +883,10 @@ def main() -> None:
     memory_rounds = args.memory_rounds or (1 if args.quick else 3)
     stall_timeout = args.stall_timeout or (5.0 if args.quick else 15.0)
     _raise_nofile()
+    if args.deflate:
+        os.environ["BENCH_DEFLATE"] = "1"  # before the client processes start
+    name = "broadcast-deflate" if args.deflate else "broadcast"
+    deflate = "on" if args.deflate else "off"
     clients = Clients(args.client_procs)
     if args.profile is not None:
         run_profile(clients, args.clients[0], args.messages, args.profile, args.queue_size)
@@ -904,7 +918,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         **{k: server[k] for k in ("fastapi", "starlette", "uvicorn", "websockets", "msgspec", "sqla_notify")},
         "server_loop": server["loop"],
-        "uvicorn_settings": "--ws-per-message-deflate false --log-level warning (ws: auto = websockets-sansio)",
+        "uvicorn_settings": f"--ws-per-message-deflate {str(args.deflate).lower()} --log-level warning (ws: auto = websockets-sansio)",
         "client_procs": args.client_procs,
         "messages": args.messages,
         "clients": args.clients,
@@ -919,20 +933,20 @@ def main() -> None:
         "duration_s": round(time.monotonic() - started),
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    (RESULTS / "broadcast.json").write_text(json.dumps(
+    (RESULTS / f"{name}.json").write_text(json.dumps(
         {"meta": meta, "summary": summary, "throughput": throughput, "stalled": stalled, "memory": memory},
         indent=2,
     ) + "\n")
-    (RESULTS / "broadcast.md").write_text(
+    (RESULTS / f"{name}.md").write_text(
         f"# bench_broadcast ({meta['when']})\n\n"
         f"Python {meta['python']}, FastAPI {meta['fastapi']}, uvicorn {meta['uvicorn']} "
-        f"(websockets {meta['websockets']}, loop {meta['server_loop']}, per-message deflate off), "
+        f"(websockets {meta['websockets']}, loop {meta['server_loop']}, per-message deflate {deflate}), "
         f"{meta['cpus']} CPUs, {args.client_procs} client process(es); bursts of {args.messages} "
         f"notifications of about 100 bytes; throughput: median of {rounds} interleaved rounds, "
         f"stalled: {stall_rounds} rounds, memory: {memory_rounds} rounds; spread = min–max. "
         f"Server/client CPU = CPU seconds over the burst's duration.\n\n{NOTES}\n\n{table}\n"
     )
-    _log(f"\nwrote {RESULTS / 'broadcast.json'} and broadcast.md ({meta['duration_s']} s)")
+    _log(f"\nwrote {RESULTS / name}.json and {name}.md ({meta['duration_s']} s)")
 
 
 if __name__ == "__main__":

@@ -147,6 +147,7 @@ class Hub(Sink):
         self._published = self._frames = self._dropped = self._slow = self._replays = 0
         self._not_running = 0
         self._gaps = 0
+        self._due: list[Subscriber] = []  # subscribers whose writers start at the next step
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -164,10 +165,10 @@ class Hub(Sink):
         """Unbind; connected clients are told to go away (1001)."""
         if self._broker is not None:
             await self._broker.stop()
-        self._loop = None
         for sub in list(self._subscribers):
             sub._close(1001)  # going away
         self._subscribers.clear()
+        self._loop = None
 
     # -- the Sink side: any thread --------------------------------------------------------
 
@@ -259,6 +260,25 @@ class Hub(Sink):
                 return previous.id
         return self.cursor
 
+    def _schedule(self, sub: Subscriber) -> None:
+        """Start ``sub``'s writer once the loop is done with what is ready now (often a burst
+        of dispatches): one writer run then sends them all."""
+        if self._loop is None:  # not running: nothing to wait for
+            sub._due = False
+            if sub._pump is not None:
+                sub._pump()
+            return
+        if not self._due:
+            self._loop.call_soon(self._start_writers)
+        self._due.append(sub)
+
+    def _start_writers(self) -> None:
+        due, self._due = self._due, []
+        for sub in due:
+            sub._due = False
+            if sub._writer is None and sub._pump is not None:
+                sub._pump()
+
     def _give_up(self, sub: Subscriber) -> None:
         self._slow += 1
         self._subscribers.discard(sub)
@@ -278,6 +298,7 @@ class Hub(Sink):
         Call on the event loop. Pair with :meth:`unsubscribe` in a ``finally``.
         """
         sub = Subscriber(collections, principal, authorize)
+        sub._ready = self._schedule
         sub._put(encode(Welcome(self.cursor)))
         frames = 1
         if last_id is not None:

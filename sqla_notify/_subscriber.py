@@ -51,7 +51,7 @@ class Subscriber:
     """
 
     __slots__ = (
-        "collections", "principal", "authorize", "_queue", "_waiter", "_pump", "_writer",
+        "collections", "principal", "authorize", "_queue", "_waiter", "_pump", "_writer", "_due", "_ready",
         "_overflowed", "close_code", "on_close", "__weakref__",
     )
 
@@ -65,6 +65,10 @@ class Subscriber:
         self._queue: list[Frame] = []
         self._waiter: asyncio.Future[None] | None = None
         self._pump: Callable[[], object] | None = None
+        # Set by the hub: schedules ``_pump`` for the end of the current loop step, once, so
+        # that a burst of notifications is sent by one writer run, not one run per frame.
+        self._ready: Callable[[Subscriber], object] | None = None
+        self._due = False
         self._writer: asyncio.Task[None] | None = None
         self._overflowed = False
         #: set when the hub has given up on this client (1013: too slow, 1001: shutting
@@ -95,8 +99,12 @@ class Subscriber:
         if waiter is not None:
             if not waiter.done():
                 waiter.set_result(None)
-        elif self._writer is None and self._pump is not None:
-            self._pump()
+        elif self._writer is None and self._pump is not None and not self._due:
+            if self._ready is None:
+                self._pump()
+            else:
+                self._due = True
+                self._ready(self)
 
     def _take(self) -> list[Frame]:
         """Everything queued, leaving the queue empty: the client is reading again."""

@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Collection
+import sys
+from collections.abc import Awaitable, Collection, Coroutine
 from pathlib import Path
 from typing import Any, Callable, Union
 
@@ -228,6 +229,21 @@ def notify_router(
     return router
 
 
+if sys.version_info >= (3, 12):
+
+    def _start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        # Eager: the task runs at once, inside the hub's dispatch, until it would wait. When
+        # the client's socket takes the frame (the usual case) it is sent there and then, as
+        # a bare ``for ws in clients: await ws.send(...)`` loop would, with no task switch
+        # per client and notification; only a client that cannot keep up costs a task.
+        return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
+
+else:  # Python 3.10 and 3.11: a task switch per client and notification
+
+    def _start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(coro)
+
+
 class _Writer:
     """Sends one subscriber's frames to its WebSocket, in a task that exists only while there
     is something to send: an idle connection costs no task, and a client that stops reading
@@ -242,8 +258,11 @@ class _Writer:
 
     def start(self) -> None:
         """Called (on the loop) when frames arrive and no writer task is running."""
-        if not self.failed:
-            self.sub._writer = asyncio.get_running_loop().create_task(self._run())
+        if self.failed:
+            return
+        task = _start_task(self._run())
+        if not task.done():  # an eager task may have sent everything already
+            self.sub._writer = task
 
     def stop(self) -> None:
         if self.sub._writer is not None:

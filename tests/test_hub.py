@@ -228,3 +228,20 @@ async def test_failing_authorize_denies_and_spares_others(caplog: pytest.LogCapt
         assert [m.get("type") for m in texts(victim)] == ["welcome"]
         assert [m.get("id") is not None for m in texts(bystander)] == [False, True]
     assert "authorize(None, Notification(collection='forums'" in caplog.text and "KeyError" in caplog.text
+
+
+async def test_a_burst_starts_each_writer_once() -> None:
+    """Writers start after the dispatches that are ready (a burst), once per subscriber: one
+    writer run then sends the whole burst instead of one run per notification."""
+    hub = Hub()
+    async with hub:
+        sub = hub.subscribe()
+        sub._take()
+        starts: list[int] = []
+        sub._pump = lambda: starts.append(len(sub._queue))
+        for i in range(3):
+            hub.publish([N(id=i)])
+        await settle()
+        assert starts == [3]
+    await settle()  # shutting down: the writer starts for the close frame
+    assert starts == [3, 3] and sub.close_code == 1001

@@ -22,11 +22,17 @@ them:
    happened to it: insert→update = insert, insert→delete = nothing, update→delete = delete,
    delete→insert = update.
 
-3. **Commit.** ``after_commit`` fires when the database committed: for the root, but also
+3. **Before the root's COMMIT**, only for a *transactional* sink (a hub with a PostgreSQL
+   broker): ``before_commit`` flushes, then hands the root's complete batch to the sink on
+   the transaction's connection, so that the database delivers it if and only if it
+   commits. What the sink takes leaves the buffer; anything flushed later (another
+   ``before_commit`` listener) is published the usual way below.
+
+4. **Commit.** ``after_commit`` fires when the database committed: for the root, but also
    when a SAVEPOINT is *released*. It only marks the buffer as committed, because no SQL
    may run there and because a released savepoint is not yet durable.
 
-4. **End** (``after_transaction_end``), fired for every transaction, committed or not:
+5. **End** (``after_transaction_end``), fired for every transaction, committed or not:
 
    * a committed SAVEPOINT folds its buffer into the enclosing transaction's, coalescing
      again; the outer transaction decides its fate;

@@ -30,12 +30,14 @@ older than the window, or from another epoch (a restarted server), gets ``resync
 Several processes
 =================
 
-With a broker (``Hub(broker="redis://...")``, see :mod:`sqla_notify.redis`) the hub hands
-each committed batch to the broker instead of delivering it, and delivers what the broker
-reads back, with the broker's cursors. Every process sees every batch exactly once, in the
-broker's order; a process never delivers its own batch twice, and a client may resume on any
-process. When the broker loses notifications (it restarted, or trimmed what a slow process
-had not read), the hub tells every client to ``resync`` and refuses replays across the gap.
+With a broker (:mod:`sqla_notify.redis`, :mod:`sqla_notify.postgres`) the hub hands each
+committed batch to the broker instead of delivering it, and delivers what the broker reads
+back. Every process sees every batch exactly once, in the broker's order; a process never
+delivers its own batch twice. Redis numbers the batches itself (the stream's entry ids), so
+cursors are the same everywhere and a client may resume on any process; PostgreSQL's
+``LISTEN/NOTIFY`` keeps no log, so each hub numbers what it delivers. When the broker loses
+notifications (it restarted, or trimmed what a slow process had not read, or the listener
+reconnected), the hub tells every client to ``resync`` and refuses replays across the gap.
 """
 
 from __future__ import annotations
@@ -51,13 +53,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from ._broker import Broker
-
-if TYPE_CHECKING:
-    from sqlalchemy import Connection
 from ._notification import Notification
 from ._protocol import Error, NotificationFrame, Resync, Subscribed, Welcome, encode
 from ._sinks import Sink
 from ._subscriber import Authorize, Frame, Subscriber, _Entry
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 __all__ = ("Hub", "HubStats")
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Engine
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.orm import Session, sessionmaker
 
 from sqla_notify import CallbackSink, FanoutSink, Notification, Notifier, Sink, SinkError
 
@@ -30,6 +30,59 @@ def test_custom_sink_receives_committed_batches(engine: Engine) -> None:
     with sm.begin() as s:
         s.add(Container(id=1, name="a"))
     assert sink.got == [[Notification("containers", "insert", {"id": 1})]]
+
+
+class TransactionalSink(ListSink):
+    """Announces inside the transaction (as a hub with a PostgreSQL broker does) when
+    ``answer`` is True; declines with False; fails with an exception."""
+
+    transactional = True
+
+    def __init__(self, answer: bool | Exception) -> None:
+        super().__init__()
+        self.answer = answer
+        self.inside: list[tuple[bool, list[Notification]]] = []
+
+    def publish_in_transaction(self, connection: Connection, notifications: list[Notification]) -> bool:
+        self.inside.append((connection.in_transaction(), notifications))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize("answer", [True, False, RuntimeError("broken")], ids=["taken", "declined", "raises"])
+def test_transactional_sink_gets_the_batch_before_commit(
+    engine: Engine, answer: bool | Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = TransactionalSink(answer)
+    sm = Notifier(sink).attach(sessionmaker(engine))
+    with sm() as s:
+        s.add(Container(id=1, name="a"))  # not flushed yet: commit's flush comes first
+        with s.begin_nested():
+            s.add(Container(id=2, name="b"))  # a released savepoint: the root decides
+        s.commit()
+        s.add(Container(id=3, name="rolled back"))
+        s.rollback()
+    batch = [Notification("containers", "insert", {"id": 1}), Notification("containers", "insert", {"id": 2})]
+    assert sink.inside == [(True, batch)]  # once, complete, inside the open transaction
+    assert sink.got == ([] if answer is True else [batch])  # otherwise published after commit
+    assert ("could not publish inside the transaction" in caplog.text) == isinstance(answer, Exception)
+
+
+def test_a_later_before_commit_change_is_not_lost(engine: Engine) -> None:
+    sink = TransactionalSink(True)
+    sm = Notifier(sink).attach(sessionmaker(engine))
+
+    @event.listens_for(sm, "before_commit")
+    def audit(session: Session) -> None:  # registered after the notifier's own listener
+        if not session.info.get("audited"):
+            session.info["audited"] = True
+            session.add(Container(id=99, name="audit"))
+
+    with sm.begin() as s:
+        s.add(Container(id=1, name="a"))
+    assert sink.inside == [(True, [Notification("containers", "insert", {"id": 1})])]
+    assert sink.got == [[Notification("containers", "insert", {"id": 99})]]  # after commit
 
 
 def test_incomplete_sink_fails_when_constructed() -> None:

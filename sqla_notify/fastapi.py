@@ -24,6 +24,7 @@ reach it sees every notification.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import sys
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 try:
-    import anyio
     from fastapi import APIRouter, HTTPException, Request, WebSocket, WebSocketDisconnect
     from fastapi.responses import FileResponse, StreamingResponse
     from starlette.requests import HTTPConnection
@@ -132,19 +132,18 @@ def notify_router(
         )
         for error in errors:
             hub.send_error(sub, error)
-        writer = _Writer(websocket, sub)
+        writer = _Writer(websocket, sub, asyncio.current_task())
+        sub.on_close = writer.close_soon
+        sub._pump = writer.start
         try:
-            with anyio.CancelScope() as reading:
-                # When the hub gives up on the client, the writer gets a second to send the
-                # close frame; after that the connection ends even if the client never reads.
-                loop = asyncio.get_running_loop()
-                sub.on_close = lambda: loop.call_later(1.0, reading.cancel)
-                sub._pump = writer.start
-                writer.start()  # for the welcome (and replay) that subscribe() queued
-                await _read(websocket, sub)
+            writer.start()  # for the welcome (and replay) that subscribe() queued
+            await _read(websocket, sub)
+        except asyncio.CancelledError:
+            if not writer.reader_cancelled():
+                raise  # not ours: the server is shutting down, say
         finally:
+            writer.done()
             hub.unsubscribe(sub)
-            writer.stop()
 
     async def _read(websocket: WebSocket, sub: Subscriber) -> None:
         while True:
@@ -247,14 +246,51 @@ else:  # Python 3.10 and 3.11: a task switch per client and notification
 class _Writer:
     """Sends one subscriber's frames to its WebSocket, in a task that exists only while there
     is something to send: an idle connection costs no task, and a client that stops reading
-    blocks only its own task (the hub's overflow policy then bounds its queue)."""
+    blocks only its own task (the hub's overflow policy then bounds its queue).
 
-    __slots__ = ("websocket", "sub", "failed")
+    It also ends the connection when the hub gives up on the client: a second to send the
+    close frame, then the reader (the endpoint's task) is cancelled, even if the client never
+    reads. A timer and ``Task.cancel`` rather than a cancel scope: this object exists once
+    per connection, and an anyio scope would cost about 3 KB more each.
+    """
 
-    def __init__(self, websocket: WebSocket, sub: Subscriber) -> None:
+    __slots__ = ("cancelling", "failed", "reader", "sub", "timer", "websocket")
+
+    def __init__(self, websocket: WebSocket, sub: Subscriber, reader: asyncio.Task[Any] | None) -> None:
         self.websocket = websocket
         self.sub = sub
         self.failed = False
+        self.reader = reader
+        self.timer: asyncio.TimerHandle | None = None
+        self.cancelling = False
+
+    def close_soon(self) -> None:
+        """The hub gave up on the client (``sub.on_close``)."""
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(1.0, self._cancel_reader)
+
+    def _cancel_reader(self) -> None:
+        self.timer = None
+        if self.reader is not None:
+            self.cancelling = True
+            self.reader.cancel()
+
+    def reader_cancelled(self) -> bool:
+        """Whether a ``CancelledError`` in the reader is ours; if so, it is absorbed."""
+        if not self.cancelling or self.reader is None:
+            return False
+        if sys.version_info >= (3, 11):
+            self.reader.uncancel()
+        return True
+
+    def done(self) -> None:
+        """The endpoint is ending: no more cancelling it, and no writer left behind."""
+        self.reader = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.sub._writer is not None:
+            self.sub._writer.cancel()
 
     def start(self) -> None:
         """Called (on the loop) when frames arrive and no writer task is running."""
@@ -264,10 +300,6 @@ class _Writer:
         if not task.done():  # an eager task may have sent everything already
             self.sub._writer = task
 
-    def stop(self) -> None:
-        if self.sub._writer is not None:
-            self.sub._writer.cancel()
-
     async def _run(self) -> None:
         sub, send = self.sub, self.websocket.send
         try:
@@ -276,8 +308,9 @@ class _Writer:
                     await send(frame.message if isinstance(frame, _Entry) else {"type": "websocket.send", "text": frame})
             if sub.close_code is not None:
                 self.failed = True  # nothing more to send
-                with anyio.move_on_after(1):  # a client that stopped reading may never take it
-                    await self.websocket.close(code=sub.close_code)
+                # A client that stopped reading may never take it.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.websocket.close(code=sub.close_code), 1.0)
         except (WebSocketDisconnect, OSError):
             # The client went away; the reader sees it too and ends the connection.
             self.failed = True

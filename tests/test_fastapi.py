@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -258,3 +260,41 @@ def test_client_files_are_served(world: World) -> None:
 def test_router_needs_a_hub() -> None:
     with pytest.raises(TypeError, match="notify_router\\(\\) expected a Hub, got str: 'hub'"):
         notify_router("hub")  # type: ignore[arg-type]
+
+
+def test_the_reader_of_a_client_given_up_on_ends_within_a_second() -> None:
+    """When the hub gives up on a client whose socket never takes the close frame, the
+    endpoint's reader is cancelled after a second and ends quietly (the server's own
+    timeouts vary; this does not depend on them)."""
+    from sqla_notify.fastapi import _Writer
+
+    async def scenario() -> str:
+        sub = Hub().subscribe()  # never sent: the writer is not started here
+        received = asyncio.Event()
+
+        async def endpoint() -> str:
+            writer = _Writer(None, sub, asyncio.current_task())  # type: ignore[arg-type]
+            sub.on_close = writer.close_soon
+            try:
+                received.set()
+                await asyncio.Event().wait()  # a client that never sends anything
+            except asyncio.CancelledError:
+                if not writer.reader_cancelled():
+                    raise
+                return "ended"
+            finally:
+                writer.done()
+            return "not reached"
+
+        task = asyncio.ensure_future(endpoint())
+        await received.wait()
+        started = time.monotonic()
+        sub._close(1013)  # what the hub does to a client that stopped reading
+        result = await asyncio.wait_for(task, 5)
+        assert 0.9 < time.monotonic() - started < 3
+        assert not task.cancelled()
+        if sys.version_info >= (3, 11):
+            assert task.cancelling() == 0  # absorbed, not leaked
+        return result
+
+    assert asyncio.run(scenario()) == "ended"

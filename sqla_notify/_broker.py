@@ -93,6 +93,7 @@ class Outbox:
         self.pending: deque[list[Notification]] = deque()
         self.lost: str | None = None
         self.errors = 0
+        self.closed = False  # set when the broker stops: the loop ends whatever it caught
         self._wake = asyncio.Event()
 
     def put(self, notifications: list[Notification]) -> None:
@@ -111,7 +112,7 @@ class Outbox:
         """Write what is queued, forever: ``write(batches, lost_reason)``."""
         failures = 0
         verified = False  # the broker answered the last call
-        while True:
+        while not self.closed:
             await self._wake.wait()
             self._wake.clear()
             while self.pending or self.lost:
@@ -120,6 +121,8 @@ class Outbox:
                         await ping()
                         verified = True
                     except Exception:  # noqa: BLE001 - unreachable: keep the batches, retry
+                        if self.closed:
+                            return
                         failures += 1
                         await asyncio.sleep(backoff(failures))
                         continue
@@ -130,6 +133,8 @@ class Outbox:
                     await write(batches, lost)
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - the writer must outlive any error
+                    if self.closed:
+                        return
                     self.errors += 1
                     failures += 1
                     verified = False
@@ -141,3 +146,14 @@ class Outbox:
 def backoff(failures: int) -> float:
     """Exponential, 0.1 s to 5 s, with full jitter (many processes must not retry in step)."""
     return random.uniform(0.05, min(5.0, 0.1 * 2 ** min(failures, 10)))
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]], what: str) -> None:
+    """Cancel a broker's tasks and wait for them, for 5 s at most: a task that a library
+    keeps alive (a cancellation turned into a timeout, say) must not hang the shutdown."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=5)
+        if pending:
+            logger.error("sqla_notify: %d %s task(s) did not stop within 5 s", len(pending), what)

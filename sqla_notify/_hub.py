@@ -214,8 +214,12 @@ class Hub(Sink):
             entries.append(_Entry(seq, ident, n, text))
         self._ingest(entries)
 
-    def _ingest(self, entries: list[_Entry]) -> None:
-        """Keep a numbered batch for replay and deliver it (a broker calls this too)."""
+    def _ingest(self, entries: list[_Entry], *, live: bool = True) -> None:
+        """Keep a numbered batch for replay and deliver it (a broker calls this too).
+
+        ``live=False``: history (a broker priming the replay window), kept for replay but not
+        sent to the clients connected now.
+        """
         if not entries:
             return
         self._seq = entries[-1].seq
@@ -228,6 +232,8 @@ class Hub(Sink):
             evicted += entries[: max(0, excess - len(window))]
             self._forget(evicted)
         window.extend(entries)
+        if not live:
+            return
         # A snapshot: a client that overflows is removed while we go.
         for sub in tuple(self._subscribers):
             for entry in entries:
@@ -353,11 +359,14 @@ class Hub(Sink):
         epoch, _, seq_text = cursor.rpartition("-")
         return int(seq_text) if epoch == self._epoch and seq_text.isdigit() else None
 
-    def _gap(self, reason: str) -> None:
+    def _gap(self, reason: str, *, live: bool = True) -> None:
         """The broker lost notifications: every client must reload, and no replay may span
-        the gap (a broker calls this, on the loop)."""
-        self._gaps += 1
+        the gap (a broker calls this, on the loop). ``live=False``: a gap in history (while
+        priming): only no replay may span it."""
         self._evicted_floor = self._seq + 1
+        if not live:
+            return
+        self._gaps += 1
         frame = encode(Resync(self.cursor, reason))
         for sub in tuple(self._subscribers):
             self._offer(sub, frame)

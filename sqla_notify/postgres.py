@@ -50,7 +50,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f'sqla_notify.postgres needs psycopg 3 ({exc.name} is missing): pip install "sqla_notify[postgres]"'
     ) from exc
 
-from ._broker import Broker, Outbox, backoff
+from ._broker import Broker, Outbox, backoff, stop_tasks
 from ._notification import Notification, _lenient
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ class PostgresBroker(Broker):
         self._tasks: list[asyncio.Task[None]] = []
         self._state = "stopped"
         self._read_errors = 0
+        self._stopping = False
 
     def __repr__(self) -> str:
         return f"PostgresBroker(channel={self.channel!r}, state={self._state!r})"
@@ -168,6 +169,8 @@ class PostgresBroker(Broker):
 
     async def _writer_connection(self) -> psycopg.AsyncConnection[Any]:
         if self._writer is None or self._writer.closed or self._writer.broken:
+            if self._writer is not None:
+                await self._writer.close()  # broken: release what is left of it
             self._writer = await self._connect()
         return self._writer
 
@@ -185,14 +188,14 @@ class PostgresBroker(Broker):
         if self._hub is not None:
             raise RuntimeError("this PostgresBroker is already running; give each Hub its own")
         self._hub = hub
+        self._stopping = self._outbox.closed = False
         self._state = "connecting"
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._read(hub)), loop.create_task(self._outbox.run(self._write, self._ping))]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stopping = self._outbox.closed = True
+        await stop_tasks(self._tasks, "PostgreSQL")
         self._tasks = []
         if self._writer is not None:
             await self._writer.close()
@@ -218,6 +221,8 @@ class PostgresBroker(Broker):
                         except Exception:  # noqa: BLE001 - one bad payload must not stop the listener
                             logger.exception("sqla_notify could not deliver a NOTIFY payload")
             except Exception as exc:  # noqa: BLE001 - the listener must outlive any error
+                if self._stopping:
+                    return
                 self._read_errors += 1
                 failures += 1
                 if self._state != "disconnected":

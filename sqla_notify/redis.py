@@ -46,7 +46,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f'sqla_notify.redis needs redis-py ({exc.name} is missing): pip install "sqla_notify[redis]"'
     ) from exc
 
-from ._broker import Broker, Outbox, backoff
+from ._broker import Broker, Outbox, backoff, stop_tasks
 from ._notification import Notification, _lenient
 from ._protocol import NotificationFrame, encode
 from ._subscriber import _Entry
@@ -119,6 +119,7 @@ class RedisBroker(Broker):
         self._tasks: list[asyncio.Task[None]] = []
         self._state = "stopped"
         self._read_errors = 0
+        self._stopping = False
 
     def __repr__(self) -> str:
         return f"RedisBroker({self.url!r}, stream={self.stream!r}, state={self._state!r})"
@@ -148,19 +149,21 @@ class RedisBroker(Broker):
         if self._hub is not None:
             raise RuntimeError("this RedisBroker is already running; give each Hub its own")
         self._hub = hub
+        self._stopping = self._outbox.closed = False
         self._maxlen = self.maxlen or max(hub.replay, 1)
         self._state = "connecting"
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._read()), loop.create_task(self._outbox.run(self._write, self._redis.ping))]
+        self._tasks = [loop.create_task(self._read())]
 
     def publish(self, notifications: list[Notification]) -> None:
         self._outbox.put(notifications)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stopping = self._outbox.closed = True
+        await stop_tasks(self._tasks, "Redis")
         self._tasks = []
+        # Every connection, including one a cancelled read still held.
+        await self._redis.connection_pool.disconnect(inuse_connections=True)
         await self._redis.aclose()
         self._hub = None
         self._state = "stopped"
@@ -187,6 +190,11 @@ class RedisBroker(Broker):
             try:
                 if last is None:
                     last = await self._prime(hub)
+                    # Only now may this process write: what it writes is then read as news,
+                    # never mistaken for the history that primed the window.
+                    self._tasks.append(asyncio.get_running_loop().create_task(
+                        self._outbox.run(self._write, self._redis.ping)
+                    ))
                 elif failures:
                     await self._check_continuity(hub, last)
                 if self._state != "connected":
@@ -198,6 +206,8 @@ class RedisBroker(Broker):
                     await self._redis.xread({self.stream: last}, count=1000, block=int(self.block * 1000)),
                 )
             except Exception as exc:  # noqa: BLE001 - the reader must outlive any error
+                if self._stopping:
+                    return
                 self._read_errors += 1
                 failures += 1
                 if self._state != "disconnected":
@@ -217,7 +227,7 @@ class RedisBroker(Broker):
         """Fill the hub's replay window from the stream's tail; return the newest id."""
         tail = cast("_Entries", await self._redis.xrevrange(self.stream, count=max(hub.replay, 1)))
         for entry_id, fields in reversed(tail):
-            self._deliver(hub, entry_id.decode(), fields)
+            self._deliver(hub, entry_id.decode(), fields, live=False)
         return tail[0][0].decode() if tail else "0-0"
 
     async def _check_continuity(self, hub: Hub, last: str) -> None:
@@ -227,9 +237,9 @@ class RedisBroker(Broker):
         if last == "0-0" or not await self._redis.xrange(self.stream, last, last):
             hub._gap("the broker lost notifications (Redis restarted, or trimmed unread entries)")
 
-    def _deliver(self, hub: Hub, entry_id: str, fields: dict[bytes, bytes]) -> None:
+    def _deliver(self, hub: Hub, entry_id: str, fields: dict[bytes, bytes], *, live: bool = True) -> None:
         if _GAP in fields:
-            hub._gap(f"another process lost notifications: {fields[_GAP].decode(errors='replace')}")
+            hub._gap(f"another process lost notifications: {fields[_GAP].decode(errors='replace')}", live=live)
             return
         try:
             batch = _batch_decoder.decode(fields[_BATCH])
@@ -244,4 +254,4 @@ class RedisBroker(Broker):
                 break
             ident = f"{entry_id}:{index}"
             entries.append(_Entry(key, ident, n, encode(NotificationFrame(ident, n.collection, n.action, n.data))))
-        hub._ingest(entries)
+        hub._ingest(entries, live=live)

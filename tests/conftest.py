@@ -85,11 +85,13 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         sqlite_savepoint_recipe(eng)
     else:
         eng = _pg_engine(request.config)
-    Base.metadata.drop_all(eng)
-    Base.metadata.create_all(eng)
-    yield eng
-    Base.metadata.drop_all(eng)
-    eng.dispose()
+    try:
+        Base.metadata.drop_all(eng)
+        Base.metadata.create_all(eng)
+        yield eng
+        Base.metadata.drop_all(eng)
+    finally:
+        eng.dispose()  # also when setting up failed: no connection is left to the GC
 
 
 class Recorder:

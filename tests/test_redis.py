@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -146,6 +146,26 @@ async def test_a_new_process_can_replay_what_came_before_it(redis_url: str, stre
             assert late.cursor == a.cursor  # primed from the stream's tail
             replayed = frames(late.subscribe(last_id=got[0]["id"]))[1:]
             assert replayed == got[1:]
+
+
+async def test_history_primes_the_window_but_is_not_sent_as_news(redis_url: str, stream: str) -> None:
+    raw = redis.Redis.from_url(redis_url, decode_responses=True)
+    first = cast(str, raw.xadd(stream, {"b": json.dumps([{"collection": "forums", "action": "insert", "data": {"id": 1}}])}))
+    raw.xadd(stream, {"b": json.dumps([{"collection": "forums", "action": "insert", "data": {"id": 2}}])})
+    raw.xadd(stream, {"gap": "lost before"})
+    raw.xadd(stream, {"b": json.dumps([{"collection": "forums", "action": "insert", "data": {"id": 3}}])})
+    hub = Hub(broker=RedisBroker(redis_url, stream=stream))
+    connected_early = hub.subscribe()  # connected before the reader primes the window
+    frames(connected_early)
+    async with hub:
+        await until(lambda: hub.stats().broker == "connected", "the reader")
+        assert frames(connected_early) == []  # history is not news
+        assert hub.stats().gaps == 0  # nor is an old gap
+        after_3 = frames(hub.subscribe(last_id=f"{first}:0"))
+        assert [m["type"] for m in after_3] == ["welcome", "resync"]  # no replay across the gap
+        hub.publish([N(4)])
+        live = await receive(connected_early, bool, "a live one")
+        assert [m["data"] for m in live] == [{"id": 4}]
 
 
 async def test_resume_from_before_the_stream_gets_resync(redis_url: str, stream: str) -> None:

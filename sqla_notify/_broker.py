@@ -78,19 +78,27 @@ class Broker(abc.ABC):
         """A short word for :attr:`HubStats.broker`, e.g. ``"connected"``."""
 
 
+#: A queued batch and its number in this outbox (brokers use it to recognise their writes).
+Item = tuple[int, list[Notification]]
+
+
 class Outbox:
     """Batches on their way to a broker: kept in order, bounded, written by one task.
 
     While the broker does not answer its ``ping``, batches wait (nothing is lost). A write
-    that fails is not retried, since it may have gone through and a retry could deliver it
-    twice; it becomes the *lost* reason instead, as does a batch pushed out by
-    ``max_pending``, and ``write`` must announce it (a gap marker) before the next batches.
+    that fails may or may not have gone through, so it is not simply retried (that could
+    deliver it twice): with ``confirm``, once the broker answers again, the outbox asks which
+    of them arrived and re-sends only the others; without it, they become the *lost* reason,
+    as does a batch pushed out by ``max_pending``, and ``write`` must announce that (a gap
+    marker) before the next batches.
     """
 
     def __init__(self, max_pending: int, what: str) -> None:
         self.max_pending = max_pending
         self.what = what  # for messages: "Redis", "PostgreSQL"
-        self.pending: deque[list[Notification]] = deque()
+        self.pending: deque[Item] = deque()
+        self._numbered = 0
+        self._in_doubt: tuple[list[Item], str | None] | None = None
         self.lost: str | None = None
         self.errors = 0
         self.closed = False  # set when the broker stops: the loop ends whatever it caught
@@ -101,24 +109,34 @@ class Outbox:
         if len(self.pending) >= self.max_pending:
             self.pending.popleft()
             self.lost = f"batches were dropped while {self.what} was unreachable"
-        self.pending.append(notifications)
+        self._numbered += 1
+        self.pending.append((self._numbered, notifications))
         self._wake.set()
 
     async def run(
         self,
-        write: Callable[[list[list[Notification]], str | None], Awaitable[object]],
+        write: Callable[[list[Item], str | None], Awaitable[object]],
         ping: Callable[[], Awaitable[object]],
+        confirm: Callable[[list[Item]], Awaitable[int]] | None = None,
     ) -> None:
-        """Write what is queued, forever: ``write(batches, lost_reason)``."""
+        """Write what is queued, forever: ``write(items, lost_reason)``; ``confirm(items)``
+        says how many of the items of a failed write (a prefix) did arrive."""
         failures = 0
         verified = False  # the broker answered the last call
         while not self.closed:
             await self._wake.wait()
             self._wake.clear()
-            while self.pending or self.lost:
+            while self.pending or self.lost or self._in_doubt:
                 if not verified:
                     try:
                         await ping()
+                        if self._in_doubt is not None and confirm is not None:
+                            items, lost = self._in_doubt
+                            arrived = await confirm(items)
+                            self._in_doubt = None
+                            self.pending.extendleft(reversed(items[arrived:]))  # in order, first
+                            if not arrived and lost is not None:
+                                self.lost = self.lost or lost  # its marker may not have arrived
                         verified = True
                     except Exception:  # noqa: BLE001 - unreachable: keep the batches, retry
                         if self.closed:
@@ -126,11 +144,13 @@ class Outbox:
                         failures += 1
                         await asyncio.sleep(backoff(failures))
                         continue
-                batches = list(self.pending)
+                if not (self.pending or self.lost):
+                    continue  # only the in-doubt items were left, and they all arrived
+                items = list(self.pending)
                 self.pending.clear()
                 lost, self.lost = self.lost, None
                 try:
-                    await write(batches, lost)
+                    await write(items, lost)
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - the writer must outlive any error
                     if self.closed:
@@ -138,7 +158,10 @@ class Outbox:
                     self.errors += 1
                     failures += 1
                     verified = False
-                    self.lost = lost or f"{len(batches)} batch(es) may not have reached {self.what} ({exc!r})"
+                    if confirm is not None:
+                        self._in_doubt = (items, lost)
+                    else:
+                        self.lost = lost or f"{len(items)} batch(es) may not have reached {self.what} ({exc!r})"
                     logger.warning("sqla_notify could not write to %s (%r); will retry", self.what, exc)
                     await asyncio.sleep(backoff(failures))
 

@@ -50,7 +50,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f'sqla_notify.postgres needs psycopg 3 ({exc.name} is missing): pip install "sqla_notify[postgres]"'
     ) from exc
 
-from ._broker import Broker, Outbox, backoff, stop_tasks
+from ._broker import Broker, Item, Outbox, backoff, stop_tasks
 from ._notification import Notification, _lenient
 
 if TYPE_CHECKING:
@@ -154,12 +154,12 @@ class PostgresBroker(Broker):
     def publish(self, notifications: list[Notification]) -> None:
         self._outbox.put(notifications)
 
-    async def _write(self, batches: list[list[Notification]], lost: str | None) -> None:
+    async def _write(self, items: list[Item], lost: str | None) -> None:
         conn = await self._writer_connection()
         async with conn.transaction():  # one transaction: delivered together, in order
             if lost is not None:
                 await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, _encoder.encode({"gap": lost}).decode()))
-            for batch in batches:
+            for _, batch in items:
                 for payload in self.payloads(batch):
                     await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
 

@@ -17,10 +17,12 @@ Faults, and what clients see
 * **Redis unreachable** (at start-up or later): commits carry on, never blocking. Batches
   wait, in order, in a bounded queue (``max_pending``), and nothing is delivered (not even
   locally) until Redis answers again; then they are written and delivered.
-* **A write that may or may not have happened** (the connection broke during ``XADD``) is
-  not retried, which could duplicate it; and batches that overflow ``max_pending`` are
-  dropped. Either way, the next entry written is a *gap marker*: every process then tells
-  its clients to ``resync``.
+* **A write that may or may not have happened** (the connection broke during ``XADD``):
+  each entry carries a token (this broker, the batch's number), so once Redis answers
+  again the broker looks for its tokens among the newest entries and re-sends only what did
+  not arrive: no loss, no duplicate (unless more than 10,000 entries were written by others
+  in between). Batches that overflow ``max_pending`` are dropped, and the next entry
+  written is a *gap marker*: every process then tells its clients to ``resync``.
 * **Entries this process never read are gone** (Redis restarted without persistence, or
   trimmed them while this process was away): detected on reconnection (the last entry read
   is no longer in the stream) and answered with ``resync`` to this process's clients.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import TYPE_CHECKING, cast
 
 import msgspec
@@ -46,7 +49,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f'sqla_notify.redis needs redis-py ({exc.name} is missing): pip install "sqla_notify[redis]"'
     ) from exc
 
-from ._broker import Broker, Outbox, backoff, stop_tasks
+from ._broker import Broker, Item, Outbox, backoff, stop_tasks
 from ._notification import Notification, _lenient
 from ._protocol import NotificationFrame, encode
 from ._subscriber import _Entry
@@ -60,6 +63,10 @@ logger = logging.getLogger("sqla_notify")
 
 _BATCH = b"b"  # the field holding a batch: a JSON array of notifications
 _GAP = b"gap"  # the field of a gap marker: why notifications were lost
+_TOKEN = b"t"  # the field naming who wrote a batch: "<broker instance>:<batch number>"
+#: Entries searched for the tokens of a write that failed midway: more entries written by
+#: other processes in between, and a batch that did arrive would be sent again.
+_CONFIRM_SCAN = 10_000
 _INDEX_BITS = 24  # notifications per entry, in the ordering key
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]  # what XRANGE and XREAD return, per stream
 _batch_encoder = msgspec.json.Encoder(enc_hook=_lenient)  # as the hub encodes: never fails
@@ -116,6 +123,7 @@ class RedisBroker(Broker):
         )
         self._hub: Hub | None = None
         self._outbox = Outbox(max_pending, "Redis")
+        self._instance = uuid.uuid4().hex[:16]
         self._tasks: list[asyncio.Task[None]] = []
         self._state = "stopped"
         self._read_errors = 0
@@ -170,14 +178,28 @@ class RedisBroker(Broker):
 
     # -- writing --------------------------------------------------------------------------
 
-    async def _write(self, batches: list[list[Notification]], lost: str | None) -> None:
-        """XADD a gap marker if something was lost, then the batches, in one pipeline."""
+    async def _write(self, items: list[Item], lost: str | None) -> None:
+        """XADD a gap marker if something was lost, then the batches, in one pipeline. Each
+        entry carries a token (this broker, the batch's number) for :meth:`_confirm`."""
         pipe = self._redis.pipeline(transaction=False)
         if lost is not None:
             pipe.xadd(self.stream, {_GAP: lost}, maxlen=self._maxlen, approximate=True)
-        for batch in batches:
-            pipe.xadd(self.stream, {_BATCH: _batch_encoder.encode(batch)}, maxlen=self._maxlen, approximate=True)
+        for number, batch in items:
+            fields = {_BATCH: _batch_encoder.encode(batch), _TOKEN: f"{self._instance}:{number}"}
+            pipe.xadd(self.stream, fields, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
         await pipe.execute()
+
+    async def _confirm(self, items: list[Item]) -> int:
+        """How many of ``items`` (a prefix: a pipeline runs in order) are in the stream,
+        judged by their tokens among the newest :data:`_CONFIRM_SCAN` entries."""
+        tail = cast("_Entries", await self._redis.xrevrange(self.stream, count=_CONFIRM_SCAN))
+        tokens = {fields.get(_TOKEN) for _, fields in tail}
+        arrived = 0
+        for number, _ in items:
+            if f"{self._instance}:{number}".encode() not in tokens:
+                break
+            arrived += 1
+        return arrived
 
     # -- reading --------------------------------------------------------------------------
 
@@ -193,7 +215,7 @@ class RedisBroker(Broker):
                     # Only now may this process write: what it writes is then read as news,
                     # never mistaken for the history that primed the window.
                     self._tasks.append(asyncio.get_running_loop().create_task(
-                        self._outbox.run(self._write, self._redis.ping)
+                        self._outbox.run(self._write, self._redis.ping, self._confirm)
                     ))
                 elif failures:
                     await self._check_continuity(hub, last)

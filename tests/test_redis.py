@@ -300,3 +300,50 @@ async def test_redis_restart_mid_stream_means_resync(private_redis: PrivateRedis
                       "live notifications again", timeout=15)
         # No replay across the gap: a client that saw only what came before must reload.
         assert [m["type"] for m in frames(hub.subscribe(last_id=before))] == ["welcome", "resync"]
+
+
+async def test_connection_killed_but_redis_kept_its_data_means_no_resync(private_redis: PrivateRedis) -> None:
+    """The reader proves continuity on reconnection (its last entry is still in the
+    stream): a dropped connection alone costs the clients nothing."""
+    private_redis.start()
+    async with Hub(broker=RedisBroker(private_redis.url)) as hub:
+        await until(lambda: hub.stats().broker == "connected", "the reader")
+        sub = hub.subscribe()
+        frames(sub)
+        hub.publish([N(1)])
+        await receive(sub, bool, "the first")
+        killed = redis.Redis.from_url(private_redis.url).client_kill_filter(_type="normal", skipme=True)
+        assert killed >= 2  # the reader's and the writer's connections
+        await until(lambda: hub.stats().broker == "disconnected" or hub._broker.errors > 0,  # type: ignore[union-attr]
+                    "the reader to notice")
+        await until(lambda: hub.stats().broker == "connected", "the reader to reconnect", timeout=15)
+        hub.publish([N(2)])
+        got = await receive(sub, bool, "the next one", timeout=15)
+        assert [m.get("data") for m in got] == [{"id": 2}]  # no resync, no duplicate
+        assert hub.stats().gaps == 0
+
+
+async def test_a_write_whose_reply_was_lost_is_not_sent_twice(redis_url: str, stream: str) -> None:
+    """A pipeline that reached Redis although the call failed (the reply was lost) is
+    recognised by its tokens and not written again: no duplicate, no needless resync."""
+    broker = RedisBroker(redis_url, stream=stream)
+    real_write = broker._write
+    failures = [ConnectionError("reply lost")]
+
+    async def reply_lost(items: list[Any], lost: str | None) -> None:
+        await real_write(items, lost)
+        if failures:
+            raise failures.pop()
+
+    broker._write = reply_lost  # type: ignore[method-assign]
+    async with Hub(broker=broker) as hub:
+        await until(lambda: hub.stats().broker == "connected", "the reader")
+        sub = hub.subscribe()
+        frames(sub)
+        hub.publish([N(1)])
+        await receive(sub, bool, "the batch")
+        hub.publish([N(2)])  # the outbox carries on after confirming
+        got = await receive(sub, bool, "the next batch")
+        assert [m.get("data") for m in got] == [{"id": 2}]
+        assert redis.Redis.from_url(redis_url).xlen(stream) == 2  # each written once
+        assert hub.stats().gaps == 0 and broker.errors == 1

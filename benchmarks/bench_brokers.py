@@ -1,0 +1,850 @@
+"""Several processes: the in-process hub against the Redis and PostgreSQL brokers, side by side.
+
+Three configurations run at once, each as two uvicorn processes (``brokers_server.py``,
+``--ws-per-message-deflate false``) with ``--clients`` WebSocket clients (default 100) on each:
+
+* **in-process** ``Hub()``: each process's commits reach only its own clients. This is the
+  baseline (what one process costs), not a working multi-process setup.
+* **Redis** ``Hub(broker=RedisBroker(url, stream=<unique per run>))``.
+* **PostgreSQL** ``Hub(broker=PostgresBroker(url, channel=<unique per run>))``: only when
+  ``sqla_notify.postgres`` provides ``PostgresBroker`` and the database answers.
+
+All three commit to the same database, PostgreSQL ``test`` on loopback (one table per
+configuration and run, dropped at the end; ``--db sqlite`` uses one shared SQLite file
+instead, and then PostgreSQL is not a contender), so only the broker differs. Commits are ORM
+commits through a sync ``Session`` of ``notifier.attach(sessionmaker(engine))``, made by each
+server in a worker thread (a ``POST /load`` request, as a ``def`` endpoint would) on a shared
+schedule that alternates between the two processes. Every process, and this one, reads the
+same CLOCK_MONOTONIC, so a server's ``time.monotonic()`` just before ``commit()`` and a
+client's arrival time compare directly.
+
+The clients live in this process: asyncio protocols that do the WebSocket handshake, walk
+frame headers, answer pings and parse the JSON they need; cheap enough not to be the
+bottleneck (their CPU share is reported). Arrival time is when the bytes reach the client.
+
+**(a) Latency** at a moderate rate (``--rate`` commits/s, one row each, default 50/s):
+every client decodes every notification; latency = arrival - the commit's timestamp, for each
+client that should receive it (the committing process's clients in-process, all clients with
+a broker). ``--rounds`` rounds, the configurations' order rotating; percentiles over all
+deliveries, with the spread of the per-round p99. Target (the issue): a broker adds at most
+2 ms at p99 over in-process. Read the difference with this in mind: with a broker every commit
+is sent by both processes to all 200 clients, twice the baseline's frames on the same CPUs,
+and these clients read twice as many; so the difference holds that extra fan-out as well as
+the broker's round trip. The configurations not being measured stay connected, idle.
+
+**(b) Sustained rate**: steps of a rising offered rate, in committed notifications per second
+over both processes (at most 100 commits/s, so several rows per commit beyond that), each
+step ``--step-seconds`` long, the configurations interleaved per step. A step *holds* when
+every client receives every notification it should, none late by more than ``LAG_BOUND``
+(lag sampled on the last notification of each socket read, so a client's final notification
+is always sampled; a backlog shows as lag), with no ``resync``, drop or disconnection, and the
+commits kept to their schedule (within ``LATE_BOUND``). A step that fails is retried once;
+the second failure ends that configuration's ramp. Reported: the highest step that held,
+as notifications delivered per second per process (with a broker every process delivers every
+notification; in-process only its own half) and WebSocket frames per second per process,
+both over the commits' actual window (commits that fall behind schedule stretch it); and for
+the step that failed, the CPU shares while the commits ran: each server process (and its event
+loop, i.e. without the committing thread), the clients, Redis, PostgreSQL (all its
+processes), interrupts (loopback networking), the whole machine and what of it none of these
+account for (other work on the machine), with a guess at the bottleneck from those figures.
+
+    python benchmarks/bench_brokers.py            # about 5 minutes
+    python benchmarks/bench_brokers.py --quick    # about 70 s, noisier
+    python benchmarks/bench_brokers.py --no-ramp --clients 1    # latency only, 1 client each
+
+Writes ``benchmarks/results/brokers.json`` and ``brokers.md`` (``--out`` renames them). Servers' stderr goes to
+``/tmp/bench_brokers-<pid>.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import gc
+import importlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import resource
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import msgspec
+import redis
+import sqlalchemy
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, text
+
+import sqla_notify
+
+ROOT = Path(__file__).parent.parent
+RESULTS = Path(__file__).parent / "results"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LAG_BOUND = 1.0  # s: a step holds only if every notification arrives within this
+LATE_BOUND = 0.5  # s: ... and the commits keep to their schedule within this
+MAX_COMMITS = 100  # commits/s over both processes; beyond, several rows per commit
+SERVER_LOG = Path(f"/tmp/bench_brokers-{os.getpid()}.log")
+LABELS = {"inproc": "in-process `Hub()` (baseline)", "redis": "Redis Streams", "postgres": "PostgreSQL LISTEN/NOTIFY"}
+_decode = msgspec.json.Decoder().decode
+
+
+# == the clients =============================================================================
+
+
+class Client(asyncio.Protocol):
+    """A WebSocket client: walks frame headers, answers pings, decodes what it must.
+
+    ``record_all``: decode every notification and keep ``(row id, arrival)``; otherwise
+    count them and keep that pair for the last notification of each read.
+    """
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.transport: asyncio.Transport | None = None
+        self.welcomed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.buf = b""
+        self.open = False
+        self.closed = False
+        self.record_all = False
+        self.count = 0
+        self.target = 0
+        self.done_at = 0.0
+        self.samples: list[tuple[int, float]] = []
+        self.controls: list[str] = []  # control messages after the welcome (resync...)
+
+    def reset(self, target: int, record_all: bool) -> None:
+        self.count, self.target, self.done_at = 0, target, 0.0
+        self.samples, self.controls, self.record_all = [], [], record_all
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.welcomed.done():
+            self.welcomed.set_exception(ConnectionError(f"lost before the welcome: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        if not self.open:
+            data = self.buf + data
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = data
+                return
+            if not data.startswith(b"HTTP/1.1 101"):
+                self.welcomed.set_exception(ConnectionError(data[:end].decode(errors="replace")))
+                return
+            self.open, self.buf, data = True, b"", data[end + 4:]
+        self.feed(data)
+
+    def feed(self, data: bytes) -> None:
+        now = time.monotonic()
+        if self.buf:
+            data = self.buf + data
+        n, i, count, last, last_end = len(data), 0, 0, -1, 0
+        while i + 2 <= n:
+            op, length, start = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
+            if length == 126:
+                if i + 4 > n:
+                    break
+                length, start = int.from_bytes(data[i + 2:i + 4], "big"), i + 4
+            elif length == 127:
+                if i + 10 > n:
+                    break
+                length, start = int.from_bytes(data[i + 2:i + 10], "big"), i + 10
+            end = start + length
+            if end > n:
+                break
+            if op == 1:
+                if data[start + 2] == 105:  # b'{"id":...': a notification
+                    count += 1
+                    if self.record_all:
+                        self.samples.append((_decode(data[start:end])["data"]["id"], now))
+                    else:
+                        last = start
+                        last_end = end
+                else:
+                    self.control(_decode(data[start:end])["type"])
+            elif op == 9:  # ping: pong, masked with a zero key as a client must
+                assert self.transport is not None
+                self.transport.write(bytes((0x8A, 0x80 | length, 0, 0, 0, 0)) + data[start:end])
+            elif op == 8:
+                self.closed = True
+            i = end
+        self.buf = data[i:]
+        if count:
+            self.count += count
+            if last >= 0:
+                self.samples.append((_decode(data[last:last_end])["data"]["id"], now))
+            if self.target and not self.done_at and self.count >= self.target:
+                self.done_at = now
+
+    def control(self, kind: str) -> None:
+        if kind == "welcome" and not self.welcomed.done():
+            self.welcomed.set_result(None)
+        else:
+            self.controls.append(kind)
+
+
+# == measuring CPU ===========================================================================
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds of one process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _postgres_cpu() -> float | None:
+    """CPU seconds of every local process named ``postgres`` (the whole server)."""
+    total, found = 0.0, False
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/comm") as f:
+                    if f.read().strip() != "postgres":
+                        continue
+                total += _proc_cpu(int(entry.name))
+                found = True
+            except OSError:
+                continue  # gone meanwhile
+    return total if found else None
+
+
+def _machine() -> tuple[float, float, float, float]:
+    """The machine's CPU seconds since boot: (busy, of which in interrupts, stolen, total)."""
+    with open("/proc/stat") as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in f.readline().split()[1:9])
+    busy = user + nice + system + irq + softirq
+    return busy / CLK_TCK, (irq + softirq) / CLK_TCK, steal / CLK_TCK, (busy + idle + iowait + steal) / CLK_TCK
+
+
+def _self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# == the configurations ======================================================================
+
+
+@dataclass
+class Config:
+    key: str
+    broker: str  # BENCH_BROKER
+    table: str
+    env: dict[str, str]
+    ports: list[int] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    clients: list[list[Client]] = field(default_factory=list)  # per server
+    http: list[httpx.AsyncClient] = field(default_factory=list)
+
+    @property
+    def shared(self) -> bool:
+        return self.broker != "none"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def postgres_available() -> str | None:
+    """Why the PostgreSQL contender cannot run, or None if it can (the module may still be
+    in the works)."""
+    try:
+        module = importlib.import_module("sqla_notify.postgres")
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+        return f"sqla_notify.postgres does not import ({exc!r})"
+    if not hasattr(module, "PostgresBroker"):
+        return "sqla_notify.postgres has no PostgresBroker"
+    return None
+
+
+def _start(cfg: Config, log: Any) -> None:
+    for _ in range(2):
+        port = _free_port()
+        cfg.ports.append(port)
+        cfg.procs.append(subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "benchmarks.brokers_server:app", "--port", str(port),
+             "--ws-per-message-deflate", "false", "--log-level", "warning"],
+            cwd=ROOT, env={**os.environ, **cfg.env, "BENCH_BROKER": cfg.broker, "BENCH_TABLE": cfg.table},
+            stdout=log, stderr=log,
+        ))
+
+
+async def _ready(cfg: Config, deadline: float) -> None:
+    """Wait until both servers answer and their brokers are connected."""
+    for port, proc in zip(cfg.ports, cfg.procs):
+        http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        cfg.http.append(http)
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the {cfg.key} server exited ({proc.returncode}); see {SERVER_LOG}")
+            try:
+                if (await http.get("/stats")).json()["broker"] in ("none", "connected"):
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the {cfg.key} server was not ready in time; see {SERVER_LOG}")
+            await asyncio.sleep(0.1)
+
+
+async def _connect(cfg: Config, clients: int) -> None:
+    loop = asyncio.get_running_loop()
+    for port in cfg.ports:
+        request = (
+            f"GET /notify/ws?collections={cfg.table} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        group = []
+        for _ in range(clients):
+            _, client = await loop.create_connection(functools.partial(Client, request), "127.0.0.1", port)
+            group.append(client)
+        await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in group)), 30)
+        cfg.clients.append(group)
+
+
+async def _stats(cfg: Config) -> list[dict[str, Any]]:
+    return [(await http.get("/stats")).json() for http in cfg.http]
+
+
+def _snapshot(cfg: Config, r: redis.Redis) -> dict[str, Any]:
+    cpu: dict[str, Any] = {"wall": time.monotonic(), "servers": [_proc_cpu(p.pid) for p in cfg.procs]}
+    cpu["clients"] = _self_cpu()
+    cpu["machine"] = _machine()
+    cpu["postgres"] = _postgres_cpu()
+    info = r.info("cpu")
+    cpu["redis"] = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+    return cpu
+
+
+def _shares(a: dict[str, Any], b: dict[str, Any], thread_cpu: list[float]) -> dict[str, Any]:
+    """CPU shares (1.0 = one CPU) between two snapshots."""
+    wall = b["wall"] - a["wall"]
+    servers = [(y - x) / wall for x, y in zip(a["servers"], b["servers"])]
+    out: dict[str, Any] = {
+        "servers": servers,
+        "server_loops": [s - t / wall for s, t in zip(servers, thread_cpu)],
+        "clients": (b["clients"] - a["clients"]) / wall,
+        # the machine's busy CPUs, of which interrupts (loopback networking), and stolen by the host
+        **{name: (b["machine"][i] - a["machine"][i]) / (b["machine"][3] - a["machine"][3]) * (os.cpu_count() or 1)
+           for i, name in enumerate(("machine", "interrupts", "stolen"))},
+        "redis": (b["redis"] - a["redis"]) / wall,
+        "postgres": (b["postgres"] - a["postgres"]) / wall if a["postgres"] is not None and b["postgres"] is not None else None,
+    }
+    known = sum(servers) + out["clients"] + (out["redis"] or 0) + (out["postgres"] or 0) + out["interrupts"]
+    out["other"] = max(0.0, out["machine"] - known)  # other processes on the machine
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# == one run of commits ======================================================================
+
+
+async def _settle(cfg: Config, quiet: float = 0.3, bound: float = 10.0) -> None:
+    """Wait (bounded) until no client has received anything for ``quiet`` seconds."""
+    deadline = time.monotonic() + bound
+    last = -1
+    while time.monotonic() < deadline:
+        now = sum(c.count for g in cfg.clients for c in g)
+        if now == last:
+            return
+        last = now
+        await asyncio.sleep(quiet)
+
+
+async def run(
+    cfg: Config, r: redis.Redis, *,
+    commits_per_s: float, rows: int, seconds: float, record_all: bool,
+) -> dict[str, Any]:
+    """Commit at ``commits_per_s`` over both servers, alternately, and watch the clients."""
+    per_proc = max(1, round(seconds * commits_per_s / 2))
+    interval = 2 / commits_per_s
+    own = per_proc * rows
+    for group in cfg.clients:
+        for c in group:
+            c.reset(2 * own if cfg.shared else own, record_all)
+    stats0 = await _stats(cfg)
+    gc.collect()
+    gc.disable()  # no collection pauses in the clients' timestamps (they make no cycles)
+    try:
+        cpu0 = _snapshot(cfg, r)
+        start = time.monotonic() + 0.1
+        replies = await asyncio.gather(*(
+            http.post("/load", json={"start": start, "offset": i * interval / 2, "interval": interval,
+                                     "count": per_proc, "rows": rows}, timeout=seconds * 3 + 60)
+            for i, http in enumerate(cfg.http)
+        ))
+        cpu1 = _snapshot(cfg, r)  # CPU over the commits' window: while the load is offered
+        bodies = [reply.json() for reply in replies]
+        last_t = max(b["commits"][-1][0] for b in bodies)
+        clients = [c for g in cfg.clients for c in g]
+        deadline = max(time.monotonic(), last_t + LAG_BOUND) + 2.0  # a little beyond the bound, to see
+        while not all(c.done_at or c.closed for c in clients) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        gc.enable()
+    stats1 = await _stats(cfg)
+
+    t_of: dict[int, tuple[float, int]] = {}  # row id -> (commit time, server index)
+    for server, body in enumerate(bodies):
+        for t, ids in body["commits"]:
+            for row_id in ids:
+                t_of[row_id] = (t, server)
+    first_t = min(b["commits"][0][0] for b in bodies)
+    lags: list[float] = []
+    same: list[float] = []  # clients of the committing process
+    other: list[float] = []
+    unknown = 0
+    for server, group in enumerate(cfg.clients):
+        for c in group:
+            for row_id, arrived in c.samples:
+                found = t_of.get(row_id)
+                if found is None:
+                    unknown += 1
+                    continue
+                lag = arrived - found[0]
+                lags.append(lag)
+                (same if found[1] == server else other).append(lag)
+    complete = all(c.done_at for c in clients)
+    done = [c.done_at for c in clients if c.done_at]
+    window = last_t - first_t + interval / 2  # the commits' schedule, both processes
+    counters = {k: sum(s[k] - s0[k] for s, s0 in zip(stats1, stats0)) for k in ("frames_dropped", "slow_disconnects", "gaps")}
+    controls = sorted({k for c in clients for k in c.controls})
+    late = max(b["late"] for b in bodies)
+    result = {
+        "commits_per_s": commits_per_s, "rows": rows, "seconds": seconds,
+        "offered_notifications_per_s": commits_per_s * rows,
+        "commits": sum(len(b["commits"]) for b in bodies), "expected_per_client": clients[0].target,
+        "clients_complete": sum(1 for c in clients if c.done_at), "clients": len(clients),
+        "deliveries": sum(c.count for c in clients), "closed": sum(1 for c in clients if c.closed),
+        "lag_p50_ms": statistics.median(lags) * 1e3 if lags else None,
+        "lag_p90_ms": _pct(lags, 0.90) * 1e3 if lags else None,
+        "lag_p99_ms": _pct(lags, 0.99) * 1e3 if lags else None,
+        "lag_max_ms": max(lags) * 1e3 if lags else None,
+        "lag_samples": len(lags), "unknown_ids": unknown,
+        "last_in_after_last_commit_ms": (max(done) - last_t) * 1e3 if done else None,
+        "window_s": window,
+        "delivered_notifications_per_s_per_process": [min(c.count for c in g) / window for g in cfg.clients],
+        "schedule_late_ms": late * 1e3, "hub": counters, "controls": controls,
+        "cpu": _shares(cpu0, cpu1, [b["thread_cpu"] for b in bodies]),
+    }
+    problems = []
+    if not complete:
+        problems.append(f"{len(clients) - len(done)} of {len(clients)} clients incomplete")
+    if lags and max(lags) > LAG_BOUND:
+        problems.append(f"lag {max(lags) * 1e3:.0f} ms > {LAG_BOUND * 1e3:.0f} ms")
+    if late > LATE_BOUND:
+        problems.append(f"commits {late * 1e3:.0f} ms behind schedule")
+    if counters["frames_dropped"]:
+        problems.append(f"{counters['frames_dropped']:,} frames dropped (client queues overflowed)")
+    if counters["slow_disconnects"] or result["closed"]:
+        problems.append(f"{max(counters['slow_disconnects'], result['closed'])} clients closed")
+    if counters["gaps"]:
+        problems.append(f"{counters['gaps']} broker gaps")
+    if controls:
+        problems.append("clients got " + ", ".join(controls))
+    result["problems"] = problems
+    if record_all:
+        result["latencies_ms"] = [x * 1e3 for x in lags]
+        result["same_process_ms"] = [x * 1e3 for x in same]
+        result["other_process_ms"] = [x * 1e3 for x in other]
+    if problems:
+        await _settle(cfg)
+    return result
+
+
+def _bottleneck(step: dict[str, Any]) -> str:
+    """A guess, from the CPU shares while the commits ran, at what stopped the step."""
+    cpu = step["cpu"]
+    parts = []
+    if max(cpu["servers"]) >= 0.85:
+        parts.append(f"the server processes ({max(cpu['servers']):.0%} CPU, event loop {max(cpu['server_loops']):.0%})")
+    for name in ("redis", "postgres"):
+        if cpu[name] is not None and cpu[name] >= 0.85:
+            parts.append(f"{name} ({cpu[name]:.0%} CPU)")
+    if cpu["clients"] >= 0.85:
+        parts.append(f"the clients ({cpu['clients']:.0%} CPU)")
+    if not parts and cpu["machine"] >= 0.9 * (os.cpu_count() or 1):
+        parts.append(f"the machine's {os.cpu_count()} CPUs ({cpu['machine']:.0%} busy, {cpu['other']:.0%} of it not this benchmark)")
+    if not parts and step["schedule_late_ms"] > LATE_BOUND * 1e3:
+        parts.append("the commits (database or committing thread)")
+    return ", ".join(parts) or "nothing saturated (by CPU)"
+
+
+# == the phases ==============================================================================
+
+
+async def latency(cfgs: list[Config], r: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {c.key: {"rounds": []} for c in cfgs}
+    for rnd in range(args.rounds):
+        for cfg in cfgs[rnd % len(cfgs):] + cfgs[:rnd % len(cfgs)]:
+            res = await run(cfg, r, commits_per_s=args.rate, rows=1, seconds=args.seconds, record_all=True)
+            out[cfg.key]["rounds"].append(res)
+            print(f"  latency {cfg.key} round {rnd + 1}: p99 {res['lag_p99_ms']:.2f} ms"
+                  f"{' ' + '; '.join(res['problems']) if res['problems'] else ''}", file=sys.stderr)
+    for cfg in cfgs:
+        rounds = out[cfg.key]["rounds"]
+        values = [x for rd in rounds for x in rd.pop("latencies_ms")]
+        same = [x for rd in rounds for x in rd.pop("same_process_ms")]
+        other = [x for rd in rounds for x in rd.pop("other_process_ms")]
+        expected = sum(rd["commits"] * (len(cfg.clients[0]) * (2 if cfg.shared else 1)) for rd in rounds)
+        out[cfg.key].update({
+            "deliveries": len(values), "missing": expected - len(values),
+            "p50_ms": statistics.median(values), "p90_ms": _pct(values, 0.90),
+            "p99_ms": _pct(values, 0.99), "max_ms": max(values),
+            "p99_per_round_ms": [rd["lag_p99_ms"] for rd in rounds],
+            "same_process_p99_ms": _pct(same, 0.99) if same else None,
+            "other_process_p99_ms": _pct(other, 0.99) if other else None,
+        })
+    return out
+
+
+def _rates(args: argparse.Namespace) -> list[float]:
+    rates, rate = [], args.start_rate
+    while rate <= args.max_rate * 1.0001:
+        rates.append(rate)
+        rate *= args.factor
+    return rates
+
+
+async def ramp(cfgs: list[Config], r: redis.Redis, args: argparse.Namespace, budget_end: float) -> dict[str, Any]:
+    out: dict[str, Any] = {c.key: {"steps": [], "held": None, "failed": None, "stopped": None} for c in cfgs}
+    active = list(cfgs)
+    for i, rate in enumerate(_rates(args)):
+        if not active:
+            break
+        rows = max(1, math.ceil(rate / MAX_COMMITS))
+        for cfg in active[i % len(active):] + active[:i % len(active)]:
+            if time.monotonic() > budget_end:
+                out[cfg.key]["stopped"] = "time budget"
+                continue
+            for attempt in (1, 2):
+                step = await run(cfg, r, commits_per_s=rate / rows, rows=rows, seconds=args.step_seconds, record_all=False)
+                step["attempt"] = attempt
+                out[cfg.key]["steps"].append(step)
+                verdict = "held" if not step["problems"] else "; ".join(step["problems"])
+                print(f"  ramp {cfg.key} {rate:.0f}/s (try {attempt}): lag p99 {step['lag_p99_ms'] or 0:.0f} ms, "
+                      f"servers {' '.join(f'{x:.0%}' for x in step['cpu']['servers'])}: {verdict}", file=sys.stderr)
+                if not step["problems"]:
+                    out[cfg.key]["held"] = step
+                    break
+            else:
+                out[cfg.key]["failed"] = step
+                out[cfg.key]["stopped"] = "failed twice"
+        active = [c for c in active if out[c.key]["stopped"] is None]
+    for cfg in active:
+        out[cfg.key]["stopped"] = "top of the ramp"
+    return out
+
+
+# == reporting ===============================================================================
+
+
+def _cpu_text(cpu: dict[str, Any]) -> str:
+    parts = [
+        "servers " + "/".join(f"{x:.0%}" for x in cpu["servers"])
+        + " (loops " + "/".join(f"{x:.0%}" for x in cpu["server_loops"]) + ")",
+        f"clients {cpu['clients']:.0%}",
+    ]
+    if cpu["redis"] is not None:
+        parts.append(f"Redis {cpu['redis']:.0%}")
+    if cpu["postgres"] is not None:
+        parts.append(f"PostgreSQL {cpu['postgres']:.0%}")
+    parts.append(f"interrupts {cpu['interrupts']:.0%}")
+    parts.append(f"machine {cpu['machine']:.0%} (other processes {cpu['other']:.0%}, stolen {cpu['stolen']:.0%})")
+    return ", ".join(parts)
+
+
+def _ramp_table(meta: dict[str, Any], thr: dict[str, Any], keys: list[str]) -> list[str]:
+    lines = [
+        "",
+        (f"**(b) Sustained rate**: steps of {meta['step_seconds']:g} s from {meta['start_rate']:g} to "
+         f"{meta['max_rate']:g} committed notifications/s (both processes together, ×{meta['factor']:.3g} per step, "
+         f"at most {MAX_COMMITS} commits/s); a step holds when every client gets everything within "
+         f"{LAG_BOUND * 1e3:.0f} ms, with no resync or drop, and the commits keep to schedule. Per process: "
+         "notifications each of its clients received per second, and WebSocket frames it sent per second "
+         "(× clients). CPU while the commits ran: 100% = one CPU; *loops* = the server process without "
+         "its committing thread; *other processes* = the machine's busy time not accounted for here."),
+        "",
+        "| configuration | highest step held: committed/s offered (achieved) | delivered per process (notifications/s) | frames/s per process | lag p99 / max (ms) | next step | what failed | CPU in the failed step | likely bottleneck |",
+        "|---|---:|---:|---:|---|---:|---|---|---|",
+    ]
+    for k in keys:
+        x = thr[k]
+        held, failed = x["held"], x["failed"]
+        if held:
+            per = min(held["delivered_notifications_per_s_per_process"])
+            achieved = held["commits"] * held["rows"] / held["window_s"]
+            cells = [f"{held['offered_notifications_per_s']:.0f} ({achieved:.0f})", f"{per:.0f}",
+                     f"{per * meta['clients_per_process']:,.0f}",
+                     f"{held['lag_p99_ms']:.0f} / {held['lag_max_ms']:.0f}"]
+        else:
+            cells = ["none", "–", "–", "–"]
+        if failed:
+            cells += [f"{failed['offered_notifications_per_s']:.0f}", "; ".join(failed["problems"]),
+                      _cpu_text(failed["cpu"]), _bottleneck(failed)]
+        else:
+            cells += ["–", f"not reached ({x['stopped']})", _cpu_text(held["cpu"]) if held else "–", "–"]
+        lines.append(f"| {LABELS[k]} | " + " | ".join(cells) + " |")
+    lines += ["", "Every step (✓ held, ✗ failed; lag p99 in ms; server CPU):", "",
+              "| committed/s | " + " | ".join(LABELS[k] for k in keys) + " |",
+              "|---:|" + "---|" * len(keys)]
+    rates = sorted({s["offered_notifications_per_s"] for k in keys for s in thr[k]["steps"]})
+    for rate in rates:
+        cells = []
+        for k in keys:
+            steps = [s for s in thr[k]["steps"] if s["offered_notifications_per_s"] == rate]
+            cells.append(", then ".join(
+                f"{'✓' if not s['problems'] else '✗'} {s['lag_p99_ms'] or 0:.0f} ms, "
+                + "/".join(f"{v:.0%}" for v in s["cpu"]["servers"]) for s in steps) or "–")
+        lines.append(f"| {rate:.0f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def report(meta: dict[str, Any], lat: dict[str, Any], thr: dict[str, Any], skipped: str | None) -> str:
+    keys = list(lat)
+    v = meta["versions"]
+    lines = [
+        (f"sqla_notify at {meta['git']['commit']}{' (with uncommitted changes)' if meta['git']['uncommitted_package_files'] else ''}; "
+         f"Python {v['python']}, {meta['cpus']} CPUs, uvicorn {v['uvicorn']}, redis-py {v.get('redis')}, "
+         f"psycopg {v.get('psycopg')}, Redis {v.get('redis_server')}, PostgreSQL {v.get('postgresql_server', '–').split()[0]}. "
+         f"{meta['clients_per_process']} clients on each of 2 uvicorn processes per configuration; "
+         f"commits to {meta['database']}. {meta['note']}"),
+        "",
+        (f"**(a) Commit → client latency**, {meta['rate']:g} commits/s (one row each) alternating "
+         f"between the processes, {meta['rounds']} × {meta['seconds']:g} s per configuration, rounds "
+         "interleaved; from `commit()` called to each client's read of the frame (all clients for "
+         "a broker, the committing process's for in-process)."),
+        "",
+        "| configuration | deliveries | missing | p50 (ms) | p90 (ms) | **p99 (ms)** | max (ms) | p99 per round | p99 vs in-process | p99 committing / other process's clients |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    base = lat["inproc"]["p99_ms"]
+    for k in keys:
+        x = lat[k]
+        delta = "–" if k == "inproc" else f"{x['p99_ms'] - base:+.2f} ms"
+        per_round = "–".join(f"{v:.2f}" for v in (min(x["p99_per_round_ms"]), max(x["p99_per_round_ms"])))
+        lines.append(
+            f"| {LABELS[k]} | {x['deliveries']} | {x['missing']} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} "
+            f"| **{x['p99_ms']:.2f}** | {x['max_ms']:.2f} | {per_round} | {delta} "
+            f"| {x['same_process_p99_ms']:.2f} / {'–' if x['other_process_p99_ms'] is None else format(x['other_process_p99_ms'], '.2f')} |"
+        )
+    if all(thr[k] is not None for k in keys):
+        lines += _ramp_table(meta, thr, keys)
+    lines += ["", "| target | measured | verdict |", "|---|---|---|"]
+    for k in keys:
+        if k != "inproc":
+            d = lat[k]["p99_ms"] - base
+            spread = [b - a for a, b in zip(lat["inproc"]["p99_per_round_ms"], lat[k]["p99_per_round_ms"])]
+            lines.append(
+                f"| {LABELS[k]}: p99 at most 2 ms over in-process at {meta['rate']:g} commits/s "
+                f"| {d:+.2f} ms (per round {min(spread):+.2f} to {max(spread):+.2f}) | {'met' if d <= 2 else 'missed'} |"
+            )
+    if skipped:
+        lines += ["", f"postgres: skipped ({skipped})"]
+    return "\n".join(lines)
+
+
+# == main ====================================================================================
+
+
+def _versions(r: redis.Redis, pg_url: str | None) -> dict[str, Any]:
+    versions = {name: importlib.metadata.version(name) for name in
+                ("fastapi", "uvicorn", "starlette", "redis", "psycopg", "msgspec", "uvloop", "httptools", "websockets")
+                if _installed(name)}
+    versions.update(python=sys.version.split()[0], sqlalchemy=sqlalchemy.__version__, sqla_notify=sqla_notify.__version__)
+    versions["redis_server"] = r.info("server")["redis_version"]
+    if pg_url is not None:
+        with create_engine(pg_url).connect() as conn:
+            versions["postgresql_server"] = str(conn.execute(text("SHOW server_version")).scalar())
+    return versions
+
+
+def _git() -> dict[str, Any]:
+    """The commit measured, and the package's files that differed from it (work in progress)."""
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted_package_files": git("status", "--porcelain", "--", "sqla_notify").splitlines()}
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.metadata.version(name)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+async def _main(args: argparse.Namespace, cfgs: list[Config], r: redis.Redis) -> tuple[dict[str, Any], dict[str, Any]]:
+    started = time.monotonic()
+    try:
+        for cfg in cfgs:
+            await _ready(cfg, time.monotonic() + 60)
+            await _connect(cfg, args.clients)
+            for rows in (1, 4):  # warm-up: connections, caches, statements
+                await run(cfg, r, commits_per_s=50, rows=rows, seconds=0.4, record_all=False)
+        print(f"  {len(cfgs)} configurations up in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        lat = await latency(cfgs, r, args)
+        thr = await ramp(cfgs, r, args, started + args.budget) if args.ramp else {c.key: None for c in cfgs}
+        return lat, thr
+    finally:
+        for cfg in cfgs:
+            for group in cfg.clients:
+                for c in group:
+                    if c.transport is not None:
+                        c.transport.close()
+            for http in cfg.http:
+                await http.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="about 80 s: shorter, fewer rounds, coarser ramp")
+    parser.add_argument("--clients", type=int, default=100, help="per process")
+    parser.add_argument("--rate", type=float, default=50.0, help="latency: commits/s over both processes")
+    parser.add_argument("--seconds", type=float, help="latency: seconds per round and configuration")
+    parser.add_argument("--rounds", type=int, help="latency rounds")
+    parser.add_argument("--step-seconds", type=float, help="ramp: seconds per step")
+    parser.add_argument("--start-rate", type=float, help="ramp: first step, committed notifications/s")
+    parser.add_argument("--max-rate", type=float, default=25_600.0, help="ramp: last step")
+    parser.add_argument("--factor", type=float, help="ramp: rate ratio between steps")
+    parser.add_argument("--budget", type=float, help="seconds after which the ramp stops")
+    parser.add_argument("--no-ramp", dest="ramp", action="store_false", help="latency only")
+    parser.add_argument("--out", default="brokers", help="results/<out>.json and .md")
+    parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres", help="where the commits go")
+    parser.add_argument("--redis-url", default=os.environ.get("SQLA_NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--pg-url", default=os.environ.get("SQLA_NOTIFY_PG_URL", "postgresql+psycopg://127.0.0.1/test"))
+    args = parser.parse_args()
+    quick = {"seconds": 2.5, "rounds": 2, "step_seconds": 1.5, "start_rate": 200.0, "factor": 2.0, "budget": 75.0}
+    full = {"seconds": 5.0, "rounds": 3, "step_seconds": 3.0, "start_rate": 200.0, "factor": math.sqrt(2), "budget": 300.0}
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+
+    run_id = f"{os.getpid():x}{secrets.token_hex(3)}"
+    git_state = _git()  # before the run: what the servers import
+    pg_url: str | None = args.pg_url
+    try:
+        with create_engine(args.pg_url).connect():
+            pass
+    except Exception as exc:  # noqa: BLE001
+        print(f"postgres: unreachable at {args.pg_url} ({exc.__class__.__name__}); commits go to SQLite", file=sys.stderr)
+        pg_url = None
+    skipped = postgres_available() if pg_url else "PostgreSQL unreachable"
+    if args.db == "sqlite" and not skipped:
+        skipped = "--db sqlite"
+    if skipped:
+        print(f"postgres: skipped (not available: {skipped})")
+    r = redis.Redis.from_url(args.redis_url)
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        raise SystemExit(f"Redis is needed at {args.redis_url}: {exc}") from exc
+
+    use_pg = pg_url is not None and args.db == "postgres"
+    tmp = Path(f"/tmp/bench_brokers-{run_id}.db")
+    db_url = pg_url if use_pg else f"sqlite:///{tmp}"
+    engine = create_engine(cast(str, db_url))
+    if not use_pg:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+    stream = f"bench_brokers:{run_id}"
+    channel = f"bench_brokers_{run_id}"
+    common = {"BENCH_DB_URL": cast(str, db_url)}
+    cfgs = [
+        Config("inproc", "none", f"bench_brokers_{run_id}_inproc", common),
+        Config("redis", "redis", f"bench_brokers_{run_id}_redis",
+               {**common, "BENCH_REDIS_URL": args.redis_url, "BENCH_STREAM": stream}),
+    ]
+    if not skipped:
+        plain = cast(str, pg_url).replace("+psycopg", "")
+        cfgs.append(Config("postgres", "postgres", f"bench_brokers_{run_id}_postgres",
+                           {**common, "BENCH_PG_URL": plain, "BENCH_CHANNEL": channel}))
+    metadata = MetaData()
+    for cfg in cfgs:
+        Table(cfg.table, metadata, Column("id", Integer, primary_key=True), Column("name", String(20)))
+    metadata.create_all(engine)
+    loop_factory = None
+    try:
+        import uvloop  # the cheaper client loop, when installed
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    try:
+        with SERVER_LOG.open("ab") as log:
+            for cfg in cfgs:
+                _start(cfg, log)
+        loop = loop_factory() if loop_factory else asyncio.new_event_loop()
+        try:
+            lat, thr = loop.run_until_complete(_main(args, cfgs, r))
+        finally:
+            loop.close()
+    finally:
+        for cfg in cfgs:
+            for proc in cfg.procs:
+                proc.terminate()
+            for proc in cfg.procs:
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        metadata.drop_all(engine)
+        engine.dispose()
+        r.delete(stream)
+        tmp.unlink(missing_ok=True)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+
+    meta = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "platform": platform.platform(),
+        "cpus": os.cpu_count(), "versions": _versions(r, pg_url), "git": git_state,
+        "mode": "quick" if args.quick else "full", "clients_per_process": args.clients,
+        "database": "PostgreSQL (loopback)" if use_pg else "one SQLite file (WAL)",
+        "rate": args.rate, "seconds": args.seconds, "rounds": args.rounds,
+        "step_seconds": args.step_seconds, "start_rate": args.start_rate, "max_rate": args.max_rate,
+        "factor": args.factor, "lag_bound_s": LAG_BOUND, "late_bound_s": LATE_BOUND,
+        "max_commits_per_s": MAX_COMMITS, "uvicorn": "--ws-per-message-deflate false, other settings default",
+        "note": "In-process, each process's commits reach only its own clients: the baseline.",
+        "postgres_skipped": skipped,
+    }
+    table = report(meta, lat, thr, skipped)
+    print(table)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "latency": lat, "throughput": thr}, indent=1) + "\n")
+    (RESULTS / f"{args.out}.md").write_text(f"# bench_brokers ({meta['when']}, {meta['mode']})\n\n{table}\n")
+    log_lines = SERVER_LOG.read_text(errors="replace").splitlines()
+    if log_lines:
+        errors = sum(1 for line in log_lines if "Traceback" in line or "ERROR" in line)
+        print(f"\nthe servers logged {len(log_lines)} line(s), {errors} of errors: {SERVER_LOG}", file=sys.stderr)
+    else:
+        SERVER_LOG.unlink()
+
+
+if __name__ == "__main__":
+    main()

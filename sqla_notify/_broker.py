@@ -2,8 +2,8 @@
 
 With a broker, the hub does not deliver what its own process commits: it hands each batch to
 the broker, and every process (this one included) delivers what it reads back. Each
-notification is so delivered once per process, in the broker's order, with the broker's
-cursor: a client may resume on any process.
+notification is so delivered once per process, in the broker's order, under a name (cursor)
+that every process gives it: a client may resume on any process that still holds it.
 """
 
 from __future__ import annotations
@@ -57,9 +57,11 @@ class Broker(abc.ABC):
     async def stop(self) -> None:
         """Stop reading and writing; what is still queued may be dropped."""
 
-    #: Whether the broker numbers notifications itself, the same in every process (a
-    #: client may then resume on any process). If not, it delivers with ``hub._dispatch``
-    #: and each hub numbers what it delivers.
+    #: Whether the broker numbers notifications itself, the same in every process, with
+    #: ordering keys (:meth:`parse_cursor`); it then delivers with ``hub._ingest``. If not,
+    #: it delivers with ``hub._dispatch(batch, ids)``: each hub numbers what it delivers, and
+    #: ``ids`` (names every process gives the same notification, for a broker that delivers
+    #: to all in one order) let a client resume on any process whose window holds its id.
     shared_cursors: bool = False
 
     def parse_cursor(self, cursor: str) -> int | None:

@@ -33,9 +33,10 @@ Several processes
 With a broker (:mod:`sqla_notify.redis`, :mod:`sqla_notify.postgres`) the hub hands each
 committed batch to the broker instead of delivering it, and delivers what the broker reads
 back. Every process sees every batch exactly once, in the broker's order; a process never
-delivers its own batch twice. Redis numbers the batches itself (the stream's entry ids), so
-cursors are the same everywhere and a client may resume on any process; PostgreSQL's
-``LISTEN/NOTIFY`` keeps no log, so each hub numbers what it delivers. When the broker loses
+delivers its own batch twice. Redis numbers the batches itself (the stream's entry ids);
+PostgreSQL delivers to every listener in commit order and each batch carries an id, so each
+hub numbers locally but names alike. Either way cursors are the same everywhere and a client
+may resume on any process whose window holds its last id. When the broker loses
 notifications (it restarted, or trimmed what a slow process had not read, or the listener
 reconnected), the hub tells every client to ``resync`` and refuses replays across the gap.
 """
@@ -150,6 +151,7 @@ class Hub(Sink):
         self._not_running = 0
         self._gaps = 0
         self._due: list[Subscriber] = []  # subscribers whose writers start at the next step
+        self._by_id: dict[str, int] | None = None  # a broker's names for what is in the window
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -203,15 +205,22 @@ class Hub(Sink):
         resume from it, and nothing committed after the snapshot is missed."""
         return self._cursor
 
-    def _dispatch(self, notifications: list[Notification]) -> None:
-        """In-process: number a committed batch and deliver it."""
+    def _dispatch(self, notifications: list[Notification], ids: list[str] | None = None) -> None:
+        """Number a committed batch and deliver it. ``ids``: what to call its notifications
+        instead of this hub's ``"<epoch>-<seq>"`` (a broker's names, the same in every
+        process); resuming from one of them is then looked up in the window."""
         entries = []
         seq = self._seq
-        for n in notifications:
+        for i, n in enumerate(notifications):
             seq += 1
-            ident = f"{self._epoch}-{seq}"
+            ident = f"{self._epoch}-{seq}" if ids is None else ids[i]
             text = encode(NotificationFrame(ident, n.collection, n.action, n.data))
             entries.append(_Entry(seq, ident, n, text))
+        if ids is not None:
+            by_id = self._by_id if self._by_id is not None else {}
+            self._by_id = by_id
+            for entry in entries:
+                by_id[entry.id] = entry.seq
         self._ingest(entries)
 
     def _ingest(self, entries: list[_Entry], *, live: bool = True) -> None:
@@ -261,9 +270,9 @@ class Hub(Sink):
         """The cursor to reload "as of" when ``frame`` is the first frame kept."""
         if not isinstance(frame, _Entry):
             return self.cursor
-        if not self._shared:
+        if not self._shared and self._by_id is None:
             return f"{self._epoch}-{frame.seq - 1}"
-        for previous in reversed(self._window):  # broker cursors are not consecutive
+        for previous in reversed(self._window):  # a broker's names are not consecutive
             if previous.seq < frame.seq:
                 return previous.id
         return self.cursor
@@ -325,6 +334,9 @@ class Hub(Sink):
         return sub
 
     def _forget(self, evicted: list[_Entry]) -> None:
+        if self._by_id is not None:
+            for entry in evicted:
+                self._by_id.pop(entry.id, None)
         last = self._evicted
         for entry in evicted:
             last[entry.notification.collection] = entry.seq
@@ -356,6 +368,8 @@ class Hub(Sink):
     def _parse(self, cursor: str) -> int | None:
         if self._broker is not None and self._shared:
             return self._broker.parse_cursor(cursor)
+        if self._by_id is not None and cursor in self._by_id:
+            return self._by_id[cursor]
         epoch, _, seq_text = cursor.rpartition("-")
         return int(seq_text) if epoch == self._epoch and seq_text.isdigit() else None
 

@@ -26,9 +26,11 @@ hundreds of commits per second, a ceiling for thousands. Listeners must keep up,
 notification queue (8 GB) fills and ``NOTIFY`` fails. Prefer :mod:`sqla_notify.redis` for
 high commit rates, or when clients should resume on any process.
 
-**Cursors are per process.** ``LISTEN``/``NOTIFY`` keeps no log, so each hub numbers what it
-delivers: a client that reconnects to the same process resumes; one that moves to another
-process gets ``resync``. After the listening connection is lost (a restart,
+**Cursors.** Every listener receives the notifications in commit order, and each batch
+carries a random id, so every process names a notification alike (``"<batch id>:<index>"``):
+a client may resume on any process whose replay window holds its last id. ``LISTEN``/
+``NOTIFY`` keeps no log, though: a process started after that id, or a window that has moved
+past it, answers ``resync``. After the listening connection is lost (a restart,
 ``pg_terminate_backend``), notifications sent meanwhile are gone: on reconnection every
 client is told to ``resync``.
 """
@@ -37,7 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+import uuid
+from typing import TYPE_CHECKING, Any, Union
 
 import msgspec
 from sqlalchemy import text
@@ -66,8 +69,21 @@ logger = logging.getLogger("sqla_notify")
 MAX_PAYLOAD = 7999
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 _encoder = msgspec.json.Encoder(enc_hook=_lenient)
-_decoder = msgspec.json.Decoder(list[Notification])
-_EMPTY = len(_encoder.encode([]))  # the bytes of "[]"
+
+
+class _Payload(msgspec.Struct):
+    """One NOTIFY payload: part of a batch (``i``: its id, ``o``: the offset of ``b``), or
+    a gap marker (``gap``: why notifications were lost)."""
+
+    i: str = ""
+    o: int = 0
+    b: list[Notification] = []
+    gap: Union[str, None] = None
+
+
+_decoder = msgspec.json.Decoder(_Payload)
+#: Bytes of a payload's envelope with 16 hex digits of id and an offset of up to 9 digits.
+_ENVELOPE = len('{"i":"0123456789abcdef","o":123456789,"b":[]}')
 
 
 class PostgresBroker(Broker):
@@ -123,25 +139,29 @@ class PostgresBroker(Broker):
     # -- writing --------------------------------------------------------------------------
 
     def payloads(self, notifications: list[Notification]) -> list[str]:
-        """``notifications`` as ``NOTIFY`` payloads, each under :data:`MAX_PAYLOAD` bytes."""
-        whole = _encoder.encode(notifications)
-        if len(whole) <= MAX_PAYLOAD:
-            return [whole.decode()]
-        out: list[bytes] = []
-        part: list[bytes] = []
-        size = _EMPTY
+        """``notifications`` as ``NOTIFY`` payloads, each under :data:`MAX_PAYLOAD` bytes:
+        ``{"i": batch id, "o": offset of the first, "b": [notifications]}``. The batch id,
+        random, names the batch the same way in every process."""
+        batch_id = uuid.uuid4().hex[:16]
+        encoded = []
         for n in notifications:
             one = _encoder.encode(n)
-            if _EMPTY + len(one) > MAX_PAYLOAD:
+            if len(one) > MAX_PAYLOAD - _ENVELOPE:
                 logger.info("sqla_notify sent a %s %s without its data, too large for NOTIFY", n.collection, n.action)
                 one = _encoder.encode(Notification(n.collection, n.action))
-            if part and size + 1 + len(one) > MAX_PAYLOAD:
-                out.append(b"[" + b",".join(part) + b"]")
-                part, size = [], _EMPTY
-            part.append(one)
-            size += len(one) + (1 if len(part) > 1 else 0)
-        out.append(b"[" + b",".join(part) + b"]")
-        return [p.decode() for p in out]
+            encoded.append(one)
+        out: list[str] = []
+        start = 0
+        while start < len(encoded):
+            end, size = start, _ENVELOPE
+            while end < len(encoded) and size + len(encoded[end]) + 1 <= MAX_PAYLOAD:
+                size += len(encoded[end]) + 1
+                end += 1
+            end = max(end, start + 1)  # one always fits: see above
+            body = b",".join(encoded[start:end]).decode()
+            out.append(f'{{"i":"{batch_id}","o":{start},"b":[{body}]}}')
+            start = end
+        return out
 
     def publish_in_transaction(self, connection: Connection, notifications: list[Notification]) -> bool:
         """``pg_notify`` on the committing transaction's connection (PostgreSQL only)."""
@@ -231,13 +251,14 @@ class PostgresBroker(Broker):
                 await asyncio.sleep(backoff(failures))
 
     def _deliver(self, hub: Hub, payload: str) -> None:
-        if payload.startswith("{"):
-            reason = msgspec.json.decode(payload, type=dict[str, str]).get("gap", "unknown")
-            hub._gap(f"another process lost notifications: {reason}")
-            return
         try:
-            batch = _decoder.decode(payload)
+            part = _decoder.decode(payload)
         except msgspec.DecodeError as exc:
             logger.error("sqla_notify skipped a NOTIFY payload on %r that is not a batch: %s", self.channel, exc)
             return
-        hub._dispatch(batch)
+        if part.gap is not None:
+            hub._gap(f"another process lost notifications: {part.gap}")
+            return
+        # Every process receives the parts in commit order, so these names are the same
+        # everywhere: a client may resume on another process (within its window).
+        hub._dispatch(part.b, [f"{part.i}:{part.o + k}" for k in range(len(part.b))])

@@ -245,3 +245,18 @@ async def test_a_burst_starts_each_writer_once() -> None:
         assert starts == [3]
     await settle()  # shutting down: the writer starts for the close frame
     assert starts == [3, 3] and sub.close_code == 1001
+
+
+async def test_names_given_by_a_broker_resume_and_expire_with_the_window() -> None:
+    """A broker that delivers to every process in one order names notifications alike
+    (PostgreSQL): a client resumes from such a name while it is in the window."""
+    async with Hub(replay=3) as hub:
+        hub._dispatch([N(id=1), N(id=2)], ["b1:0", "b1:1"])
+        hub._dispatch([N(id=3)], ["b2:0"])
+        assert hub.cursor == "b2:0"
+        resumed = texts(hub.subscribe(last_id="b1:0"))
+        assert [m.get("id") for m in resumed] == [None, "b1:1", "b2:0"]  # welcome, then the rest
+        hub._dispatch([N(id=4)], ["b3:0"])  # b1:0 leaves the window
+        assert [m["type"] for m in texts(hub.subscribe(last_id="b1:0"))] == ["welcome", "resync"]
+        assert [m.get("id") for m in texts(hub.subscribe(last_id="b1:1"))] == [None, "b2:0", "b3:0"]
+        assert hub._by_id is not None and set(hub._by_id) == {"b1:1", "b2:0", "b3:0"}  # bounded

@@ -160,7 +160,10 @@ def test_payloads_stay_under_the_limit() -> None:
     batch = [Notification("c", "update", {"id": i, "pad": "é" * 300}) for i in range(100)]
     parts = broker.payloads(batch)
     assert len(parts) > 1 and all(len(p.encode()) <= MAX_PAYLOAD for p in parts)
-    assert [n["data"]["id"] for p in parts for n in json.loads(p)] == list(range(100))
+    decoded = [json.loads(p) for p in parts]
+    assert [n["data"]["id"] for d in decoded for n in d["b"]] == list(range(100))
+    assert len({d["i"] for d in decoded}) == 1  # one batch id
+    assert [d["o"] for d in decoded] == [sum(len(e["b"]) for e in decoded[:k]) for k in range(len(decoded))]
 
 
 async def test_notify_without_session_and_sqlite_sessions(

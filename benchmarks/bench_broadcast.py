@@ -1,37 +1,51 @@
-"""WebSocket broadcast: sqla_notify's hub against a bare loop and FastAPI's ConnectionManager.
+"""WebSocket broadcast: sqla_notify's hub against a bare loop, FastAPI's ConnectionManager,
+encode/broadcaster and python-socketio.
 
-The three contenders run side by side in one uvicorn process (``broadcast_server.py``).
+The five contenders run side by side in one uvicorn process (``broadcast_server.py``); each
+sends every client the same ~100-byte notification, encoded once per notification.
 
 Measured, for each contender, rounds interleaved (the order rotates every round):
 
-* **throughput**: 1,000 (and 100) connected clients, a burst of ``--messages`` notifications
-  of about 100 bytes. Deliveries/s = clients × messages / the time from the broadcast request
+* **throughput**: 1,000, 100 and 5,000 connected clients (``--clients``), a burst of
+  ``--messages`` notifications of about 100 bytes (fewer above 1,000 clients, so that
+  clients × messages stays at 200,000). Deliveries/s = clients × messages / the time from the broadcast request
   until the last client has received its last frame (clock read by the clients; all processes
   share CLOCK_MONOTONIC). The server's own hand-off time (until every frame is in a socket's
   transport) is reported beside it, with the server's and the clients' CPU time over the
   burst, to show who the bottleneck was. Two kinds of burst at 1,000 clients: *back to back*
   (all ``publish`` calls in one go, so the hub's writers send many frames per wake-up) and
   *paced* (``await asyncio.sleep(0)`` after each notification, so they wake once per
-  notification, as when commits arrive one at a time).
+  notification, as when commits arrive one at a time). At 5,000 clients the file-descriptor
+  limit (20,000) does not let all five connect at once: they take turns in threes, each turn
+  with the bare loop, and the clients run in ``--big-client-procs`` processes. A burst that
+  does not finish within ``--burst-timeout`` marks its contender "not measured" there.
 * **stalled clients**: 990 clients, one burst as above; then 10 more clients that never read
   (``SO_RCVBUF`` shrunk, reading paused) connect, their buffers are filled until sending to
   them blocks (the steady state of a client that stopped reading a while ago), and the same
   burst runs again. Reported: the healthy clients' completion time in both, or, when they
   never complete, "stalled" with the share delivered before ``--stall-timeout``. A fresh
   server per contender and round.
+* **one notification**: the time from the server starting to publish one notification to
+  the last of 990 clients receiving it, ``--single-repeats`` times one at a time; then the
+  same with 10 more clients stalled as above (1%). A contender blocked behind them is
+  reported as such (``--single-timeout``). A fresh server per contender and round.
 * **memory per idle connection**: the server's RSS before and after opening 1,000 idle
   connections, divided by 1,000. A fresh server per contender and round.
 
 The load generators are separate processes (``--client-procs``) running asyncio protocols
 that do the handshake and then only walk frame headers to count frames (and answer pings),
-cheap enough that the server stays the bottleneck (its CPU share is in the table). The
-ConnectionManager does the same work as the bare loop: its ratio to it is the noise floor.
+cheap enough that the server stays the bottleneck (its CPU share is in the table). Socket.IO
+clients speak Engine.IO v4 (join the namespace with ``40``, answer pings with ``3``) and
+count only event frames (``42[...]``). The ConnectionManager does the same work as the bare
+loop: its ratio to it is the noise floor.
 
-    python benchmarks/bench_broadcast.py              # about 8 minutes
-    python benchmarks/bench_broadcast.py --quick      # about 80 s, noisier
+    python benchmarks/bench_broadcast.py              # about 25 minutes
+    python benchmarks/bench_broadcast.py --quick      # about 5 minutes, noisier
+    python benchmarks/bench_broadcast.py --quick --clients 1000 100   # about 3 minutes
     python benchmarks/bench_broadcast.py --profile /tmp/prof   # cProfile one burst per contender
 
-Writes ``benchmarks/results/broadcast.json`` and ``broadcast.md``.
+Writes ``benchmarks/results/broadcast.json`` and ``broadcast.md``, and with matplotlib
+``broadcast-throughput.png`` and ``broadcast-one-broadcast.png`` (``plots.py``).
 """
 
 from __future__ import annotations
@@ -58,12 +72,18 @@ from typing import Any, cast
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-CONTENDERS = ("bare", "manager", "notify")
+CONTENDERS = ("bare", "manager", "notify", "broadcaster", "socketio")
 MODES = {"burst": "back to back", "paced": "paced"}
 LABELS = {
     "bare": "bare `await ws.send_text` loop",
     "manager": "FastAPI docs' ConnectionManager",
     "notify": "sqla_notify Hub + notify_router",
+    "broadcaster": "broadcaster `memory://` (its README's endpoint)",
+    "socketio": "python-socketio `sio.emit` to all",
+}
+PATHS = {
+    "bare": "/bare/ws", "manager": "/manager/ws", "notify": "/notify/ws", "broadcaster": "/broadcaster/ws",
+    "socketio": "/socket.io/?EIO=4&transport=websocket",
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_LOG = Path(f"/tmp/bench_broadcast-{os.getpid()}.log")  # the servers' stderr
@@ -102,18 +122,27 @@ class Group:
         self.done: asyncio.Future[None] | None = None
 
 
+# Socket.IO over Engine.IO v4, the packets a client sees: "0{...}" open (answer "40" to join
+# the default namespace), "40{"sid":...}" joined, "2" ping (answer "3"), "42[...]" an event.
+SIO_JOIN = b"\x81\x82\0\0\0\x0040"  # masked text frames, zero mask key
+SIO_PONG = b"\x81\x81\0\0\0\x003"
+
+
 class Client(asyncio.Protocol):
     """A WebSocket client that counts data frames by walking headers, and answers pings.
 
     Server frames are unmasked, so a frame is 2, 4 or 10 bytes of header then the payload:
-    skipping payloads costs a few operations per frame, whatever their content.
+    skipping payloads costs a few operations per frame, whatever their content. A Socket.IO
+    client (``sio``) also reads the first two bytes of each text frame: it counts only events
+    (``42``), answers Engine.IO pings and joins the namespace when the server opens.
     """
 
-    def __init__(self, group: Group, path: bytes, stall: bool, wait_welcome: bool) -> None:
+    def __init__(self, group: Group, path: bytes, stall: bool, wait_welcome: bool, sio: bool = False) -> None:
         self.group = group
         self.request = path
         self.stall = stall
-        self.wait_welcome = wait_welcome  # the hub's first frame says it has subscribed us
+        self.sio = sio  # ready once joined ("40{...}"); a stalled one stops reading then
+        self.wait_welcome = wait_welcome or sio  # the hub's first frame says it has subscribed us
         self.transport: asyncio.Transport | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -150,7 +179,7 @@ class Client(asyncio.Protocol):
             return
         self.is_open = True
         assert self.transport is not None
-        if self.stall:
+        if self.stall and not self.sio:
             self.transport.pause_reading()  # and never read again
             self.ready.set_result(None)
             return
@@ -169,6 +198,7 @@ class Client(asyncio.Protocol):
             self.skip = i - n
             return
         count = 0
+        sio = self.sio
         while True:
             if i + 2 > n:
                 self.buffer = data[i:]
@@ -194,7 +224,18 @@ class Client(asyncio.Protocol):
                 start = i + 10
             end = start + length
             if op == 1 or op == 2:
-                count += 1
+                if not sio:
+                    count += 1
+                else:  # Socket.IO: look at the packet type
+                    if start + min(length, 2) > n:
+                        self.buffer = data[i:]
+                        self.skip = 0
+                        break
+                    kind = data[start:start + min(length, 2)]
+                    if kind == b"42":
+                        count += 1
+                    else:
+                        self.engineio(kind)
             elif op >= 8:  # control frame (at most 125 bytes): wait for all of it
                 if end > n:
                     self.buffer = data[i:]
@@ -207,7 +248,7 @@ class Client(asyncio.Protocol):
             i = end
         if count:
             self.frames += count
-            if not self.ready.done():
+            if not self.ready.done() and not sio:
                 self.ready.set_result(None)  # the welcome
         if self.target and self.frames >= self.target and self.skip == 0 and not self.done_at:
             self.done_at = time.perf_counter()
@@ -215,6 +256,18 @@ class Client(asyncio.Protocol):
             group.pending -= 1
             if group.pending == 0 and group.done is not None and not group.done.done():
                 group.done.set_result(None)
+
+    def engineio(self, kind: bytes) -> None:
+        """A Socket.IO client's non-event packet (by its first two bytes)."""
+        assert self.transport is not None
+        if kind == b"2":  # ping
+            self.transport.write(SIO_PONG)
+        elif kind == b"0{":  # open: join the default namespace
+            self.transport.write(SIO_JOIN)
+        elif kind == b"40" and not self.ready.done():  # joined: from now on in every emit
+            self.ready.set_result(None)
+            if self.stall:
+                self.transport.pause_reading()  # and never read again
 
     def control(self, op: int, payload: bytes) -> None:
         assert self.transport is not None
@@ -249,9 +302,9 @@ class Worker:
     async def _open(self, contender: str, stall: bool) -> Client:
         loop = asyncio.get_running_loop()
         group = self.groups[contender]
-        path = f"/{contender}/ws" + ("?role=stall" if stall else "")
+        path = PATHS[contender] + (("&" if "?" in PATHS[contender] else "?") + "role=stall" if stall else "")
         request = HANDSHAKE.format(path=path, port=self.port, extensions=DEFLATE_OFFER if _deflate() else "").encode()
-        client = Client(group, request, stall, wait_welcome=contender == "notify")
+        client = Client(group, request, stall, wait_welcome=contender == "notify", sio=contender == "socketio")
         if stall:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # the kernel's minimum
@@ -499,6 +552,12 @@ class Clients:
         except (concurrent.futures.TimeoutError, OSError, RuntimeError) as exc:  # stuck behind a stalled client
             response = {"error": repr(exc)}
         elapsed = max(done) if done and not timed_out else time.perf_counter() - t0
+        started_at = response.get("started_at")
+        # From the server starting to publish to the last client's last frame (one clock).
+        publish_to_last = (
+            max(t for r in reports for t in r["done_at"]) - started_at
+            if done and not timed_out and started_at is not None else None
+        )
         gc1 = server.get("/gc") if not timed_out else gc0
         frames = sum(r["frames"] for r in reports)
         result = {
@@ -510,6 +569,7 @@ class Clients:
             "delivered_share": frames / (clients * count) if clients else 0.0,
             "extra_frames": sum(r["extra"] for r in reports),
             "completion_s": elapsed,
+            "publish_to_last_s": publish_to_last,
             "median_client_s": statistics.median(done) if done else None,
             "server_handoff_s": response.get("seconds") if response.get("ok") else None,
             "server_clients": response.get("clients"),
@@ -537,17 +597,53 @@ messages over it. *Server hand-off*: the server's own time until every frame is 
 socket's transport. *Server GC*: time in the server's garbage collector during the burst
 (medians throughout). Server CPU near 100% with the last frame in within a few ms of the
 hand-off means the server, not the load generator, is the bottleneck. Stalled clients'
-buffers are filled until sending to them blocks before the measured burst. The manager does
-the same work as the bare loop: its ratio to it shows how noisy the machine was."""
+buffers are filled until sending to them blocks before the measured burst, which then has
+`--stall-timeout` or three times its unstalled time, whichever is longer. The manager does
+the same work as the bare loop: its ratio to it shows how noisy the machine was.
+*broadcaster*: `Broadcast("memory://")` behind the endpoint of its README (per connection a
+task group, an unbounded queue and a sender task; `await broadcast.publish(channel, text)` per
+notification). *python-socketio*: `AsyncServer(async_mode="asgi")` with default settings,
+`await sio.emit("n", message)` per notification (one task per client per emit, an unbounded
+queue and a writer task per client); its clients speak Engine.IO v4 (join with `40`, answer
+pings) and only its `42[...]` event frames are counted. For these two, *server hand-off* ends
+when every healthy client's queue is empty. *Not measured*: a contender whose burst did not
+finish within the bound, or that could not connect every client, at that client count.
+Above the file-descriptor limit (20,000) the contenders are connected in turns of three,
+each turn with the bare loop, so ratios stay paired within one server and round.
+*One notification*: from the server starting to publish it to the last healthy client's
+receipt (all processes read CLOCK_MONOTONIC), one notification at a time, 50 ms apart; a
+fresh server per contender and round; "with stalled": the stalled clients' buffers are full
+first, as above. p99 pools every round; per-round figures
+show the spread (with 30 to 90 samples, p99 is the largest or next to it)."""
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _rotation(r: int) -> list[str]:
-    k = r % len(CONTENDERS)
-    return list(CONTENDERS[k:] + CONTENDERS[:k])
+def _rotation(r: int, contenders: tuple[str, ...] | list[str] = CONTENDERS) -> list[str]:
+    contenders = tuple(contenders)
+    k = r % len(contenders)
+    return list(contenders[k:] + contenders[:k])
+
+
+def _fd_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _groups(n: int, contenders: list[str]) -> list[list[str]]:
+    """Contenders connected at once to one server: as many as its file descriptors allow.
+
+    When all of them do not fit (5,000 clients each against a limit of 20,000), every group
+    has the bare loop, so each contender's ratio to it is still paired within a server and round.
+    """
+    fit = (_fd_limit() - 1000) // n
+    if fit >= len(contenders):
+        return [list(contenders)]
+    if fit < 2:
+        raise SystemExit(f"{n} clients need RLIMIT_NOFILE > {2 * n + 1000} (have {_fd_limit()})")
+    others = [c for c in contenders if c != "bare"]
+    return [["bare", *others[i:i + fit - 1]] for i in range(0, len(others), fit - 1)]
 
 
 def _spread(values: list[float]) -> tuple[float, float, float]:
@@ -559,39 +655,74 @@ def _spread(values: list[float]) -> tuple[float, float, float]:
 
 def run_throughput(
     clients: Clients, n: int, messages: int, rounds: int, queue_size: int, paced: bool,
+    timeout: float = 120.0,
 ) -> dict[str, Any]:
-    """Bursts to ``n`` clients of each contender, all connected at once, rounds interleaved."""
+    """Bursts to ``n`` clients of each contender, all connected at once, rounds interleaved.
+
+    A contender whose burst does not finish within ``timeout`` is recorded as such and not
+    measured again at this client count; one that cannot connect ``n`` clients likewise.
+    """
     modes = ["burst", "paced"] if paced else ["burst"]
-    _log(f"throughput: {n} clients, bursts of {messages}, {rounds} rounds, {' and '.join(modes)}")
-    server = Server(queue_size)
-    clients.start(server.port)
+    groups = _groups(n, list(CONTENDERS))
+    _log(
+        f"throughput: {n} clients, bursts of {messages}, {rounds} rounds, {' and '.join(modes)}"
+        + (f"; {len(groups)} servers in turn: " + " | ".join(", ".join(g) for g in groups) if len(groups) > 1 else "")
+    )
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {c: [] for c in CONTENDERS} for m in modes}
-    try:
-        for c in CONTENDERS:
-            clients.connect(c, n)
-        for c in CONTENDERS:  # warm-up
-            clients.burst(server, c, 20, 30)
-        for r in range(rounds):
-            for mode in modes:
-                for c in _rotation(r):
-                    time.sleep(0.2)
-                    run = clients.burst(server, c, messages, 120, paced=mode == "paced")
-                    if run["timed_out"]:
-                        raise RuntimeError(f"{c}: burst timed out: {run}")
-                    runs[mode][c].append(run)
-                _log(
-                    f"  throughput, {n} clients, {mode}: round {r + 1}/{rounds}: "
-                    + ", ".join(f"{c} {runs[mode][c][-1]['deliveries_per_s'] / 1e3:.0f}k/s" for c in CONTENDERS)
-                )
-        hub_stats = server.get("/stats")
-        for c in CONTENDERS:
-            clients.close(c)
-    finally:
-        clients.stop()
-        log = server.stop()
+    failed: dict[str, str] = {}
+    hub_stats: dict[str, Any] = {}
+    info: dict[str, Any] = {}
+    logs = []
+    for group in groups:
+        server = Server(queue_size)
+        info = server.info
+        clients.start(server.port)
+        try:
+            live = []
+            for c in group:
+                t = time.perf_counter()
+                try:
+                    clients.connect(c, n)
+                    live.append(c)
+                    _log(f"  connected {n} {c} clients in {time.perf_counter() - t:.1f} s")
+                except RuntimeError as exc:
+                    failed[c] = f"could not connect {n} clients: {exc}"
+                    _log(f"  {c}: {failed[c]}")
+            for c in live:  # warm-up
+                clients.burst(server, c, 20, timeout)
+            for r in range(rounds):
+                for mode in modes:
+                    this_round: dict[str, dict[str, Any]] = {}
+                    for c in _rotation(r, live):
+                        if c in failed:
+                            continue
+                        time.sleep(0.2)
+                        run = clients.burst(server, c, messages, timeout, paced=mode == "paced")
+                        if run["timed_out"]:
+                            failed[c] = (
+                                f"a burst of {messages} to {n} clients did not finish within {timeout:.0f} s "
+                                f"({run['delivered_share']:.0%} delivered)"
+                            )
+                            _log(f"  {c}: {failed[c]}; not measured further at {n} clients")
+                            continue
+                        this_round[c] = run
+                        runs[mode][c].append(run)
+                    bare = this_round.get("bare")
+                    for run in this_round.values():  # paired with the bare loop of the same server and round
+                        run["bare_deliveries_per_s"] = bare["deliveries_per_s"] if bare else None
+                    _log(
+                        f"  throughput, {n} clients, {mode}: round {r + 1}/{rounds}: "
+                        + ", ".join(f"{c} {run['deliveries_per_s'] / 1e3:.0f}k/s" for c, run in this_round.items())
+                    )
+            hub_stats = server.get("/stats") if "notify" in group else hub_stats
+            for c in group:
+                clients.close(c)
+        finally:
+            clients.stop()
+            logs.append(server.stop())
     return {
-        "clients": n, "messages": messages, "runs": runs, "hub_stats": hub_stats, "server": server.info,
-        "server_log": log,
+        "clients": n, "messages": messages, "runs": runs, "hub_stats": hub_stats, "server": info,
+        "server_log": logs, "groups": groups, "failed": failed, "timeout_s": timeout,
     }
 
 
@@ -613,18 +744,21 @@ def run_stalled(
                 clients.connect(c, 0, stalled)
                 prefill = server.post(f"/prefill/{c}", 60)
                 time.sleep(0.2)
-                during = clients.burst(server, c, messages, timeout)
+                # Slow contenders get three times their unstalled time, if that is longer.
+                limit = max(timeout, 3 * before["completion_s"])
+                during = clients.burst(server, c, messages, limit)
                 hub_stats = server.get("/stats")
                 clients.close(c)
             finally:
                 clients.stop()
                 log = server.stop()
             runs[c].append({
-                "unstalled": before, "stalled": during, "prefill": prefill, "hub_stats": hub_stats,
+                "unstalled": before, "stalled": during, "timeout_s": limit, "prefill": prefill, "hub_stats": hub_stats,
                 "server_log": log,
             })
             state = (
-                f"timed out, {during['delivered_share']:.1%} delivered" if during["timed_out"]
+                f"timed out after {limit:.0f} s, "
+                f"{during['delivered_share']:.1%} delivered" if during["timed_out"]
                 else f"{during['completion_s'] * 1e3:.0f} ms"
             )
             _log(
@@ -646,6 +780,11 @@ def run_memory(clients: Clients, n: int, rounds: int, queue_size: int) -> dict[s
                 clients.close(c)
                 time.sleep(0.5)
                 before = server.get("/rss")
+                for _ in range(50):  # python-socketio forgets a closed client a little later
+                    if before[c] == 0:
+                        break
+                    time.sleep(0.1)
+                    before = server.get("/rss")
                 clients.connect(c, n)
                 time.sleep(1.0)
                 after = server.get("/rss")
@@ -659,6 +798,60 @@ def run_memory(clients: Clients, n: int, rounds: int, queue_size: int) -> dict[s
             runs[c].append({"rss_before": before["rss"], "rss_after": after["rss"], "per_connection": per})
             _log(f"  memory: round {r + 1}/{rounds}: {c}: {per / 1024:.1f} KiB per connection")
     return {"connections": n, "runs": runs}
+
+
+def run_single(
+    clients: Clients, n: int, stalled: int, repeats: int, rounds: int, timeout: float, queue_size: int,
+) -> dict[str, Any]:
+    """One notification at a time: from the server starting to publish it to the last client's
+    receipt, ``repeats`` times, then the same with ``stalled`` of the ``n`` clients stalled
+    (buffers filled as in ``run_stalled``). A fresh server per contender and round. A
+    broadcast that does not reach every healthy client within ``timeout`` ends that series:
+    the contender is blocked behind its stalled clients.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTENDERS}
+
+    def series(server: Server, c: str) -> dict[str, Any]:
+        seconds: list[float] = []
+        gc_s: list[float] = []  # the server's garbage collections around each broadcast
+        for _ in range(repeats):
+            time.sleep(0.05)
+            run = clients.burst(server, c, 1, timeout)
+            if run["timed_out"] or run["publish_to_last_s"] is None:
+                return {"seconds": seconds, "gc_s": gc_s, "blocked": True, "delivered_share": run["delivered_share"]}
+            seconds.append(run["publish_to_last_s"])
+            gc_s.append(run["server_gc_s"])
+        return {"seconds": seconds, "gc_s": gc_s, "blocked": False}
+
+    for r in range(rounds):
+        for c in _rotation(r):
+            server = Server(queue_size)
+            clients.start(server.port)
+            try:
+                clients.connect(c, n - stalled)
+                clients.burst(server, c, 20, 30)  # warm-up
+                time.sleep(0.2)
+                healthy = series(server, c)
+                clients.connect(c, 0, stalled)
+                prefill = server.post(f"/prefill/{c}", 60)
+                time.sleep(0.2)
+                with_stalled = series(server, c)
+                clients.close(c)
+            finally:
+                clients.stop()
+                log = server.stop()
+            runs[c].append({"unstalled": healthy, "stalled": with_stalled, "prefill": prefill, "server_log": log})
+
+            def show(x: dict[str, Any]) -> str:
+                v = x["seconds"]
+                text = f"p50 {statistics.median(v) * 1e3:.1f} ms, max {max(v) * 1e3:.1f} ms" if v else ""
+                return text + (f"{'; ' if v else ''}blocked after {len(v)}" if x["blocked"] else "")
+
+            _log(
+                f"  one broadcast to {n - stalled}: round {r + 1}/{rounds}: {c}: {show(healthy)}; "
+                f"with {stalled} stalled: {show(with_stalled)}"
+            )
+    return {"clients": n, "stalled": stalled, "repeats": repeats, "timeout_s": timeout, "runs": runs}
 
 
 def run_profile(clients: Clients, n: int, messages: int, out: Path, queue_size: int) -> None:
@@ -696,13 +889,20 @@ def _ms(s: float) -> str:
 def _throughput_rows(block: dict[str, Any], mode: str, runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     rows = []
     for c in CONTENDERS:
+        if not runs[c]:
+            rows.append({
+                "clients": block["clients"], "messages": block["messages"], "mode": mode, "contender": c,
+                "failed": block.get("failed", {}).get(c, "not measured"),
+            })
+            continue
         rate = [r["deliveries_per_s"] for r in runs[c]]
-        # Paired: the same round, a few seconds apart.
-        ratio = [h["deliveries_per_s"] / b["deliveries_per_s"] for h, b in zip(runs[c], runs["bare"])]
+        # Paired: the bare loop's burst of the same server and round, a few seconds apart.
+        ratio = [r["deliveries_per_s"] / r["bare_deliveries_per_s"] for r in runs[c] if r.get("bare_deliveries_per_s")]
         handoff = [r["server_handoff_s"] for r in runs[c] if r["server_handoff_s"] is not None]
         rows.append({
             "clients": block["clients"], "messages": block["messages"], "mode": mode, "contender": c,
-            "deliveries_per_s": _spread(rate), "ratio_to_bare": _spread(ratio),
+            "rounds": len(runs[c]),
+            "deliveries_per_s": _spread(rate), "ratio_to_bare": _spread(ratio) if ratio else None,
             "completion_s": _spread([r["completion_s"] for r in runs[c]]),
             "server_handoff_s": statistics.median(handoff) if handoff else None,
             "server_cpu_share": statistics.median(r["server_cpu_s"] / r["completion_s"] for r in runs[c]),
@@ -710,12 +910,42 @@ def _throughput_rows(block: dict[str, Any], mode: str, runs: dict[str, list[dict
             "busiest_client_cpu_share": statistics.median(
                 max(r["client_cpu_s"]) / r["completion_s"] for r in runs[c]
             ),
+            "failed": block.get("failed", {}).get(c),  # measured, then a later burst timed out
         })
     return rows
 
 
-def summarize(throughput: list[dict[str, Any]], stalled: dict[str, Any], memory: dict[str, Any]) -> dict[str, Any]:
-    summary: dict[str, Any] = {"throughput": [], "stalled": [], "memory": []}
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _single_rows(single: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for c in CONTENDERS:
+        row: dict[str, Any] = {"contender": c}
+        for kind in ("unstalled", "stalled"):
+            series = [r[kind] for r in single["runs"][c]]
+            pooled = [x for s in series for x in s["seconds"]]
+            complete = [s["seconds"] for s in series if s["seconds"] and not s["blocked"]]
+            row[kind] = {
+                "broadcasts": len(pooled),
+                "p50_s": statistics.median(pooled) if pooled else None,
+                "p99_s": _percentile(pooled, 0.99) if pooled else None,
+                "round_p50_s": _spread([statistics.median(v) for v in complete]) if complete else None,
+                "round_p99_s": _spread([_percentile(v, 0.99) for v in complete]) if complete else None,
+                "blocked_rounds": sum(1 for s in series if s["blocked"]),
+                "rounds": len(series),
+                "seconds": pooled,
+            }
+        rows.append(row)
+    return rows
+
+
+def summarize(
+    throughput: list[dict[str, Any]], stalled: dict[str, Any], memory: dict[str, Any], single: dict[str, Any] | None,
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {"throughput": [], "stalled": [], "memory": [], "single": []}
     for block in throughput:
         for mode, runs in block["runs"].items():
             summary["throughput"] += _throughput_rows(block, mode, runs)
@@ -734,6 +964,7 @@ def summarize(throughput: list[dict[str, Any]], stalled: dict[str, Any], memory:
             "stalled_s": _spread(during) if during else None,
             "ratio": _spread(ratios) if ratios else None,
             "timed_out_rounds": sum(timed_out),
+            "timeout_s": max(r["timeout_s"] for r in runs),
             "rounds": len(runs),
             "delivered_share_when_timed_out": [
                 r["stalled"]["delivered_share"] for r in runs if r["stalled"]["timed_out"]
@@ -745,10 +976,24 @@ def summarize(throughput: list[dict[str, Any]], stalled: dict[str, Any], memory:
         per = [r["per_connection"] for r in memory["runs"][c]]
         ratio = [m["per_connection"] / b["per_connection"] for m, b in zip(memory["runs"][c], memory["runs"]["bare"])]
         summary["memory"].append({"contender": c, "per_connection": _spread(per), "ratio_to_bare": _spread(ratio)})
+    if single is not None:
+        summary["single"] = _single_rows(single)
     return summary
 
 
-def render(summary: dict[str, Any], stalled: dict[str, Any], memory: dict[str, Any]) -> str:
+def _range(spread: tuple[float, float, float] | None, scale: float = 1e3, fmt: str = ".1f") -> str:
+    if spread is None:
+        return "–"
+    return f"{spread[0] * scale:{fmt}} ({spread[1] * scale:{fmt}}–{spread[2] * scale:{fmt}})"
+
+
+def _find(rows: list[dict[str, Any]], **keys: Any) -> dict[str, Any] | None:
+    return next((t for t in rows if all(t.get(k) == v for k, v in keys.items())), None)
+
+
+def render(
+    summary: dict[str, Any], stalled: dict[str, Any], memory: dict[str, Any], single: dict[str, Any] | None = None,
+) -> str:
     lines = [
         (
             "| clients | burst | contender | deliveries/s (median, min–max) | **vs bare** (median, min–max) "
@@ -757,12 +1002,21 @@ def render(summary: dict[str, Any], stalled: dict[str, Any], memory: dict[str, A
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in summary["throughput"]:
+        if "deliveries_per_s" not in t:
+            lines.append(
+                f"| {t['clients']:,} | {MODES[t['mode']]} | {LABELS[t['contender']]} | **not measured**: {t['failed']} "
+                "| – | – | – | – | – | – |"
+            )
+            continue
         med, lo, hi = t["deliveries_per_s"]
-        rm, rl, rh = t["ratio_to_bare"]
+        ratio = "–" if t["ratio_to_bare"] is None else (
+            f"**{t['ratio_to_bare'][0]:.2f}** ({t['ratio_to_bare'][1]:.2f}–{t['ratio_to_bare'][2]:.2f})"
+        )
         handoff = "–" if t["server_handoff_s"] is None else _ms(t["server_handoff_s"])
+        note = f" (then: {t['failed']})" if t.get("failed") else ""
         lines.append(
-            f"| {t['clients']:,} | {MODES[t['mode']]} | {LABELS[t['contender']]} | {med / 1e3:.0f}k ({lo / 1e3:.0f}k–{hi / 1e3:.0f}k) "
-            f"| **{rm:.2f}** ({rl:.2f}–{rh:.2f}) | {_ms(t['completion_s'][0])} | {handoff} "
+            f"| {t['clients']:,} | {MODES[t['mode']]} | {LABELS[t['contender']]} | {med / 1e3:.0f}k ({lo / 1e3:.0f}k–{hi / 1e3:.0f}k){note} "
+            f"| {ratio} | {_ms(t['completion_s'][0])} | {handoff} "
             f"| {_ms(t['server_gc_s'])} "
             f"| {t['server_cpu_share']:.0%} | {t['busiest_client_cpu_share']:.0%} |"
         )
@@ -780,7 +1034,7 @@ def render(summary: dict[str, Any], stalled: dict[str, Any], memory: dict[str, A
             shares = s["delivered_share_when_timed_out"]
             during = (
                 f"stalled in {s['timed_out_rounds']}/{s['rounds']} rounds (timed out after "
-                f"{stalled['timeout_s']:.0f} s, {max(shares):.1%} delivered)"
+                f"{s['timeout_s']:.0f} s, {max(shares):.1%} delivered)"
             )
         else:
             during = ""
@@ -795,6 +1049,32 @@ def render(summary: dict[str, Any], stalled: dict[str, Any], memory: dict[str, A
             f"{LABELS[s['contender']]}: {s['server_asgi_exceptions']} × \"Exception in ASGI application\""
             for s in logged
         ) + "."]
+    if single is not None:
+        healthy = single["clients"] - single["stalled"]
+        lines += [
+            "",
+            (
+                f"| one notification to {healthy:,} clients: publish → last client (ms) | p50 | p99 "
+                f"| per-round p50 (median, min–max) | per-round p99 (median, min–max) "
+                f"| **with {single['stalled']} more stalled**: p50 | p99 | per-round p50 | per-round p99 |"
+            ),
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in summary["single"]:
+            cells = []
+            for kind in ("unstalled", "stalled"):
+                k = row[kind]
+                if k["blocked_rounds"]:
+                    cells.append(
+                        f"**blocked** in {k['blocked_rounds']}/{k['rounds']} rounds: no broadcast reached every "
+                        f"healthy client within {single['timeout_s']:g} s | – | – | –"
+                    )
+                    continue
+                cells.append(
+                    f"{k['p50_s'] * 1e3:.1f} | **{k['p99_s'] * 1e3:.1f}** | {_range(k['round_p50_s'])} "
+                    f"| {_range(k['round_p99_s'])}"
+                )
+            lines.append(f"| {LABELS[row['contender']]} | {cells[0]} | {cells[1]} |")
     lines += [
         "",
         (
@@ -810,34 +1090,35 @@ def render(summary: dict[str, Any], stalled: dict[str, Any], memory: dict[str, A
             f"| {LABELS[m['contender']]} | {med / 1024:.1f} ({lo / 1024:.1f}–{hi / 1024:.1f}) "
             f"| **{rm:.2f}** ({rl:.2f}–{rh:.2f}) |"
         )
-    # Against the project's targets.
-    hub_1000 = next(
-        (t for t in summary["throughput"] if t["contender"] == "notify" and t["clients"] == 1000
-         and t["mode"] == "burst"),
-        None,
-    )
-    paced_1000 = next(
-        (t for t in summary["throughput"] if t["contender"] == "notify" and t["clients"] == 1000
-         and t["mode"] == "paced"),
-        None,
-    )
+    lines += ["", _targets(summary, stalled)]
+    return "\n".join(lines)
+
+
+def _targets(summary: dict[str, Any], stalled: dict[str, Any]) -> str:
+    """The project's targets (issues 3 and 5), and the ratios measured elsewhere."""
+    rows = summary["throughput"]
+    first = rows[0]["clients"] if rows else 1000
+    lines = ["| target | measured | verdict |", "|---|---|---|"]
+
+    def ratio_line(label: str, t: dict[str, Any] | None, verdict: Any) -> None:
+        if t is None:
+            return
+        if t.get("ratio_to_bare") is None:
+            lines.append(f"| {label} | not measured ({t.get('failed')}) | – |")
+            return
+        r, lo, hi = t["ratio_to_bare"]
+        lines.append(f"| {label} | {r:.0%} (per-round {lo:.0%}–{hi:.0%}) | {verdict(r)} |")
+
+    def met(r: float) -> str:
+        return "met" if r >= 0.8 else "missed"
+
+    ratio_line(f"hub ≥ 80% of the bare loop's deliveries/s at {first:,} clients",
+               _find(rows, contender="notify", clients=first, mode="burst"), met)
+    ratio_line("the same, paced (one notification per loop iteration)",
+               _find(rows, contender="notify", clients=first, mode="paced"), met)
+    for n in sorted({t["clients"] for t in rows} - {first}):
+        ratio_line(f"the same at {n:,} clients (back to back)", _find(rows, contender="notify", clients=n, mode="burst"), met)
     hub_stall = next(s for s in summary["stalled"] if s["contender"] == "notify")
-    hub_mem = next(m for m in summary["memory"] if m["contender"] == "notify")
-    lines += ["", "| target | measured | verdict |", "|---|---|---|"]
-    if hub_1000 is not None:
-        r = hub_1000["ratio_to_bare"][0]
-        lines.append(
-            f"| hub ≥ 80% of the bare loop's deliveries/s at 1,000 clients | {r:.0%} "
-            f"(per-round {hub_1000['ratio_to_bare'][1]:.0%}–{hub_1000['ratio_to_bare'][2]:.0%}) "
-            f"| {'met' if r >= 0.8 else 'missed'} |"
-        )
-    if paced_1000 is not None:
-        r = paced_1000["ratio_to_bare"][0]
-        lines.append(
-            f"| the same, paced (one notification per loop iteration) | {r:.0%} "
-            f"(per-round {paced_1000['ratio_to_bare'][1]:.0%}–{paced_1000['ratio_to_bare'][2]:.0%}) "
-            f"| {'met' if r >= 0.8 else 'missed'} |"
-        )
     if hub_stall["ratio"] is not None and not hub_stall["timed_out_rounds"]:
         r = hub_stall["ratio"][0]
         lines.append(
@@ -847,12 +1128,30 @@ def render(summary: dict[str, Any], stalled: dict[str, Any], memory: dict[str, A
         )
     else:
         lines.append(f"| {stalled['stalled']} stalled clients: within 10% | hub timed out | missed |")
+    single = {r["contender"]: r for r in summary.get("single", [])}
+    if "notify" in single:
+        k = single["notify"]
+        if not k["stalled"]["blocked_rounds"] and k["unstalled"]["p99_s"] and k["stalled"]["p99_s"]:
+            r = k["stalled"]["p99_s"] / k["unstalled"]["p99_s"]
+            lines.append(
+                f"| one broadcast with 1% stalled: hub p99 isolated from them (not a set target) | "
+                f"{k['unstalled']['p99_s'] * 1e3:.1f} → {k['stalled']['p99_s'] * 1e3:.1f} ms ({r:.2f}×) | "
+                f"{'isolated' if r <= 1.5 else 'affected'} |"
+            )
+    hub_mem = next(m for m in summary["memory"] if m["contender"] == "notify")
+    bare_mem = next(m for m in summary["memory"] if m["contender"] == "bare")
     r = hub_mem["ratio_to_bare"][0]
     lines.append(
         f"| memory per idle connection ≤ bare + 10% | {r - 1:+.0%} "
         f"({hub_mem['per_connection'][0] / 1024:.1f} KiB vs "
-        f"{summary['memory'][0]['per_connection'][0] / 1024:.1f} KiB) | {'met' if r <= 1.1 else 'missed'} |"
+        f"{bare_mem['per_connection'][0] / 1024:.1f} KiB) | {'met' if r <= 1.1 else 'missed'} |"
     )
+    for c, elsewhere in (("broadcaster", 0.45), ("socketio", 0.2)):
+        ratio_line(
+            f"{LABELS[c]} vs bare at {first:,} clients (measured elsewhere: ≈{elsewhere:g}×; no target)",
+            _find(rows, contender=c, clients=first, mode="burst"),
+            lambda r, e=elsewhere: f"{r / e:.1f}× the figure from elsewhere",
+        )
     return "\n".join(lines)
 
 
@@ -863,12 +1162,27 @@ def main() -> None:
                         help="throughput rounds at --clients[0] (default 7, quick 1); 3× that for the others")
     parser.add_argument("--stall-rounds", type=int, default=None, help="default 3, quick 1")
     parser.add_argument("--memory-rounds", type=int, default=None, help="default 3, quick 1")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1000, 100])
-    parser.add_argument("--messages", type=int, default=None, help="notifications per burst (default 200, quick 100)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1000, 100, 5000],
+                        help="throughput client counts; the first also for paced bursts, stalls and one-broadcast latency")
+    parser.add_argument("--messages", type=int, default=None,
+                        help="notifications per burst (default 200, quick 100); above 1,000 clients scaled down "
+                             "to keep clients × messages constant (at least 10)")
+    parser.add_argument("--burst-timeout", type=float, default=120.0,
+                        help="seconds after which a throughput burst counts as not finished")
     parser.add_argument("--stalled", type=int, default=10, help="stalled clients (of the first --clients)")
     parser.add_argument("--stall-timeout", type=float, default=None, help="seconds (default 15, quick 5)")
     parser.add_argument("--idle", type=int, default=1000, help="idle connections for the memory measure")
     parser.add_argument("--client-procs", type=int, default=1, help="load-generating processes")
+    parser.add_argument("--big-client-procs", type=int, default=2,
+                        help="load-generating processes above 2,000 clients")
+    parser.add_argument("--single-repeats", type=int, default=30,
+                        help="one-notification broadcasts per series (publish → last client)")
+    parser.add_argument("--single-rounds", type=int, default=None, help="default 3, quick 1")
+    parser.add_argument("--single-timeout", type=float, default=None,
+                        help="seconds for one notification to reach every healthy client (default 5, quick 3)")
+    parser.add_argument("--no-single", action="store_true", help="skip the one-broadcast latency")
+    parser.add_argument("--out", default=None,
+                        help="results/<out>.json, .md and -*.png (default broadcast, or broadcast-deflate)")
     parser.add_argument("--no-paced", action="store_true",
                         help="skip the paced bursts (one notification per event-loop iteration)")
     parser.add_argument("--queue-size", type=int, default=1000, help="the hub's queue_size")
@@ -882,10 +1196,12 @@ def main() -> None:
     stall_rounds = args.stall_rounds or (1 if args.quick else 3)
     memory_rounds = args.memory_rounds or (1 if args.quick else 3)
     stall_timeout = args.stall_timeout or (5.0 if args.quick else 15.0)
+    single_rounds = args.single_rounds or (1 if args.quick else 3)
+    single_timeout = args.single_timeout or (3.0 if args.quick else 5.0)
     _raise_nofile()
     if args.deflate:
         os.environ["BENCH_DEFLATE"] = "1"  # before the client processes start
-    name = "broadcast-deflate" if args.deflate else "broadcast"
+    name = args.out or ("broadcast-deflate" if args.deflate else "broadcast")
     deflate = "on" if args.deflate else "off"
     clients = Clients(args.client_procs)
     if args.profile is not None:
@@ -894,20 +1210,35 @@ def main() -> None:
 
     started = time.monotonic()
     throughput = []
+    first = args.clients[0]
     for i, n in enumerate(args.clients):
-        paced = i == 0 and not args.no_paced  # the first (largest) client count only
-        # Smaller client counts make short, noisy bursts: more rounds (they are cheap).
-        block_rounds = rounds if i == 0 else 3 * rounds
-        throughput.append(run_throughput(clients, n, args.messages, block_rounds, args.queue_size, paced))
+        paced = i == 0 and not args.no_paced  # the first client count only
+        # Smaller client counts make short, noisy bursts: more rounds (they are cheap); larger
+        # ones long bursts and connections: fewer.
+        block_rounds = rounds if n == first else 3 * rounds if n < first else max(1, (rounds + 1) // 2)
+        messages = args.messages if n <= 1000 else max(10, args.messages * 1000 // n)
+        block_clients = clients if n <= 2000 else Clients(max(args.client_procs, args.big_client_procs))
+        throughput.append(run_throughput(
+            block_clients, n, messages, block_rounds, args.queue_size, paced, args.burst_timeout,
+        ))
     _log(f"stalled clients: {args.stalled} of {args.clients[0]}, {stall_rounds} rounds")
     stalled = run_stalled(
         clients, args.clients[0], args.stalled, args.messages, stall_rounds, stall_timeout, args.queue_size
     )
+    single = None
+    if not args.no_single:
+        _log(
+            f"one broadcast: {args.single_repeats} notifications one at a time to {first - args.stalled} clients, "
+            f"then with {args.stalled} more stalled, {single_rounds} rounds"
+        )
+        single = run_single(
+            clients, first, args.stalled, args.single_repeats, single_rounds, single_timeout, args.queue_size,
+        )
     _log(f"memory: {args.idle} idle connections, {memory_rounds} rounds")
     memory = run_memory(clients, args.idle, memory_rounds, args.queue_size)
 
-    summary = summarize(throughput, stalled, memory)
-    table = render(summary, stalled, memory)
+    summary = summarize(throughput, stalled, memory, single)
+    table = render(summary, stalled, memory, single)
     print(table)
 
     RESULTS.mkdir(exist_ok=True)
@@ -916,11 +1247,20 @@ def main() -> None:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        **{k: server[k] for k in ("fastapi", "starlette", "uvicorn", "websockets", "msgspec", "sqla_notify")},
+        **{k: server[k] for k in (
+            "fastapi", "starlette", "uvicorn", "websockets", "msgspec", "sqla_notify", "broadcaster",
+            "python-socketio", "python-engineio",
+        )},
         "server_loop": server["loop"],
         "uvicorn_settings": f"--ws-per-message-deflate {str(args.deflate).lower()} --log-level warning (ws: auto = websockets-sansio)",
         "client_procs": args.client_procs,
+        "big_client_procs": args.big_client_procs,
         "messages": args.messages,
+        "messages_per_clients": {b["clients"]: b["messages"] for b in throughput},
+        "throughput_rounds": {b["clients"]: max(len(v) for m in b["runs"].values() for v in m.values()) for b in throughput},
+        "single_repeats": args.single_repeats,
+        "single_rounds": single_rounds,
+        "single_timeout_s": single_timeout,
         "clients": args.clients,
         "rounds": rounds,
         "stall_rounds": stall_rounds,
@@ -934,19 +1274,36 @@ def main() -> None:
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     (RESULTS / f"{name}.json").write_text(json.dumps(
-        {"meta": meta, "summary": summary, "throughput": throughput, "stalled": stalled, "memory": memory},
+        {"meta": meta, "summary": summary, "throughput": throughput, "stalled": stalled, "memory": memory,
+         "single": single},
         indent=2,
     ) + "\n")
     (RESULTS / f"{name}.md").write_text(
         f"# bench_broadcast ({meta['when']})\n\n"
         f"Python {meta['python']}, FastAPI {meta['fastapi']}, uvicorn {meta['uvicorn']} "
         f"(websockets {meta['websockets']}, loop {meta['server_loop']}, per-message deflate {deflate}), "
-        f"{meta['cpus']} CPUs, {args.client_procs} client process(es); bursts of {args.messages} "
-        f"notifications of about 100 bytes; throughput: median of {rounds} interleaved rounds, "
-        f"stalled: {stall_rounds} rounds, memory: {memory_rounds} rounds; spread = min–max. "
-        f"Server/client CPU = CPU seconds over the burst's duration.\n\n{NOTES}\n\n{table}\n"
+        f"{meta['cpus']} CPUs, broadcaster {meta['broadcaster']}, python-socketio {meta['python-socketio']} "
+        f"(python-engineio {meta['python-engineio']}); notifications of about 100 bytes. Throughput: "
+        + "; ".join(
+            f"{b['clients']:,} clients: bursts of {b['messages']}, {meta['throughput_rounds'][b['clients']]} rounds, "
+            f"{args.client_procs if b['clients'] <= 2000 else max(args.client_procs, args.big_client_procs)} client process(es)"
+            + (f", {len(b['groups'])} servers in turn ({' | '.join(', '.join(g) for g in b['groups'])})"
+               if len(b["groups"]) > 1 else "")
+            for b in throughput
+        )
+        + f". Stalled: {stall_rounds} rounds; one broadcast: {single_rounds} rounds of {args.single_repeats}; "
+        f"memory: {memory_rounds} rounds; spread = min–max over rounds. "
+        f"Server/client CPU = CPU seconds over the burst's duration. {meta['duration_s']} s in all.\n\n"
+        f"{NOTES}\n\n{table}\n"
     )
     _log(f"\nwrote {RESULTS / name}.json and {name}.md ({meta['duration_s']} s)")
+    try:
+        import plots  # benchmarks/plots.py, next to this file
+    except ImportError as exc:  # matplotlib missing
+        _log(f"no plots: {exc}")
+    else:
+        for path in plots.plot_broadcast(RESULTS / f"{name}.json", RESULTS, name):
+            _log(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The server side of ``bench_broadcast.py``: three ways to broadcast over WebSocket, one app.
+"""The server side of ``bench_broadcast.py``: five ways to broadcast over WebSocket, one app.
 
-All three contenders live in one FastAPI app, so they run in the same uvicorn process with the
+All five contenders live in one ASGI app (python-socketio's ``ASGIApp`` in front of a FastAPI
+app that serves the other four), so they run in the same uvicorn process with the
 same settings (the driver starts it with ``--ws-per-message-deflate false --log-level
 warning``; everything else is uvicorn's default: uvloop when installed, websockets-sansio,
 pings every 20 s):
@@ -11,10 +12,19 @@ pings every 20 s):
   (``active_connections``; ``broadcast`` loops ``await connection.send_text(message)``).
 * ``/notify/ws``: sqla_notify's :func:`~sqla_notify.fastapi.notify_router` over a
   :class:`~sqla_notify.Hub` entered in the lifespan.
+* ``/broadcaster/ws``: encode/broadcaster's ``Broadcast("memory://")``, the endpoint of its
+  README (a receiver task in an anyio task group; the sender iterates
+  ``broadcast.subscribe(channel)`` and calls ``send_text``); a notification is
+  ``await broadcast.publish("forums", text)``.
+* ``/socket.io/?EIO=4&transport=websocket``: python-socketio's ``AsyncServer`` (ASGI mode,
+  default settings: pings every 25 s); a notification is ``await sio.emit("n", message)`` to
+  every connected client, which arrives as the text frame ``42["n",{...}]``.
 
-Every contender sends the same TEXT frames: a notification as the hub encodes it, about 100
-bytes (``{"id":"<epoch>-<seq>","collection":"forums","action":"update","data":{...}}``); the
-bare loop and the manager encode each message once, as the hub does.
+Every contender sends the same notification, about 100 bytes
+(``{"id":"<epoch>-<seq>","collection":"forums","action":"update","data":{...}}``), encoded
+once per notification: the hub does so itself; the bare loop, the manager and broadcaster get
+the encoded text; python-socketio gets the dict and encodes its packet once per ``emit``
+(then prefixes Engine.IO's ``4`` per client, in its writer).
 
 Control endpoints (loopback benchmark use only):
 
@@ -23,7 +33,11 @@ Control endpoints (loopback benchmark use only):
   ``hub.publish([Notification(...)])`` (one batch per notification, as N commits would), then
   until every subscriber's queue is empty and its writer idle, i.e. every frame is in its
   socket's transport (clients that connected with ``?role=stall`` are left out of the wait).
-  With ``paced=true`` each notification is followed by ``await asyncio.sleep(0)``.
+  Broadcaster and python-socketio: the publish/emit calls, then until every healthy client's
+  queue is empty (its writer may still be sending the last frames it took). The response
+  carries ``started_at``, the server's ``time.perf_counter()`` as it began (CLOCK_MONOTONIC,
+  shared with the clients' processes). With ``paced=true`` each notification is followed by
+  ``await asyncio.sleep(0)``.
 * ``POST /prefill/{contender}``: fill the ``role=stall`` clients' socket buffers until sending
   to them blocks, the steady state of a client that stopped reading a while ago.
 * ``GET /rss``: the resident set size of this process (after ``gc.collect()``).
@@ -48,8 +62,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+import broadcaster
 import fastapi
 import msgspec
+import socketio
 import starlette
 import uvicorn
 from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
@@ -59,7 +76,8 @@ import sqla_notify
 from sqla_notify import Hub, Notification, Subscriber
 from sqla_notify.fastapi import notify_router
 
-CONTENDERS = ("bare", "manager", "notify")
+CONTENDERS = ("bare", "manager", "notify", "broadcaster", "socketio")
+QUEUED = ("notify", "broadcaster", "socketio")  # a queue and a writer per client
 STALL = "stall"  # the principal of clients that connected with ?role=stall
 HEALTHY = "healthy"
 STALL_QUERY = b"role=stall"
@@ -71,14 +89,19 @@ _seq = 0  # the bare loop's and the manager's message counter (the hub keeps its
 _epoch = format(time.time_ns() // 1_000_000, "x")
 
 
-def _text(i: int) -> str:
-    """One message for the bare loop and the manager: what the hub would send, encoded once."""
+def _message(i: int) -> dict[str, Any]:
+    """One notification as the hub would send it (python-socketio gets this and encodes it)."""
     global _seq
     _seq += 1
-    return _encoder.encode({
+    return {
         "id": f"{_epoch}-{_seq}", "collection": "forums", "action": "update",
         "data": {"id": i, "name": DATA_NAME},
-    }).decode()
+    }
+
+
+def _text(i: int) -> str:
+    """One message for the bare loop, the manager and broadcaster: encoded once."""
+    return _encoder.encode(_message(i)).decode()
 
 
 def _authenticate(conn: HTTPConnection) -> str:
@@ -86,14 +109,17 @@ def _authenticate(conn: HTTPConnection) -> str:
     return STALL if conn.scope["query_string"] == STALL_QUERY else HEALTHY
 
 
+broadcast = broadcaster.Broadcast("memory://")
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    async with hub:
+    async with hub, broadcast:
         yield
 
 
-app = FastAPI(lifespan=lifespan)
-app.include_router(notify_router(hub, authenticate=_authenticate), prefix="/notify")
+api = FastAPI(lifespan=lifespan)
+api.include_router(notify_router(hub, authenticate=_authenticate), prefix="/notify")
 
 
 # -- 1. the bare loop -------------------------------------------------------------------------
@@ -102,7 +128,7 @@ bare_clients: list[WebSocket] = []
 bare_stalled: list[WebSocket] = []  # also in bare_clients; for /prefill only
 
 
-@app.websocket("/bare/ws")
+@api.websocket("/bare/ws")
 async def bare_ws(websocket: WebSocket) -> None:
     await websocket.accept()
     bare_clients.append(websocket)
@@ -153,7 +179,7 @@ manager = ConnectionManager()
 manager_stalled: list[WebSocket] = []  # for /prefill only
 
 
-@app.websocket("/manager/ws")
+@api.websocket("/manager/ws")
 async def manager_ws(websocket: WebSocket) -> None:
     await manager.connect(websocket)
     stalled = websocket.scope["query_string"] == STALL_QUERY
@@ -177,6 +203,8 @@ def _check_internals() -> None:
     missing = [a for a in ("_queue", "_writer", "principal") if a not in Subscriber.__slots__]
     if missing or not isinstance(getattr(hub, "_subscribers", None), set):
         raise RuntimeError(f"broadcast_server.py needs updating: Hub/Subscriber internals changed ({missing})")
+    if not hasattr(broadcaster._base.Subscriber(asyncio.Queue()), "_queue"):
+        raise RuntimeError("broadcast_server.py needs updating: broadcaster's Subscriber has no _queue")
 
 
 _check_internals()
@@ -204,6 +232,91 @@ async def _hub_drained(published: int, deadline: float) -> bool:
     return False
 
 
+async def _queues_drained(queues: Any, deadline: float) -> bool:
+    """Wait until each of the healthy clients' queues (``queues()``) is empty."""
+    await asyncio.sleep(0)
+    while time.perf_counter() < deadline:
+        if all(q.empty() for q in queues()):
+            return True
+        await asyncio.sleep(0.001)
+    return False
+
+
+# -- 4. encode/broadcaster, memory backend: the endpoint of its README ------------------------
+
+CHANNEL = "forums"
+# Every subscriber's queue -> whether its client stalls; a benchmark's licence (broadcaster
+# keeps the queue private), for /prefill and for waiting until the healthy ones are drained.
+broadcaster_queues: dict[asyncio.Queue[Any], bool] = {}
+
+
+@api.websocket("/broadcaster/ws")
+async def broadcaster_ws(websocket: WebSocket) -> None:
+    await websocket.accept()
+
+    async with anyio.create_task_group() as task_group:
+        # run until first is complete
+        async def run_receiver() -> None:
+            await broadcaster_receiver(websocket)
+            task_group.cancel_scope.cancel()
+
+        task_group.start_soon(run_receiver)
+        await broadcaster_sender(websocket)
+
+
+async def broadcaster_receiver(websocket: WebSocket) -> None:
+    async for message in websocket.iter_text():  # the clients send nothing: ends at disconnect
+        await broadcast.publish(channel=CHANNEL, message=message)
+
+
+async def broadcaster_sender(websocket: WebSocket) -> None:
+    async with broadcast.subscribe(channel=CHANNEL) as subscriber:
+        queue = subscriber._queue
+        broadcaster_queues[queue] = websocket.scope["query_string"] == STALL_QUERY
+        try:
+            async for event in subscriber:  # type: ignore[attr-defined]
+                await websocket.send_text(event.message)
+        finally:
+            del broadcaster_queues[queue]
+
+
+def _broadcaster_healthy() -> list[asyncio.Queue[Any]]:
+    return [q for q, stalled in broadcaster_queues.items() if not stalled]
+
+
+# -- 5. python-socketio: an AsyncServer in front of the FastAPI app ---------------------------
+
+sio = socketio.AsyncServer(async_mode="asgi", logger=False, engineio_logger=False)
+sio_stalled: dict[str, bool] = {}  # connected sid -> whether its client stalls
+
+
+@sio.event
+async def connect(sid: str, environ: dict[str, Any]) -> None:
+    sio_stalled[sid] = "role=stall" in environ.get("QUERY_STRING", "")
+
+
+@sio.event
+async def disconnect(sid: str, *args: Any) -> None:
+    sio_stalled.pop(sid, None)
+
+
+def _sio_queue(sid: str) -> asyncio.Queue[Any] | None:
+    """The Engine.IO socket's outgoing queue (private to python-engineio)."""
+    eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+    socket = sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+    return None if socket is None else socket.queue
+
+
+def _sio_healthy() -> list[asyncio.Queue[Any]]:
+    queues = (_sio_queue(sid) for sid, stalled in list(sio_stalled.items()) if not stalled)
+    return [q for q in queues if q is not None]
+
+
+# The app uvicorn serves: python-socketio answers /socket.io/, FastAPI everything else
+# (lifespan included). It looks at each connection's path once; messages are not wrapped.
+app = socketio.ASGIApp(sio, other_asgi_app=api)
+
+
 # -- control endpoints ----------------------------------------------------------------------
 
 
@@ -212,8 +325,8 @@ def _check(contender: str) -> None:
         raise HTTPException(404, f"unknown contender {contender!r}; expected one of {CONTENDERS}")
 
 
-@app.post("/broadcast/{contender}")
-async def broadcast(contender: str, count: int, timeout: float = 60.0, paced: bool = False) -> dict[str, Any]:
+@api.post("/broadcast/{contender}")
+async def run_broadcast(contender: str, count: int, timeout: float = 60.0, paced: bool = False) -> dict[str, Any]:
     """Send ``count`` notifications to every client of ``contender``; time the hand-off.
 
     ``paced``: yield to the event loop after each notification, as when commits arrive one
@@ -229,7 +342,25 @@ async def broadcast(contender: str, count: int, timeout: float = 60.0, paced: bo
             if paced:
                 await asyncio.sleep(0)
         ok = await _hub_drained(target, t0 + timeout)
-        return {"seconds": time.perf_counter() - t0, "clients": clients, "ok": ok}
+        return {"seconds": time.perf_counter() - t0, "clients": clients, "ok": ok, "started_at": t0}
+    if contender == "broadcaster":
+        clients = len(_broadcaster_healthy())
+        for i in range(count):
+            await broadcast.publish(CHANNEL, _text(i))
+            if paced:
+                await asyncio.sleep(0)
+        ok = await _queues_drained(
+            lambda: [broadcast._backend._published, *_broadcaster_healthy()], t0 + timeout,
+        )
+        return {"seconds": time.perf_counter() - t0, "clients": clients, "ok": ok, "started_at": t0}
+    if contender == "socketio":
+        clients = sum(1 for stalled in sio_stalled.values() if not stalled)
+        for i in range(count):
+            await sio.emit("n", _message(i))
+            if paced:
+                await asyncio.sleep(0)
+        ok = await _queues_drained(_sio_healthy, t0 + timeout)
+        return {"seconds": time.perf_counter() - t0, "clients": clients, "ok": ok, "started_at": t0}
     clients = len(bare_clients) if contender == "bare" else len(manager.active_connections)
     try:
         if contender == "bare":
@@ -243,11 +374,43 @@ async def broadcast(contender: str, count: int, timeout: float = 60.0, paced: bo
                 if paced:
                     await asyncio.sleep(0)
     except (WebSocketDisconnect, RuntimeError, OSError) as exc:  # a client went away (the driver gave up)
-        return {"seconds": time.perf_counter() - t0, "clients": clients, "ok": False, "error": repr(exc)}
-    return {"seconds": time.perf_counter() - t0, "clients": clients, "ok": True}
+        return {
+            "seconds": time.perf_counter() - t0, "clients": clients, "ok": False, "error": repr(exc),
+            "started_at": t0,
+        }
+    return {"seconds": time.perf_counter() - t0, "clients": clients, "ok": True, "started_at": t0}
 
 
 _fillers: set[asyncio.Task[None]] = set()
+FILLER = "x" * 100  # a frame of about the size of a notification
+
+
+async def _prefill_queues(clients: list[tuple[Any, Any, Any, Any]], deadline: float) -> dict[str, Any]:
+    """Fill stalled clients that have a queue and a writer: top up each queue with 200 frames
+    whenever its writer has emptied it, until every queue stays non-empty for 0.3 s (the
+    writers are then blocked in send()). ``clients``: (key, is_empty, writer_running, top_up)."""
+    sent = {key: 0 for key, *_ in clients}
+    blocked_since: float | None = None
+    while time.perf_counter() < deadline:
+        now = time.perf_counter()
+        if all(not is_empty() and running() for _, is_empty, running, _ in clients):
+            blocked_since = blocked_since or now
+            if now - blocked_since >= 0.3:
+                break
+        else:
+            blocked_since = None
+        for key, is_empty, _, top_up in clients:
+            if is_empty():
+                result = top_up()
+                if asyncio.iscoroutine(result):
+                    await result
+                sent[key] += 200
+        await asyncio.sleep(0.02)
+    return {
+        "stalled": len(clients),
+        "blocked": sum(1 for _, is_empty, running, _ in clients if not is_empty() and running()),
+        "frames_sent_each": sorted(sent.values()),
+    }
 
 
 async def _fill(ws: WebSocket, progress: dict[int, int]) -> None:
@@ -262,7 +425,7 @@ async def _fill(ws: WebSocket, progress: dict[int, int]) -> None:
         return  # it went away
 
 
-@app.post("/prefill/{contender}")
+@api.post("/prefill/{contender}")
 async def prefill(contender: str, max_seconds: float = 20.0) -> dict[str, Any]:
     """Fill the ``role=stall`` clients' buffers until sending to them blocks."""
     _check(contender)
@@ -272,29 +435,31 @@ async def prefill(contender: str, max_seconds: float = 20.0) -> dict[str, Any]:
         # queues stay non-empty, the writers are blocked in send(). Steps of 200 frames keep
         # the queues well under queue_size, so the hub's overflow policy is not involved.
         stalled = [s for s in _subscribers() if s.principal is STALL]
-        sent = dict.fromkeys(map(id, stalled), 0)
-        filler = "x" * 100  # an ``error`` frame of about the size of a notification
-        blocked_since: float | None = None
-        while time.perf_counter() < deadline:
-            now = time.perf_counter()
-            if all(s._queue and s._writer is not None for s in stalled):
-                blocked_since = blocked_since or now
-                if now - blocked_since >= 0.3:
-                    break
-            else:
-                blocked_since = None
-            for s in stalled:
-                if not s._queue:
-                    for _ in range(200):
-                        hub.send_error(s, filler)
-                    sent[id(s)] += 200
-            await asyncio.sleep(0.02)
-        return {
-            "stalled": len(stalled),
-            "blocked": sum(1 for s in stalled if s._queue and s._writer is not None),
-            "frames_sent_each": sorted(sent.values()),
-            "queued_each": sorted(len(s._queue) for s in stalled),
-        }
+        return await _prefill_queues(
+            [(id(s), lambda s=s: not s._queue, lambda s=s: s._writer is not None,
+              lambda s=s: [hub.send_error(s, FILLER) for _ in range(200)]) for s in stalled],
+            deadline,
+        )
+    if contender == "broadcaster":
+        queues = [q for q, stalled in broadcaster_queues.items() if stalled]
+        return await _prefill_queues(
+            [(id(q), q.empty, lambda: True,
+              lambda q=q: [q.put_nowait(broadcaster.Event(CHANNEL, FILLER)) for _ in range(200)])
+             for q in queues],
+            deadline,
+        )
+    if contender == "socketio":
+        sids = [sid for sid, stalled in sio_stalled.items() if stalled]
+
+        async def emit(sid: str) -> None:
+            for _ in range(200):
+                await sio.emit("f", FILLER, to=sid)
+
+        return await _prefill_queues(
+            [(sid, lambda sid=sid: (q := _sio_queue(sid)) is None or q.empty(), lambda: True,
+              lambda sid=sid: emit(sid)) for sid in sids],
+            deadline,
+        )
     sockets = list(bare_stalled if contender == "bare" else manager_stalled)
     progress: dict[int, int] = dict.fromkeys(map(id, sockets), 0)
     for ws in sockets:
@@ -322,23 +487,23 @@ def _rss() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-@app.get("/rss")
+@api.get("/rss")
 async def rss() -> dict[str, int]:
     """Resident set size in bytes, after a full collection; and connection counts."""
     gc.collect()
     return {
         "rss": _rss(), "bare": len(bare_clients), "manager": len(manager.active_connections),
-        "notify": hub.stats().connections,
+        "notify": hub.stats().connections, "broadcaster": len(broadcaster_queues), "socketio": len(sio_stalled),
     }
 
 
-@app.get("/stats")
+@api.get("/stats")
 async def stats() -> dict[str, int | str]:
     s = hub.stats()
     return {f: getattr(s, f) for f in s.__struct_fields__}
 
 
-@app.get("/info")
+@api.get("/info")
 async def info() -> dict[str, Any]:
     return {
         "pid": os.getpid(),
@@ -350,6 +515,9 @@ async def info() -> dict[str, Any]:
         "websockets": importlib.metadata.version("websockets"),
         "msgspec": msgspec.__version__,
         "sqla_notify": sqla_notify.__version__,
+        "broadcaster": importlib.metadata.version("broadcaster"),
+        "python-socketio": importlib.metadata.version("python-socketio"),
+        "python-engineio": importlib.metadata.version("python-engineio"),
         "queue_size": hub.queue_size,
     }
 
@@ -372,7 +540,7 @@ def _on_gc(phase: str, info: dict[str, int]) -> None:
 gc.callbacks.append(_on_gc)
 
 
-@app.get("/gc")
+@api.get("/gc")
 async def gc_stats() -> dict[str, Any]:
     """Garbage collections in this process so far: count and seconds per generation."""
     return {"count": _gc_count, "seconds": _gc_time}
@@ -381,7 +549,7 @@ async def gc_stats() -> dict[str, Any]:
 _profiler: cProfile.Profile | None = None
 
 
-@app.post("/profile/start")
+@api.post("/profile/start")
 async def profile_start() -> dict[str, bool]:
     global _profiler
     _profiler = cProfile.Profile()
@@ -389,7 +557,7 @@ async def profile_start() -> dict[str, bool]:
     return {"ok": True}
 
 
-@app.post("/profile/stop")
+@api.post("/profile/stop")
 async def profile_stop(path: str) -> dict[str, bool]:
     global _profiler
     if _profiler is None:

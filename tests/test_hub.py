@@ -247,6 +247,30 @@ async def test_a_burst_starts_each_writer_once() -> None:
     assert starts == [3, 3] and sub.close_code == 1001
 
 
+async def test_writers_start_a_few_per_loop_step() -> None:
+    """A notification to many clients starts their writers a chunk per event-loop step, each
+    chunk after the previous one's first steps: never thousands of pending tasks at once
+    (they would survive into the collector's old generations and cause full collections)."""
+    from sqla_notify._hub import _START_CHUNK
+
+    async with Hub() as hub:
+        count = 2 * _START_CHUNK + 5
+        started: list[int] = []
+        subs = [hub.subscribe() for _ in range(count)]
+        for i, sub in enumerate(subs):
+            sub._take()
+            sub._pump = lambda i=i: started.append(i)
+        hub.publish([N(id=1)])
+        await asyncio.sleep(0)  # the dispatch runs; it schedules the first chunk
+        chunks: list[int] = []
+        while len(started) < count and len(chunks) < 10:
+            before = len(started)
+            await asyncio.sleep(0)
+            chunks.append(len(started) - before)
+        assert chunks == [_START_CHUNK, _START_CHUNK, 5]
+        assert sorted(started) == list(range(count))  # each once
+
+
 async def test_names_given_by_a_broker_resume_and_expire_with_the_window() -> None:
     """A broker that delivers to every process in one order names notifications alike
     (PostgreSQL): a client resumes from such a name while it is in the window."""

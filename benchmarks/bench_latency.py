@@ -84,6 +84,7 @@ DEFAULT_PG = "postgresql+psycopg://127.0.0.1/test"
 SQLITE_TABLE = "bench_latency_items"
 DRAIN_TIMEOUT = 5.0  # s: how long a mode's last notifications may take before they count as missing
 WARMUP_SECONDS = 0.5
+BUSY = 0.5  # "other" CPU above this (half a CPU) in a round: something else was running
 QUICK = {"seconds": 3.0, "rounds": 2}
 FULL = {"seconds": 8.0, "rounds": 5}
 VERSIONS = ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "psycopg", "psycopg-binary",
@@ -417,10 +418,12 @@ def _cpu_line(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         return ""
     med = {k: statistics.median(s[k] for s in shares) for k in ("server", "clients", "other", "stolen")}
     top = max(s["other"] for s in shares)
+    busy = sum(1 for s in shares if s["other"] > BUSY)
     return (
         f"CPU while measuring (100% = one of {meta['cpus']} CPUs; median over rounds and modes): server "
         f"{med['server']:.0%}, clients {med['clients']:.0%}, everything else (PostgreSQL included) "
-        f"{med['other']:.0%} (at most {top:.0%} in one round), stolen {med['stolen']:.0%}; load average "
+        f"{med['other']:.0%} (at most {top:.0%} in one round; above {BUSY:.0%}, other work was sharing the "
+        f"CPUs, in {busy} of {len(shares)} rounds), stolen {med['stolen']:.0%}; load average "
         f"{meta['loadavg_before'][0]:.2f} before, {meta['loadavg_after'][0]:.2f} after."
     )
 

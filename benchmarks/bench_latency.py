@@ -423,7 +423,7 @@ def _cpu_line(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"CPU while measuring (100% = one of {meta['cpus']} CPUs; median over rounds and modes): server "
         f"{med['server']:.0%}, clients {med['clients']:.0%}, everything else (PostgreSQL included) "
         f"{med['other']:.0%} (at most {top:.0%} in one round; above {BUSY:.0%}, other work was sharing the "
-        f"CPUs, in {busy} of {len(shares)} rounds), stolen {med['stolen']:.0%}; load average "
+        f"CPUs, in {busy} of the {len(shares)} runs of a mode), stolen {med['stolen']:.0%}; load average "
         f"{meta['loadavg_before'][0]:.2f} before, {meta['loadavg_after'][0]:.2f} after."
     )
 

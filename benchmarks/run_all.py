@@ -10,7 +10,8 @@ or overruns is reported and the next one runs):
 * ``bench_capture.py``: what change capture costs a commit (``--rounds 2`` when quick);
 * ``bench_broadcast.py``: five ways to broadcast over WebSocket, at 100, 1,000 and 5,000
   clients, with stalled clients, one-notification latency and memory; writes the PNG plots;
-* ``bench_latency.py``: commit to client through the hub (``--seconds 3`` when quick);
+* ``bench_latency.py``: commit to client through the hub, SQLite and PostgreSQL, sync and
+  async sessions (``--quick`` when quick);
 * ``bench_brokers.py``, if present: in-process against Redis and PostgreSQL (its ``--quick``).
 
 A full run writes each script's usual ``results/<name>.json`` and ``.md`` and then
@@ -59,7 +60,7 @@ STEPS = [
         "broadcast", "bench_broadcast.py", [], ["--quick"], 50 * 60, 12 * 60,
         ["broadcast.json", "broadcast.md", "broadcast-throughput.png", "broadcast-one-broadcast.png"],
     ),
-    Step("latency", "bench_latency.py", [], ["--seconds", "3"], 5 * 60, 3 * 60, ["latency.json", "latency.md"]),
+    Step("latency", "bench_latency.py", [], ["--quick"], 8 * 60, 3 * 60, ["latency.json", "latency.md"]),
     Step("brokers", "bench_brokers.py", [], ["--quick"], 15 * 60, 5 * 60, ["brokers.json", "brokers.md"]),
 ]
 

@@ -129,6 +129,16 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+# Where the distribution is kept for the plot (results/latency-cdf.png): every percentile,
+# then the tail in finer steps, then the maximum.
+CDF_POINTS = [i / 100 for i in range(100)] + [0.99 + i / 1000 for i in range(1, 10)] + [0.9995, 0.9999, 1.0]
+
+
+def _cdf(values: list[float]) -> list[float]:
+    ordered = sorted(values)
+    return [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in CDF_POINTS] if ordered else []
+
+
 def _summary(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
@@ -366,6 +376,7 @@ def _row(mode: Mode) -> dict[str, Any]:
         "p50_per_round_ms": _spread([r["p50_ms"] for r in mode.rounds]),
         "p99_per_round_ms": _spread([r["p99_ms"] for r in mode.rounds]),
         "rounds": mode.rounds,
+        "cdf_points": CDF_POINTS, "cdf_ms": _cdf(mode.latencies),
     }
 
 
@@ -508,7 +519,14 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latency.json").write_text(json.dumps({"meta": meta, "latency": rows}, indent=1) + "\n")
     (RESULTS / "latency.md").write_text(f"# bench_latency ({meta['when']}, {meta['mode']})\n\n{table}\n")
-    print(f"\nwrote {RESULTS / 'latency.json'} and latency.md ({meta['duration_s']:.0f} s)", file=sys.stderr)
+    written = ["latency.json", "latency.md"]
+    try:
+        from plots import plot_latency  # matplotlib: the bench extra
+    except ImportError as exc:
+        print(f"no plot ({exc}); pip install -e '.[bench]'", file=sys.stderr)
+    else:
+        written.append(plot_latency(RESULTS / "latency.json", RESULTS).name)
+    print(f"\nwrote {', '.join(written)} in {RESULTS} ({meta['duration_s']:.0f} s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

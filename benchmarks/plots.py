@@ -130,6 +130,45 @@ def _one_broadcast(summary: dict[str, Any], single: dict[str, Any], meta: dict[s
     return path
 
 
+LATENCY_COLOURS = {"sqlite-sync": "#ff7f0e", "sqlite-async": "#d6a21e", "postgres-sync": "#1f77b4", "postgres-async": "#17becf"}
+
+
+def plot_latency(source: Path, out_dir: Path) -> Path:
+    """Write ``latency-cdf.png`` from ``bench_latency.py``'s JSON: commit → client latency as
+    a distribution per mode, on a log-scaled tail axis so p99 and p99.9 can be read."""
+    data = json.loads(source.read_text())
+    meta = data["meta"]
+    fig, ax = plt.subplots(figsize=(8, 5.2))
+    for row in data["latency"]:
+        if not row.get("cdf_ms"):
+            continue
+        # x: latency; y: the share of deliveries still outstanding (1 - quantile), log scale.
+        tail = [max(1 - q, 1e-4) for q in row["cdf_points"]]
+        ax.step(row["cdf_ms"], tail, where="pre", label=row["session"],
+                color=LATENCY_COLOURS.get(row["mode"]), linewidth=1.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_yticks([1, 0.5, 0.1, 0.01, 0.001, 0.0001])
+    ax.set_yticklabels(["all", "p50", "p90", "p99", "p99.9", "max"])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("commit() called → client decoded the notification (ms, log scale)")
+    ax.set_ylabel("deliveries slower than x")
+    ax.set_title(
+        f"Commit to client: {meta['clients']} clients, {meta['rate']:g} commits/s, "
+        f"{meta['rounds']} rounds × {meta['seconds']:g} s per mode", fontsize=11,
+    )
+    v = meta["versions"]
+    fig.text(0.5, 0.005, f"Python {v['python']}, SQLAlchemy {v['sqlalchemy']}, uvicorn {v.get('uvicorn')}, "
+             f"{meta['cpus']} CPUs, clients on the same machine; {meta['when']}", ha="center", fontsize=7, color="#666666")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    path = out_dir / "latency-cdf.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 if __name__ == "__main__":
     src = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results" / "broadcast.json"
     for p in plot_broadcast(src, HERE / "results", src.stem):

@@ -60,7 +60,7 @@ STEPS = [
         "broadcast", "bench_broadcast.py", [], ["--quick"], 50 * 60, 12 * 60,
         ["broadcast.json", "broadcast.md", "broadcast-throughput.png", "broadcast-one-broadcast.png"],
     ),
-    Step("latency", "bench_latency.py", [], ["--quick"], 8 * 60, 3 * 60, ["latency.json", "latency.md"]),
+    Step("latency", "bench_latency.py", [], ["--quick"], 8 * 60, 3 * 60, ["latency.json", "latency.md", "latency-cdf.png"]),
     Step("brokers", "bench_brokers.py", [], ["--quick"], 15 * 60, 5 * 60, ["brokers.json", "brokers.md"]),
 ]
 

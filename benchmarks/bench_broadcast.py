@@ -1,8 +1,22 @@
-"""WebSocket broadcast: sqla_notify's hub against a bare loop, FastAPI's ConnectionManager,
-encode/broadcaster and python-socketio.
+"""WebSocket broadcast: sqla_notify's hub, in-process and through Redis, against a bare loop,
+FastAPI's ConnectionManager, encode/broadcaster and python-socketio.
 
-The five contenders run side by side in one uvicorn process (``broadcast_server.py``); each
+The six contenders run side by side in one uvicorn process (``broadcast_server.py``); each
 sends every client the same ~100-byte notification, encoded once per notification.
+
+The hub appears twice, behind the same ``notify_router`` and client protocol: in-process
+(``Hub()``), and through Redis (``Hub(broker=RedisBroker(url, stream=...))``). The latter's
+``publish`` only queues the notification for the broker, which writes it to a Redis Stream
+(pipelined ``XADD``); the hub's reader gets it back (a blocked ``XREAD`` returns) and only
+then delivers it to this process's clients. Every figure for it therefore includes that
+round trip: its clock starts, as for the others, when the server starts to publish, and
+stops when the clients have the frames. Each server gets a stream of its own
+(``bench_broadcast:<pid>-<random>:<n>``, deleted when the server stops), so it starts
+empty, as the in-process hub does, and nothing else using the same Redis interferes; the
+server is used only once its broker has connected. Redis comes from ``--redis-url``
+(default ``$SQLA_NOTIFY_REDIS_URL`` or ``redis://127.0.0.1:6379/0``); unreachable, or without
+redis-py, the contender is skipped and the output says why. Redis runs on the same CPUs:
+its CPU time over each burst is reported beside the server's.
 
 Measured, for each contender, rounds interleaved (the order rotates every round):
 
@@ -15,10 +29,13 @@ Measured, for each contender, rounds interleaved (the order rotates every round)
   burst, to show who the bottleneck was. Two kinds of burst at 1,000 clients: *back to back*
   (all ``publish`` calls in one go, so the hub's writers send many frames per wake-up) and
   *paced* (``await asyncio.sleep(0)`` after each notification, so they wake once per
-  notification, as when commits arrive one at a time). At 5,000 clients the file-descriptor
-  limit (20,000) does not let all five connect at once: they take turns in threes, each turn
-  with the bare loop, and the clients run in ``--big-client-procs`` processes. A burst that
-  does not finish within ``--burst-timeout`` marks its contender "not measured" there.
+  notification, as when commits arrive one at a time; through Redis the broker's writer
+  coalesces what was queued while its last write was in flight, so paced notifications
+  reach the clients in batches again). At 5,000 clients the file-descriptor limit (20,000)
+  does not let all six connect at once: they take turns in threes, each turn with the bare
+  loop, the two hubs in the same turn (bare, hub, hub via Redis | bare, manager, broadcaster
+  | bare, python-socketio), and the clients run in ``--big-client-procs`` processes. A burst
+  that does not finish within ``--burst-timeout`` marks its contender "not measured" there.
 * **stalled clients**: 990 clients, one burst as above; then 10 more clients that never read
   (``SO_RCVBUF`` shrunk, reading paused) connect, their buffers are filled until sending to
   them blocks (the steady state of a client that stopped reading a while ago), and the same
@@ -39,9 +56,11 @@ clients speak Engine.IO v4 (join the namespace with ``40``, answer pings with ``
 count only event frames (``42[...]``). The ConnectionManager does the same work as the bare
 loop: its ratio to it is the noise floor.
 
-    python benchmarks/bench_broadcast.py              # about 25 minutes
-    python benchmarks/bench_broadcast.py --quick      # about 5 minutes, noisier
-    python benchmarks/bench_broadcast.py --quick --clients 1000 100   # about 3 minutes
+    python benchmarks/bench_broadcast.py              # about 28 minutes
+    python benchmarks/bench_broadcast.py --quick      # about 5–6 minutes, noisier
+    python benchmarks/bench_broadcast.py --quick --clients 1000 100   # about 3.5 minutes
+    python benchmarks/bench_broadcast.py --quick --contenders notify redis   # with the bare loop
+    python benchmarks/bench_broadcast.py --redis-url redis://host:6379/1
     python benchmarks/bench_broadcast.py --profile /tmp/prof   # cProfile one burst per contender
 
 Writes ``benchmarks/results/broadcast.json`` and ``broadcast.md``, and with matplotlib
@@ -67,22 +86,26 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, cast
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-CONTENDERS = ("bare", "manager", "notify", "broadcaster", "socketio")
+CONTENDERS = ("bare", "manager", "notify", "redis", "broadcaster", "socketio")
+HUBS = ("notify", "redis")  # sqla_notify's hub, in-process and through Redis: the same router
 MODES = {"burst": "back to back", "paced": "paced"}
 LABELS = {
     "bare": "bare `await ws.send_text` loop",
     "manager": "FastAPI docs' ConnectionManager",
     "notify": "sqla_notify Hub + notify_router",
+    "redis": "sqla_notify Hub via Redis + notify_router",
     "broadcaster": "broadcaster `memory://` (its README's endpoint)",
     "socketio": "python-socketio `sio.emit` to all",
 }
 PATHS = {
-    "bare": "/bare/ws", "manager": "/manager/ws", "notify": "/notify/ws", "broadcaster": "/broadcaster/ws",
+    "bare": "/bare/ws", "manager": "/manager/ws", "notify": "/notify/ws", "redis": "/redis/ws",
+    "broadcaster": "/broadcaster/ws",
     "socketio": "/socket.io/?EIO=4&transport=websocket",
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -304,7 +327,7 @@ class Worker:
         group = self.groups[contender]
         path = PATHS[contender] + (("&" if "?" in PATHS[contender] else "?") + "role=stall" if stall else "")
         request = HANDSHAKE.format(path=path, port=self.port, extensions=DEFLATE_OFFER if _deflate() else "").encode()
-        client = Client(group, request, stall, wait_welcome=contender == "notify", sio=contender == "socketio")
+        client = Client(group, request, stall, wait_welcome=contender in HUBS, sio=contender == "socketio")
         if stall:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # the kernel's minimum
@@ -390,6 +413,76 @@ def worker_main(conn: multiprocessing.connection.Connection, port: int) -> None:
 # == the driver ==============================================================================
 
 
+class RedisUnavailable(RuntimeError):
+    """A server's Redis hub did not connect: the Redis contender cannot run there."""
+
+
+class RedisTarget:
+    """The Redis server behind the ``redis`` contender, seen from the driver.
+
+    Every benchmark server that serves the Redis contender gets a stream of its own,
+    ``bench_broadcast:<this run>:<n>``, deleted when the server stops (and any left over at
+    the end of the run): each server starts from an empty stream, as the in-process hub starts
+    from an empty window, and nothing else sharing this Redis (tests, another run) reads or
+    writes it. :meth:`cpu` is Redis's own CPU time, for the share it takes of the burst.
+
+    :raises ImportError: without redis-py; :raises redis.RedisError, OSError: if unreachable.
+    """
+
+    def __init__(self, url: str) -> None:
+        import redis  # the bench extra; without it the contender is skipped
+
+        self.url = url
+        self.error = (redis.RedisError, OSError)
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self.client.ping()
+        self.version = str(self.client.info("server")["redis_version"])
+        self.redis_py = redis.__version__
+        self.prefix = f"bench_broadcast:{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.streams: set[str] = set()
+        self._count = 0
+
+    def new_stream(self) -> str:
+        self._count += 1
+        stream = f"{self.prefix}:{self._count}"
+        self.streams.add(stream)
+        return stream
+
+    def drop(self, stream: str) -> None:
+        """Delete ``stream``; a failure is logged, and the stream retried at :meth:`drop_all`."""
+        try:
+            self.client.delete(stream)
+            self.streams.discard(stream)
+        except self.error as exc:
+            _log(f"  could not delete Redis stream {stream}: {type(exc).__name__}: {exc}")
+
+    def drop_all(self) -> None:
+        for stream in sorted(self.streams):
+            self.drop(stream)
+
+    def cpu(self) -> float | None:
+        """Redis's CPU seconds so far (user + system, all its threads); ``None`` if it does not answer."""
+        try:
+            info = self.client.info("cpu")
+        except self.error:
+            return None
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+#: Set by main() when the Redis contender runs (a global, like BENCH_DEFLATE for the clients).
+REDIS: RedisTarget | None = None
+
+
+def _connect_redis(url: str) -> RedisTarget | str:
+    """The Redis target, or why the Redis contender cannot run."""
+    try:
+        return RedisTarget(url)
+    except ImportError as exc:
+        return f'redis-py is not installed ({exc}): pip install "sqla_notify[redis]"'
+    except Exception as exc:  # noqa: BLE001 - redis.RedisError or OSError: unreachable, refused...
+        return f"Redis unreachable at {url}: {type(exc).__name__}: {exc}"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -397,11 +490,26 @@ def _free_port() -> int:
 
 
 class Server:
-    """A uvicorn process serving broadcast_server:app on a free loopback port."""
+    """A uvicorn process serving broadcast_server:app on a free loopback port.
 
-    def __init__(self, queue_size: int) -> None:
+    ``redis``: also serve the Redis contender, on a stream of its own (see
+    :class:`RedisTarget`); the server is ready once its broker has connected.
+
+    :raises RedisUnavailable: if the Redis hub did not connect.
+    """
+
+    def __init__(self, queue_size: int, redis: bool = False) -> None:
         self.port = _free_port()
         env = dict(os.environ, BENCH_QUEUE_SIZE=str(queue_size))
+        for key in ("BENCH_REDIS_URL", "BENCH_REDIS_STREAM"):
+            env.pop(key, None)
+        self.stream: str | None = None
+        self.started = False  # answering HTTP
+        if redis:
+            if REDIS is None:
+                raise RedisUnavailable("no Redis for this run")
+            self.stream = REDIS.new_stream()
+            env.update(BENCH_REDIS_URL=REDIS.url, BENCH_REDIS_STREAM=self.stream)
         self.log = SERVER_LOG.open("ab")
         self.log_start = self.log.tell()
         self.proc = subprocess.Popen(
@@ -413,16 +521,26 @@ class Server:
             env=env, start_new_session=True,  # inherits the raised RLIMIT_NOFILE
             stdout=self.log, stderr=self.log,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.info = self.get("/info")
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the benchmark server did not start") from None
-                time.sleep(0.1)
-        assert self.info["pid"] == self.proc.pid
+        try:  # whatever interrupts the start (Ctrl-C, SIGTERM too) stops the process
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    self.info = self.get("/info")
+                    self.started = True
+                    break
+                except OSError:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("the benchmark server did not start") from None
+                    time.sleep(0.1)
+            assert self.info["pid"] == self.proc.pid
+            if redis and self.info["redis"]["broker"] != "connected":
+                raise RedisUnavailable(
+                    f"the server's Redis broker did not connect to {env['BENCH_REDIS_URL']} within 10 s "
+                    f"(state: {self.info['redis']['broker']})"
+                )
+        except BaseException:
+            self.stop()
+            raise
 
     def request(self, method: str, path: str, timeout: float = 30) -> Any:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -449,7 +567,15 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
     def stop(self) -> dict[str, int]:
-        """Stop the server; count the errors it logged (tracebacks go to SERVER_LOG)."""
+        """Stop the server; count the errors it logged (tracebacks go to SERVER_LOG) and, with
+        the Redis contender, its broker's failed calls and gaps; delete its stream."""
+        broker: dict[str, int] = {}
+        if self.stream is not None and self.started and self.proc.poll() is None:
+            try:
+                s = self.get("/stats?contender=redis")
+                broker = {"redis_errors": int(s["broker_errors"]), "redis_gaps": int(s["gaps"])}
+            except (OSError, RuntimeError, KeyError) as exc:
+                _log(f"  could not read the Redis hub's counters: {exc!r}")
         self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(5)
@@ -457,6 +583,8 @@ class Server:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+        if self.stream is not None and REDIS is not None:
+            REDIS.drop(self.stream)
         with SERVER_LOG.open("rb") as f:
             f.seek(self.log_start)
             text = f.read()
@@ -464,6 +592,7 @@ class Server:
             "asgi_exceptions": text.count(b"Exception in ASGI application"),
             "error_lines": text.count(b"ERROR:"),
             "warning_lines": text.count(b"WARNING:"),
+            **broker,
         }
 
 
@@ -533,6 +662,7 @@ class Clients:
         gc0 = server.get("/gc")
         armed = self._all("arm", contender, count, timeout)
         clients = sum(a["armed"] for a in armed)
+        redis_cpu0 = REDIS.cpu() if contender == "redis" and REDIS is not None else None
         cpu0 = server.cpu()
         t0 = time.perf_counter()
         future = self.pool.submit(
@@ -542,6 +672,8 @@ class Clients:
         )
         reports = [pipe.recv() for pipe in self.pipes]
         server_cpu = server.cpu() - cpu0
+        redis_cpu1 = REDIS.cpu() if REDIS is not None and redis_cpu0 is not None else None
+        redis_cpu = redis_cpu1 - redis_cpu0 if redis_cpu0 is not None and redis_cpu1 is not None else None
         for r in reports:
             if "error" in r:
                 raise RuntimeError(f"client worker: {r['error']}")
@@ -576,6 +708,7 @@ class Clients:
             "server_response": response if not response.get("ok") else None,
             "deliveries_per_s": clients * count / elapsed if not timed_out else None,
             "server_cpu_s": server_cpu,
+            "redis_cpu_s": redis_cpu,  # Redis's own CPU over the burst (Redis contender only)
             # Garbage collection in the server during the burst (and the HTTP requests around it).
             "server_gc_s": sum(gc1["seconds"]) - sum(gc0["seconds"]),
             "server_gc_count": [b - a for a, b in zip(gc0["count"], gc1["count"])],
@@ -606,10 +739,21 @@ notification). *python-socketio*: `AsyncServer(async_mode="asgi")` with default 
 `await sio.emit("n", message)` per notification (one task per client per emit, an unbounded
 queue and a writer task per client); its clients speak Engine.IO v4 (join with `40`, answer
 pings) and only its `42[...]` event frames are counted. For these two, *server hand-off* ends
-when every healthy client's queue is empty. *Not measured*: a contender whose burst did not
-finish within the bound, or that could not connect every client, at that client count.
-Above the file-descriptor limit (20,000) the contenders are connected in turns of three,
-each turn with the bare loop, so ratios stay paired within one server and round.
+when every healthy client's queue is empty. *Hub via Redis*: a second hub in the same
+server, `Hub(broker=RedisBroker(url, stream=...))` behind the same `notify_router`, a stream
+per server (empty at its start, deleted after); `publish` queues each notification for the
+broker, which writes it to the stream (pipelined `XADD`s) and delivers it to this
+process's clients only when the hub's `XREAD` has read it back, so every figure includes
+that round trip; its *server hand-off* ends when all of them were read back and are in
+every healthy client's transport; *+ Redis* is Redis's own CPU over the burst (same two
+CPUs). Paced makes less difference through Redis: the broker writes what was queued while
+its last write was in flight in one go, and the reader delivers what one `XREAD` returns in
+one loop step, so the writers see batches again. Its ratio to the in-process hub (targets
+table) is paired within one server and round, like the ratios to the bare loop. *Not
+measured*: a contender whose burst did not finish within the bound, or that could not
+connect every client, at that client count. Above the file-descriptor limit (20,000) the
+contenders are connected in turns of three, each turn with the bare loop (the two hubs in
+the same turn), so ratios stay paired within one server and round.
 *One notification*: from the server starting to publish it to the last healthy client's
 receipt (all processes read CLOCK_MONOTONIC), one notification at a time, 50 ms apart; a
 fresh server per contender and round; "with stalled": the stalled clients' buffers are full
@@ -621,7 +765,7 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _rotation(r: int, contenders: tuple[str, ...] | list[str] = CONTENDERS) -> list[str]:
+def _rotation(r: int, contenders: tuple[str, ...] | list[str]) -> list[str]:
     contenders = tuple(contenders)
     k = r % len(contenders)
     return list(contenders[k:] + contenders[:k])
@@ -635,14 +779,15 @@ def _groups(n: int, contenders: list[str]) -> list[list[str]]:
     """Contenders connected at once to one server: as many as its file descriptors allow.
 
     When all of them do not fit (5,000 clients each against a limit of 20,000), every group
-    has the bare loop, so each contender's ratio to it is still paired within a server and round.
+    has the bare loop, so each contender's ratio to it is still paired within a server and round;
+    the two hubs (in-process and through Redis) come first, so that they share a server too.
     """
     fit = (_fd_limit() - 1000) // n
     if fit >= len(contenders):
         return [list(contenders)]
     if fit < 2:
         raise SystemExit(f"{n} clients need RLIMIT_NOFILE > {2 * n + 1000} (have {_fd_limit()})")
-    others = [c for c in contenders if c != "bare"]
+    others = sorted((c for c in contenders if c != "bare"), key=lambda c: c not in HUBS)  # stable
     return [["bare", *others[i:i + fit - 1]] for i in range(0, len(others), fit - 1)]
 
 
@@ -650,31 +795,49 @@ def _spread(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
-# -- the three measurements -----------------------------------------------------------------
+def _start(queue_size: int, contender: str) -> Server | None:
+    """A fresh server for one contender; ``None`` (logged) if it is the Redis contender and
+    its hub cannot reach Redis: that round goes without it."""
+    try:
+        return Server(queue_size, redis=contender == "redis")
+    except RedisUnavailable as exc:
+        _log(f"  {contender}: round skipped: {exc}")
+        return None
+
+
+# -- the four measurements ------------------------------------------------------------------
 
 
 def run_throughput(
     clients: Clients, n: int, messages: int, rounds: int, queue_size: int, paced: bool,
-    timeout: float = 120.0,
+    timeout: float = 120.0, contenders: tuple[str, ...] = CONTENDERS,
 ) -> dict[str, Any]:
     """Bursts to ``n`` clients of each contender, all connected at once, rounds interleaved.
 
     A contender whose burst does not finish within ``timeout`` is recorded as such and not
-    measured again at this client count; one that cannot connect ``n`` clients likewise.
+    measured again at this client count; one that cannot connect ``n`` clients likewise, and
+    the Redis contender if its hub cannot reach Redis. Each run records the bare loop's rate in
+    the same server and round; the Redis hub's runs also the in-process hub's.
     """
     modes = ["burst", "paced"] if paced else ["burst"]
-    groups = _groups(n, list(CONTENDERS))
+    groups = _groups(n, list(contenders))
     _log(
         f"throughput: {n} clients, bursts of {messages}, {rounds} rounds, {' and '.join(modes)}"
         + (f"; {len(groups)} servers in turn: " + " | ".join(", ".join(g) for g in groups) if len(groups) > 1 else "")
     )
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {c: [] for c in CONTENDERS} for m in modes}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {c: [] for c in contenders} for m in modes}
     failed: dict[str, str] = {}
     hub_stats: dict[str, Any] = {}
     info: dict[str, Any] = {}
     logs = []
     for group in groups:
-        server = Server(queue_size)
+        try:
+            server = Server(queue_size, redis="redis" in group)
+        except RedisUnavailable as exc:
+            failed["redis"] = str(exc)
+            _log(f"  redis: {exc}; not measured at {n} clients")
+            group = [c for c in group if c != "redis"]
+            server = Server(queue_size)
         info = server.info
         clients.start(server.port)
         try:
@@ -710,30 +873,40 @@ def run_throughput(
                     bare = this_round.get("bare")
                     for run in this_round.values():  # paired with the bare loop of the same server and round
                         run["bare_deliveries_per_s"] = bare["deliveries_per_s"] if bare else None
+                    if "redis" in this_round:  # and the hub through Redis with the in-process hub
+                        hub = this_round.get("notify")
+                        this_round["redis"]["hub_deliveries_per_s"] = hub["deliveries_per_s"] if hub else None
                     _log(
                         f"  throughput, {n} clients, {mode}: round {r + 1}/{rounds}: "
                         + ", ".join(f"{c} {run['deliveries_per_s'] / 1e3:.0f}k/s" for c, run in this_round.items())
                     )
-            hub_stats = server.get("/stats") if "notify" in group else hub_stats
+            for h in HUBS:
+                if h in group:
+                    hub_stats[h] = server.get(f"/stats?contender={h}")
             for c in group:
                 clients.close(c)
         finally:
             clients.stop()
             logs.append(server.stop())
     return {
-        "clients": n, "messages": messages, "runs": runs, "hub_stats": hub_stats, "server": info,
+        "clients": n, "messages": messages, "rounds": rounds, "runs": runs, "hub_stats": hub_stats, "server": info,
         "server_log": logs, "groups": groups, "failed": failed, "timeout_s": timeout,
     }
 
 
 def run_stalled(
     clients: Clients, n: int, stalled: int, messages: int, rounds: int, timeout: float, queue_size: int,
+    contenders: tuple[str, ...] = CONTENDERS,
 ) -> dict[str, Any]:
-    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTENDERS}
+    """One burst to ``n - stalled`` clients, then the same with ``stalled`` more whose buffers
+    were filled until sending to them blocks; a fresh server per contender and round."""
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     info: dict[str, Any] = {}
     for r in range(rounds):
-        for c in _rotation(r):
-            server = Server(queue_size)
+        for c in _rotation(r, contenders):
+            server = _start(queue_size, c)
+            if server is None:
+                continue
             info = server.info
             clients.start(server.port)
             try:
@@ -747,7 +920,7 @@ def run_stalled(
                 # Slow contenders get three times their unstalled time, if that is longer.
                 limit = max(timeout, 3 * before["completion_s"])
                 during = clients.burst(server, c, messages, limit)
-                hub_stats = server.get("/stats")
+                hub_stats = server.get(f"/stats?contender={c}") if c in HUBS else None
                 clients.close(c)
             finally:
                 clients.stop()
@@ -769,11 +942,17 @@ def run_stalled(
     return {"clients": n, "stalled": stalled, "messages": messages, "timeout_s": timeout, "runs": runs, "server": info}
 
 
-def run_memory(clients: Clients, n: int, rounds: int, queue_size: int) -> dict[str, Any]:
-    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTENDERS}
+def run_memory(
+    clients: Clients, n: int, rounds: int, queue_size: int, contenders: tuple[str, ...] = CONTENDERS,
+) -> dict[str, Any]:
+    """The server's RSS before and after ``n`` idle connections; a fresh server per contender
+    and round (the Redis hub's reader and connections are in both measures)."""
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     for r in range(rounds):
-        for c in _rotation(r):
-            server = Server(queue_size)
+        for c in _rotation(r, contenders):
+            server = _start(queue_size, c)
+            if server is None:
+                continue
             clients.start(server.port)
             try:
                 clients.connect(c, 20)  # first-connection allocations are not per-connection cost
@@ -793,15 +972,19 @@ def run_memory(clients: Clients, n: int, rounds: int, queue_size: int) -> dict[s
                 clients.close(c)
             finally:
                 clients.stop()
-                server.stop()
+                log = server.stop()
             per = (after["rss"] - before["rss"]) / n
-            runs[c].append({"rss_before": before["rss"], "rss_after": after["rss"], "per_connection": per})
+            runs[c].append({
+                "round": r, "rss_before": before["rss"], "rss_after": after["rss"], "per_connection": per,
+                "server_log": log,
+            })
             _log(f"  memory: round {r + 1}/{rounds}: {c}: {per / 1024:.1f} KiB per connection")
     return {"connections": n, "runs": runs}
 
 
 def run_single(
     clients: Clients, n: int, stalled: int, repeats: int, rounds: int, timeout: float, queue_size: int,
+    contenders: tuple[str, ...] = CONTENDERS,
 ) -> dict[str, Any]:
     """One notification at a time: from the server starting to publish it to the last client's
     receipt, ``repeats`` times, then the same with ``stalled`` of the ``n`` clients stalled
@@ -809,7 +992,7 @@ def run_single(
     broadcast that does not reach every healthy client within ``timeout`` ends that series:
     the contender is blocked behind its stalled clients.
     """
-    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTENDERS}
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
 
     def series(server: Server, c: str) -> dict[str, Any]:
         seconds: list[float] = []
@@ -824,8 +1007,10 @@ def run_single(
         return {"seconds": seconds, "gc_s": gc_s, "blocked": False}
 
     for r in range(rounds):
-        for c in _rotation(r):
-            server = Server(queue_size)
+        for c in _rotation(r, contenders):
+            server = _start(queue_size, c)
+            if server is None:
+                continue
             clients.start(server.port)
             try:
                 clients.connect(c, n - stalled)
@@ -854,17 +1039,19 @@ def run_single(
     return {"clients": n, "stalled": stalled, "repeats": repeats, "timeout_s": timeout, "runs": runs}
 
 
-def run_profile(clients: Clients, n: int, messages: int, out: Path, queue_size: int) -> None:
+def run_profile(
+    clients: Clients, n: int, messages: int, out: Path, queue_size: int, contenders: tuple[str, ...] = CONTENDERS,
+) -> None:
     """cProfile of the server's loop thread during one burst per contender and mode (to stderr)."""
     out.mkdir(parents=True, exist_ok=True)
-    server = Server(queue_size)
+    server = Server(queue_size, redis="redis" in contenders)
     clients.start(server.port)
     try:
-        for c in CONTENDERS:
+        for c in contenders:
             clients.connect(c, n)
             clients.burst(server, c, 20, 30)
         for mode, label in MODES.items():
-            for c in CONTENDERS:
+            for c in contenders:
                 path = out / f"broadcast-{c}-{mode}.prof"
                 server.post("/profile/start")
                 run = clients.burst(server, c, messages, 120, paced=mode == "paced")
@@ -872,7 +1059,7 @@ def run_profile(clients: Clients, n: int, messages: int, out: Path, queue_size: 
                 _log(f"\n== {c}, {label}: {run['completion_s'] * 1e3:.0f} ms under cProfile; {path}")
                 stats = pstats.Stats(str(path), stream=sys.stderr)
                 stats.strip_dirs().sort_stats("tottime").print_stats(25)
-        for c in CONTENDERS:
+        for c in contenders:
             clients.close(c)
     finally:
         clients.stop()
@@ -888,7 +1075,7 @@ def _ms(s: float) -> str:
 
 def _throughput_rows(block: dict[str, Any], mode: str, runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     rows = []
-    for c in CONTENDERS:
+    for c in (c for c in CONTENDERS if c in runs):
         if not runs[c]:
             rows.append({
                 "clients": block["clients"], "messages": block["messages"], "mode": mode, "contender": c,
@@ -898,14 +1085,19 @@ def _throughput_rows(block: dict[str, Any], mode: str, runs: dict[str, list[dict
         rate = [r["deliveries_per_s"] for r in runs[c]]
         # Paired: the bare loop's burst of the same server and round, a few seconds apart.
         ratio = [r["deliveries_per_s"] / r["bare_deliveries_per_s"] for r in runs[c] if r.get("bare_deliveries_per_s")]
+        # The hub through Redis against the in-process hub, paired likewise.
+        to_hub = [r["deliveries_per_s"] / r["hub_deliveries_per_s"] for r in runs[c] if r.get("hub_deliveries_per_s")]
         handoff = [r["server_handoff_s"] for r in runs[c] if r["server_handoff_s"] is not None]
+        redis_cpu = [r["redis_cpu_s"] / r["completion_s"] for r in runs[c] if r.get("redis_cpu_s") is not None]
         rows.append({
             "clients": block["clients"], "messages": block["messages"], "mode": mode, "contender": c,
             "rounds": len(runs[c]),
             "deliveries_per_s": _spread(rate), "ratio_to_bare": _spread(ratio) if ratio else None,
+            "ratio_to_hub": _spread(to_hub) if to_hub else None,
             "completion_s": _spread([r["completion_s"] for r in runs[c]]),
             "server_handoff_s": statistics.median(handoff) if handoff else None,
             "server_cpu_share": statistics.median(r["server_cpu_s"] / r["completion_s"] for r in runs[c]),
+            "redis_cpu_share": statistics.median(redis_cpu) if redis_cpu else None,
             "server_gc_s": statistics.median(r["server_gc_s"] for r in runs[c]),
             "busiest_client_cpu_share": statistics.median(
                 max(r["client_cpu_s"]) / r["completion_s"] for r in runs[c]
@@ -922,7 +1114,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _single_rows(single: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for c in CONTENDERS:
+    for c in (c for c in CONTENDERS if single["runs"].get(c)):
         row: dict[str, Any] = {"contender": c}
         for kind in ("unstalled", "stalled"):
             series = [r[kind] for r in single["runs"][c]]
@@ -942,14 +1134,32 @@ def _single_rows(single: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _redis_health(
+    throughput: list[dict[str, Any]], stalled: dict[str, Any], memory: dict[str, Any], single: dict[str, Any] | None,
+) -> dict[str, int]:
+    """Failed Redis calls and gaps (``resync`` for every client) of the Redis hubs, all servers."""
+    logs = [log for block in throughput for log in block["server_log"]]
+    for part in (stalled, memory, single or {"runs": {}}):
+        logs += [r["server_log"] for r in part["runs"].get("redis", [])]
+    logs = [log for log in logs if "redis_errors" in log]
+    return {
+        "servers": len(logs),
+        "errors": sum(log["redis_errors"] for log in logs),
+        "gaps": sum(log["redis_gaps"] for log in logs),
+    }
+
+
 def summarize(
     throughput: list[dict[str, Any]], stalled: dict[str, Any], memory: dict[str, Any], single: dict[str, Any] | None,
+    skipped: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    summary: dict[str, Any] = {"throughput": [], "stalled": [], "memory": [], "single": []}
+    summary: dict[str, Any] = {
+        "throughput": [], "stalled": [], "memory": [], "single": [], "skipped": dict(skipped or {}),
+    }
     for block in throughput:
         for mode, runs in block["runs"].items():
             summary["throughput"] += _throughput_rows(block, mode, runs)
-    for c in CONTENDERS:
+    for c in (c for c in CONTENDERS if stalled["runs"].get(c)):
         runs = stalled["runs"][c]
         before = [r["unstalled"]["completion_s"] for r in runs]
         timed_out = [r["stalled"]["timed_out"] for r in runs]
@@ -972,12 +1182,18 @@ def summarize(
             "prefill": [r["prefill"] for r in runs],
             "server_asgi_exceptions": sum(r["server_log"]["asgi_exceptions"] for r in runs),
         })
-    for c in CONTENDERS:
+    bare = {m["round"]: m for m in memory["runs"]["bare"]}
+    for c in (c for c in CONTENDERS if memory["runs"].get(c)):
         per = [r["per_connection"] for r in memory["runs"][c]]
-        ratio = [m["per_connection"] / b["per_connection"] for m, b in zip(memory["runs"][c], memory["runs"]["bare"])]
-        summary["memory"].append({"contender": c, "per_connection": _spread(per), "ratio_to_bare": _spread(ratio)})
+        # Paired with the bare loop's server of the same round.
+        ratio = [m["per_connection"] / bare[m["round"]]["per_connection"] for m in memory["runs"][c] if m["round"] in bare]
+        summary["memory"].append({
+            "contender": c, "per_connection": _spread(per), "ratio_to_bare": _spread(ratio) if ratio else None,
+        })
     if single is not None:
         summary["single"] = _single_rows(single)
+    if "redis" in stalled["runs"]:  # the contender was in this run
+        summary["redis"] = _redis_health(throughput, stalled, memory, single)
     return summary
 
 
@@ -995,6 +1211,11 @@ def render(
     summary: dict[str, Any], stalled: dict[str, Any], memory: dict[str, Any], single: dict[str, Any] | None = None,
 ) -> str:
     lines = [
+        f"**Not measured: {LABELS[c]}**: {reason.rstrip('.')}." for c, reason in summary.get("skipped", {}).items()
+    ]
+    if lines:
+        lines.append("")
+    lines += [
         (
             "| clients | burst | contender | deliveries/s (median, min–max) | **vs bare** (median, min–max) "
             "| last frame in (ms) | server hand-off (ms) | server GC (ms) | server CPU | busiest client CPU |"
@@ -1014,11 +1235,12 @@ def render(
         )
         handoff = "–" if t["server_handoff_s"] is None else _ms(t["server_handoff_s"])
         note = f" (then: {t['failed']})" if t.get("failed") else ""
+        redis_cpu = "" if t.get("redis_cpu_share") is None else f" + Redis {t['redis_cpu_share']:.0%}"
         lines.append(
             f"| {t['clients']:,} | {MODES[t['mode']]} | {LABELS[t['contender']]} | {med / 1e3:.0f}k ({lo / 1e3:.0f}k–{hi / 1e3:.0f}k){note} "
             f"| {ratio} | {_ms(t['completion_s'][0])} | {handoff} "
             f"| {_ms(t['server_gc_s'])} "
-            f"| {t['server_cpu_share']:.0%} | {t['busiest_client_cpu_share']:.0%} |"
+            f"| {t['server_cpu_share']:.0%}{redis_cpu} | {t['busiest_client_cpu_share']:.0%} |"
         )
     lines += [
         "",
@@ -1085,28 +1307,34 @@ def render(
     ]
     for m in summary["memory"]:
         med, lo, hi = m["per_connection"]
-        rm, rl, rh = m["ratio_to_bare"]
-        lines.append(
-            f"| {LABELS[m['contender']]} | {med / 1024:.1f} ({lo / 1024:.1f}–{hi / 1024:.1f}) "
-            f"| **{rm:.2f}** ({rl:.2f}–{rh:.2f}) |"
-        )
+        ratio = "–" if m["ratio_to_bare"] is None else "**{:.2f}** ({:.2f}–{:.2f})".format(*m["ratio_to_bare"])
+        lines.append(f"| {LABELS[m['contender']]} | {med / 1024:.1f} ({lo / 1024:.1f}–{hi / 1024:.1f}) | {ratio} |")
+    health = summary.get("redis")
+    if health is not None:
+        lines += ["", (
+            f"Redis during this run ({health['servers']} servers with a Redis hub, a stream each): "
+            + ("no failed Redis call, no gap." if not (health["errors"] or health["gaps"]) else
+               f"**{health['errors']} failed Redis call(s), {health['gaps']} gap(s)** (every client told to "
+               "resync): the Redis hub's figures are suspect; the server log has the broker's warnings.")
+        )]
     lines += ["", _targets(summary, stalled)]
     return "\n".join(lines)
 
 
 def _targets(summary: dict[str, Any], stalled: dict[str, Any]) -> str:
-    """The project's targets (issues 3 and 5), and the ratios measured elsewhere."""
+    """The project's targets (issues 3 and 5), what Redis costs the hub (no target), and the
+    ratios measured elsewhere."""
     rows = summary["throughput"]
     first = rows[0]["clients"] if rows else 1000
     lines = ["| target | measured | verdict |", "|---|---|---|"]
 
-    def ratio_line(label: str, t: dict[str, Any] | None, verdict: Any) -> None:
+    def ratio_line(label: str, t: dict[str, Any] | None, verdict: Any, key: str = "ratio_to_bare") -> None:
         if t is None:
             return
-        if t.get("ratio_to_bare") is None:
+        if t.get(key) is None:
             lines.append(f"| {label} | not measured ({t.get('failed')}) | – |")
             return
-        r, lo, hi = t["ratio_to_bare"]
+        r, lo, hi = t[key]
         lines.append(f"| {label} | {r:.0%} (per-round {lo:.0%}–{hi:.0%}) | {verdict(r)} |")
 
     def met(r: float) -> str:
@@ -1118,16 +1346,18 @@ def _targets(summary: dict[str, Any], stalled: dict[str, Any]) -> str:
                _find(rows, contender="notify", clients=first, mode="paced"), met)
     for n in sorted({t["clients"] for t in rows} - {first}):
         ratio_line(f"the same at {n:,} clients (back to back)", _find(rows, contender="notify", clients=n, mode="burst"), met)
-    hub_stall = next(s for s in summary["stalled"] if s["contender"] == "notify")
-    if hub_stall["ratio"] is not None and not hub_stall["timed_out_rounds"]:
-        r = hub_stall["ratio"][0]
-        lines.append(
-            f"| {stalled['stalled']} stalled clients: healthy completion within 10% of unstalled | {r - 1:+.0%} "
-            f"(per-round {hub_stall['ratio'][1] - 1:+.0%} to {hub_stall['ratio'][2] - 1:+.0%}) "
-            f"| {'met' if r <= 1.1 else 'missed'} |"
-        )
-    else:
-        lines.append(f"| {stalled['stalled']} stalled clients: within 10% | hub timed out | missed |")
+    stalls = {s["contender"]: s for s in summary["stalled"]}
+    if "notify" in stalls:
+        hub_stall = stalls["notify"]
+        if hub_stall["ratio"] is not None and not hub_stall["timed_out_rounds"]:
+            r = hub_stall["ratio"][0]
+            lines.append(
+                f"| {stalled['stalled']} stalled clients: healthy completion within 10% of unstalled | {r - 1:+.0%} "
+                f"(per-round {hub_stall['ratio'][1] - 1:+.0%} to {hub_stall['ratio'][2] - 1:+.0%}) "
+                f"| {'met' if r <= 1.1 else 'missed'} |"
+            )
+        else:
+            lines.append(f"| {stalled['stalled']} stalled clients: within 10% | hub timed out | missed |")
     single = {r["contender"]: r for r in summary.get("single", [])}
     if "notify" in single:
         k = single["notify"]
@@ -1138,14 +1368,39 @@ def _targets(summary: dict[str, Any], stalled: dict[str, Any]) -> str:
                 f"{k['unstalled']['p99_s'] * 1e3:.1f} → {k['stalled']['p99_s'] * 1e3:.1f} ms ({r:.2f}×) | "
                 f"{'isolated' if r <= 1.5 else 'affected'} |"
             )
-    hub_mem = next(m for m in summary["memory"] if m["contender"] == "notify")
-    bare_mem = next(m for m in summary["memory"] if m["contender"] == "bare")
-    r = hub_mem["ratio_to_bare"][0]
-    lines.append(
-        f"| memory per idle connection ≤ bare + 10% | {r - 1:+.0%} "
-        f"({hub_mem['per_connection'][0] / 1024:.1f} KiB vs "
-        f"{bare_mem['per_connection'][0] / 1024:.1f} KiB) | {'met' if r <= 1.1 else 'missed'} |"
-    )
+    memory = {m["contender"]: m for m in summary["memory"]}
+    if "notify" in memory and memory["notify"]["ratio_to_bare"] is not None:
+        r = memory["notify"]["ratio_to_bare"][0]
+        lines.append(
+            f"| memory per idle connection ≤ bare + 10% | {r - 1:+.0%} "
+            f"({memory['notify']['per_connection'][0] / 1024:.1f} KiB vs "
+            f"{memory['bare']['per_connection'][0] / 1024:.1f} KiB) | {'met' if r <= 1.1 else 'missed'} |"
+        )
+    # The hub through Redis: what the round trip costs it, against the in-process hub.
+    for mode in MODES:
+        ratio_line(
+            f"{LABELS['redis']} vs the in-process hub at {first:,} clients, {MODES[mode]} (paired; no target)",
+            _find(rows, contender="redis", clients=first, mode=mode), lambda r: "–", key="ratio_to_hub",
+        )
+    redis_stall = stalls.get("redis")
+    if redis_stall is not None:
+        if redis_stall["ratio"] is not None and not redis_stall["timed_out_rounds"]:
+            r, lo, hi = redis_stall["ratio"]
+            lines.append(
+                f"| {LABELS['redis']}: {stalled['stalled']} stalled clients, healthy completion vs unstalled "
+                f"(no target) | {r - 1:+.0%} (per-round {lo - 1:+.0%} to {hi - 1:+.0%}) "
+                f"| {'within 10%' if r <= 1.1 else 'over 10%'} |"
+            )
+        else:
+            lines.append(f"| {LABELS['redis']}: {stalled['stalled']} stalled clients (no target) | timed out | – |")
+    if "redis" in single and "notify" in single:
+        k, h = single["redis"]["unstalled"], single["notify"]["unstalled"]
+        if k["p50_s"] is not None and h["p50_s"] is not None:
+            lines.append(
+                f"| {LABELS['redis']}: one broadcast, p50 / p99 over the in-process hub's (no target) | "
+                f"{(k['p50_s'] - h['p50_s']) * 1e3:+.1f} / {(k['p99_s'] - h['p99_s']) * 1e3:+.1f} ms "
+                f"({k['p50_s'] * 1e3:.1f} / {k['p99_s'] * 1e3:.1f} ms) | – |"
+            )
     for c, elsewhere in (("broadcaster", 0.45), ("socketio", 0.2)):
         ratio_line(
             f"{LABELS[c]} vs bare at {first:,} clients (measured elsewhere: ≈{elsewhere:g}×; no target)",
@@ -1157,7 +1412,7 @@ def _targets(summary: dict[str, Any], stalled: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter bursts and stall timeout (~80 s)")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter bursts and stall timeout (~5–6 min)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="throughput rounds at --clients[0] (default 7, quick 1); 3× that for the others")
     parser.add_argument("--stall-rounds", type=int, default=None, help="default 3, quick 1")
@@ -1190,24 +1445,53 @@ def main() -> None:
                         help="per-message compression on (clients offer it, as browsers do); writes broadcast-deflate.*")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="only profile one burst per contender, writing .prof files to DIR")
+    parser.add_argument("--redis-url", default=os.environ.get("SQLA_NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                        help="Redis for the hub-via-Redis contender (default: $SQLA_NOTIFY_REDIS_URL or "
+                             "redis://127.0.0.1:6379/0); unreachable, that contender is skipped")
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS),
+                        help="run only these (the bare loop always runs: every ratio is to it)")
     args = parser.parse_args()
-    rounds = args.rounds or (1 if args.quick else 7)
     args.messages = args.messages or (100 if args.quick else 200)
-    stall_rounds = args.stall_rounds or (1 if args.quick else 3)
-    memory_rounds = args.memory_rounds or (1 if args.quick else 3)
-    stall_timeout = args.stall_timeout or (5.0 if args.quick else 15.0)
-    single_rounds = args.single_rounds or (1 if args.quick else 3)
-    single_timeout = args.single_timeout or (3.0 if args.quick else 5.0)
     _raise_nofile()
     if args.deflate:
         os.environ["BENCH_DEFLATE"] = "1"  # before the client processes start
     name = args.out or ("broadcast-deflate" if args.deflate else "broadcast")
     deflate = "on" if args.deflate else "off"
+    contenders = tuple(c for c in CONTENDERS if c in args.contenders or c == "bare")
+    skipped: dict[str, str] = {}
+    global REDIS
+    if "redis" in contenders:
+        target = _connect_redis(args.redis_url)
+        if isinstance(target, str):
+            skipped["redis"] = target
+            contenders = tuple(c for c in contenders if c != "redis")
+            _log(f"{LABELS['redis']}: skipped: {target}")
+        else:
+            REDIS = target
+    # A SIGTERM (run_all.py's time limit) unwinds like Ctrl-C: servers stopped, streams deleted.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     clients = Clients(args.client_procs)
-    if args.profile is not None:
-        run_profile(clients, args.clients[0], args.messages, args.profile, args.queue_size)
-        return
+    try:
+        if args.profile is not None:
+            run_profile(clients, args.clients[0], args.messages, args.profile, args.queue_size, contenders)
+            return
+        _measure(args, contenders, skipped, clients, name, deflate)
+    finally:
+        if REDIS is not None:
+            REDIS.drop_all()
 
+
+def _measure(
+    args: argparse.Namespace, contenders: tuple[str, ...], skipped: dict[str, str], clients: Clients, name: str,
+    deflate: str,
+) -> None:
+    """Every measurement, then the table on stdout and results/<name>.json, .md and plots."""
+    rounds = args.rounds or (1 if args.quick else 7)
+    stall_rounds = args.stall_rounds or (1 if args.quick else 3)
+    memory_rounds = args.memory_rounds or (1 if args.quick else 3)
+    stall_timeout = args.stall_timeout or (5.0 if args.quick else 15.0)
+    single_rounds = args.single_rounds or (1 if args.quick else 3)
+    single_timeout = args.single_timeout or (3.0 if args.quick else 5.0)
     started = time.monotonic()
     throughput = []
     first = args.clients[0]
@@ -1219,11 +1503,12 @@ def main() -> None:
         messages = args.messages if n <= 1000 else max(10, args.messages * 1000 // n)
         block_clients = clients if n <= 2000 else Clients(max(args.client_procs, args.big_client_procs))
         throughput.append(run_throughput(
-            block_clients, n, messages, block_rounds, args.queue_size, paced, args.burst_timeout,
+            block_clients, n, messages, block_rounds, args.queue_size, paced, args.burst_timeout, contenders,
         ))
     _log(f"stalled clients: {args.stalled} of {args.clients[0]}, {stall_rounds} rounds")
     stalled = run_stalled(
-        clients, args.clients[0], args.stalled, args.messages, stall_rounds, stall_timeout, args.queue_size
+        clients, args.clients[0], args.stalled, args.messages, stall_rounds, stall_timeout, args.queue_size,
+        contenders,
     )
     single = None
     if not args.no_single:
@@ -1233,11 +1518,12 @@ def main() -> None:
         )
         single = run_single(
             clients, first, args.stalled, args.single_repeats, single_rounds, single_timeout, args.queue_size,
+            contenders,
         )
     _log(f"memory: {args.idle} idle connections, {memory_rounds} rounds")
-    memory = run_memory(clients, args.idle, memory_rounds, args.queue_size)
+    memory = run_memory(clients, args.idle, memory_rounds, args.queue_size, contenders)
 
-    summary = summarize(throughput, stalled, memory, single)
+    summary = summarize(throughput, stalled, memory, single, skipped)
     table = render(summary, stalled, memory, single)
     print(table)
 
@@ -1257,7 +1543,7 @@ def main() -> None:
         "big_client_procs": args.big_client_procs,
         "messages": args.messages,
         "messages_per_clients": {b["clients"]: b["messages"] for b in throughput},
-        "throughput_rounds": {b["clients"]: max(len(v) for m in b["runs"].values() for v in m.values()) for b in throughput},
+        "throughput_rounds": {b["clients"]: b["rounds"] for b in throughput},
         "single_repeats": args.single_repeats,
         "single_rounds": single_rounds,
         "single_timeout_s": single_timeout,
@@ -1269,6 +1555,11 @@ def main() -> None:
         "stall_timeout_s": stall_timeout,
         "idle_connections": args.idle,
         "queue_size": args.queue_size,
+        "contenders": list(contenders),
+        "skipped": skipped,
+        "redis": None if REDIS is None else {
+            "url": REDIS.url, "server": REDIS.version, "redis-py": REDIS.redis_py, "streams": f"{REDIS.prefix}:<n>",
+        },
         "quick": args.quick,
         "duration_s": round(time.monotonic() - started),
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -1283,7 +1574,9 @@ def main() -> None:
         f"Python {meta['python']}, FastAPI {meta['fastapi']}, uvicorn {meta['uvicorn']} "
         f"(websockets {meta['websockets']}, loop {meta['server_loop']}, per-message deflate {deflate}), "
         f"{meta['cpus']} CPUs, broadcaster {meta['broadcaster']}, python-socketio {meta['python-socketio']} "
-        f"(python-engineio {meta['python-engineio']}); notifications of about 100 bytes. Throughput: "
+        f"(python-engineio {meta['python-engineio']})"
+        + ("" if REDIS is None else f", Redis {REDIS.version} (redis-py {REDIS.redis_py})")
+        + "; notifications of about 100 bytes. Throughput: "
         + "; ".join(
             f"{b['clients']:,} clients: bursts of {b['messages']}, {meta['throughput_rounds'][b['clients']]} rounds, "
             f"{args.client_procs if b['clients'] <= 2000 else max(args.client_procs, args.big_client_procs)} client process(es)"

@@ -1,7 +1,7 @@
-"""The server side of ``bench_broadcast.py``: five ways to broadcast over WebSocket, one app.
+"""The server side of ``bench_broadcast.py``: six ways to broadcast over WebSocket, one app.
 
-All five contenders live in one ASGI app (python-socketio's ``ASGIApp`` in front of a FastAPI
-app that serves the other four), so they run in the same uvicorn process with the
+All six contenders live in one ASGI app (python-socketio's ``ASGIApp`` in front of a FastAPI
+app that serves the other five), so they run in the same uvicorn process with the
 same settings (the driver starts it with ``--ws-per-message-deflate false --log-level
 warning``; everything else is uvicorn's default: uvloop when installed, websockets-sansio,
 pings every 20 s):
@@ -12,6 +12,14 @@ pings every 20 s):
   (``active_connections``; ``broadcast`` loops ``await connection.send_text(message)``).
 * ``/notify/ws``: sqla_notify's :func:`~sqla_notify.fastapi.notify_router` over a
   :class:`~sqla_notify.Hub` entered in the lifespan.
+* ``/redis/ws``: the same router over a second hub, ``Hub(broker=RedisBroker(url,
+  stream=...))``, when ``BENCH_REDIS_URL`` and ``BENCH_REDIS_STREAM`` are set (otherwise this
+  contender is absent). A notification published to it is written to the Redis Stream
+  (``XADD``), read back by the hub's reader (``XREAD``) and only then delivered to this
+  process's clients: the whole trip of a multi-process deployment, with one process. The
+  lifespan waits (up to ``BENCH_REDIS_CONNECT`` seconds, default 10) until the broker has
+  primed from the stream and may write, so the first burst does not wait for the connection;
+  ``GET /info`` reports the broker's state.
 * ``/broadcaster/ws``: encode/broadcaster's ``Broadcast("memory://")``, the endpoint of its
   README (a receiver task in an anyio task group; the sender iterates
   ``broadcast.subscribe(channel)`` and calls ``send_text``); a notification is
@@ -29,10 +37,12 @@ the encoded text; python-socketio gets the dict and encodes its packet once per 
 Control endpoints (loopback benchmark use only):
 
 * ``POST /broadcast/{contender}?count=N``: broadcast N notifications and return the seconds it
-  took to hand them all to the sockets. Bare and manager: the loop's duration. Hub: N calls of
-  ``hub.publish([Notification(...)])`` (one batch per notification, as N commits would), then
-  until every subscriber's queue is empty and its writer idle, i.e. every frame is in its
-  socket's transport (clients that connected with ``?role=stall`` are left out of the wait).
+  took to hand them all to the sockets. Bare and manager: the loop's duration. Hub (either
+  one): N calls of ``hub.publish([Notification(...)])`` (one batch per notification, as N
+  commits would), then until the hub has delivered all N (through Redis: read them back from
+  the stream) and every subscriber's queue is empty and its writer idle, i.e. every frame is
+  in its socket's transport (clients that connected with ``?role=stall`` are left out of the
+  wait).
   Broadcaster and python-socketio: the publish/emit calls, then until every healthy client's
   queue is empty (its writer may still be sending the last frames it took). The response
   carries ``started_at``, the server's ``time.perf_counter()`` as it began (CLOCK_MONOTONIC,
@@ -41,12 +51,13 @@ Control endpoints (loopback benchmark use only):
 * ``POST /prefill/{contender}``: fill the ``role=stall`` clients' socket buffers until sending
   to them blocks, the steady state of a client that stopped reading a while ago.
 * ``GET /rss``: the resident set size of this process (after ``gc.collect()``).
-* ``GET /info``, ``GET /stats`` (hub counters), ``GET /gc`` (time spent collecting garbage),
+* ``GET /info``, ``GET /stats?contender=notify|redis`` (a hub's counters; for Redis also the
+  broker's failed calls), ``GET /gc`` (time spent collecting garbage),
   ``POST /profile/start``, ``POST /profile/stop``
   (cProfile of the event-loop thread, dumped to a file).
 
-Configured by environment variables: ``BENCH_QUEUE_SIZE`` (the hub's ``queue_size``, default
-1000).
+Configured by environment variables: ``BENCH_QUEUE_SIZE`` (the hubs' ``queue_size``, default
+1000); ``BENCH_REDIS_URL``, ``BENCH_REDIS_STREAM`` and ``BENCH_REDIS_CONNECT`` (above).
 """
 
 from __future__ import annotations
@@ -59,7 +70,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -76,14 +87,24 @@ import sqla_notify
 from sqla_notify import Hub, Notification, Subscriber
 from sqla_notify.fastapi import notify_router
 
-CONTENDERS = ("bare", "manager", "notify", "broadcaster", "socketio")
-QUEUED = ("notify", "broadcaster", "socketio")  # a queue and a writer per client
+CONTENDERS = ("bare", "manager", "notify", "redis", "broadcaster", "socketio")
+QUEUED = ("notify", "redis", "broadcaster", "socketio")  # a queue and a writer per client
 STALL = "stall"  # the principal of clients that connected with ?role=stall
 HEALTHY = "healthy"
 STALL_QUERY = b"role=stall"
 DATA_NAME = "General discussion"  # pads the message to about 100 bytes
 
-hub = Hub(queue_size=int(os.environ.get("BENCH_QUEUE_SIZE", "1000")))
+QUEUE_SIZE = int(os.environ.get("BENCH_QUEUE_SIZE", "1000"))
+hub = Hub(queue_size=QUEUE_SIZE)
+REDIS_URL = os.environ.get("BENCH_REDIS_URL")
+REDIS_STREAM = os.environ.get("BENCH_REDIS_STREAM")
+redis_hub: Hub | None = None
+if REDIS_URL and REDIS_STREAM:
+    from sqla_notify.redis import RedisBroker  # optional: only with the Redis contender
+
+    redis_hub = Hub(queue_size=QUEUE_SIZE, broker=RedisBroker(REDIS_URL, stream=REDIS_STREAM))
+# The hubs by contender: the same router and client protocol, in-process or through Redis.
+HUBS: dict[str, Hub] = {"notify": hub} if redis_hub is None else {"notify": hub, "redis": redis_hub}
 _encoder = msgspec.json.Encoder()
 _seq = 0  # the bare loop's and the manager's message counter (the hub keeps its own)
 _epoch = format(time.time_ns() // 1_000_000, "x")
@@ -112,14 +133,31 @@ def _authenticate(conn: HTTPConnection) -> str:
 broadcast = broadcaster.Broadcast("memory://")
 
 
+async def _redis_connected(h: Hub, seconds: float) -> bool:
+    """Wait until the hub's Redis broker has primed its window and started its writer."""
+    deadline = time.perf_counter() + seconds
+    while h.stats().broker != "connected":
+        if time.perf_counter() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    async with hub, broadcast:
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(hub)
+        await stack.enter_async_context(broadcast)
+        if redis_hub is not None:
+            await stack.enter_async_context(redis_hub)
+            # Not fatal: /info reports the state, and the driver decides.
+            await _redis_connected(redis_hub, float(os.environ.get("BENCH_REDIS_CONNECT", "10")))
         yield
 
 
 api = FastAPI(lifespan=lifespan)
-api.include_router(notify_router(hub, authenticate=_authenticate), prefix="/notify")
+for _name, _hub in HUBS.items():
+    api.include_router(notify_router(_hub, authenticate=_authenticate), prefix=f"/{_name}")
 
 
 # -- 1. the bare loop -------------------------------------------------------------------------
@@ -195,7 +233,7 @@ async def manager_ws(websocket: WebSocket) -> None:
             manager_stalled.remove(websocket)
 
 
-# -- 3. sqla_notify's hub: the router above; helpers that look inside it ----------------------
+# -- 3. sqla_notify's hubs (in-process, and through Redis): the routers above; helpers -------
 
 
 def _check_internals() -> None:
@@ -210,9 +248,9 @@ def _check_internals() -> None:
 _check_internals()
 
 
-def _subscribers() -> list[Subscriber]:
+def _subscribers(h: Hub) -> list[Subscriber]:
     # A benchmark's licence: the hub keeps its subscribers private.
-    return list(hub._subscribers)
+    return list(h._subscribers)
 
 
 def _idle(sub: Subscriber) -> bool:
@@ -220,12 +258,13 @@ def _idle(sub: Subscriber) -> bool:
     return not sub._queue and sub._writer is None
 
 
-async def _hub_drained(published: int, deadline: float) -> bool:
-    """Wait until the hub dispatched ``published`` notifications and healthy writers are idle."""
+async def _hub_drained(h: Hub, published: int, deadline: float) -> bool:
+    """Wait until hub ``h`` delivered ``published`` notifications (with a broker: read them back)
+    and its healthy writers are idle."""
     await asyncio.sleep(0)
     while time.perf_counter() < deadline:
-        if hub.stats().published >= published and all(
-            _idle(s) for s in hub._subscribers if s.principal is not STALL
+        if h.stats().published >= published and all(
+            _idle(s) for s in h._subscribers if s.principal is not STALL
         ):
             return True
         await asyncio.sleep(0.001)
@@ -323,6 +362,8 @@ app = socketio.ASGIApp(sio, other_asgi_app=api)
 def _check(contender: str) -> None:
     if contender not in CONTENDERS:
         raise HTTPException(404, f"unknown contender {contender!r}; expected one of {CONTENDERS}")
+    if contender == "redis" and redis_hub is None:
+        raise HTTPException(404, "the redis contender needs BENCH_REDIS_URL and BENCH_REDIS_STREAM")
 
 
 @api.post("/broadcast/{contender}")
@@ -334,14 +375,15 @@ async def run_broadcast(contender: str, count: int, timeout: float = 60.0, paced
     """
     _check(contender)
     t0 = time.perf_counter()
-    if contender == "notify":
-        clients = sum(1 for s in hub._subscribers if s.principal is not STALL)
-        target = hub.stats().published + count
+    if contender in HUBS:
+        h = HUBS[contender]
+        clients = sum(1 for s in h._subscribers if s.principal is not STALL)
+        target = h.stats().published + count
         for i in range(count):
-            hub.publish([Notification("forums", "update", {"id": i, "name": DATA_NAME})])
+            h.publish([Notification("forums", "update", {"id": i, "name": DATA_NAME})])
             if paced:
                 await asyncio.sleep(0)
-        ok = await _hub_drained(target, t0 + timeout)
+        ok = await _hub_drained(h, target, t0 + timeout)
         return {"seconds": time.perf_counter() - t0, "clients": clients, "ok": ok, "started_at": t0}
     if contender == "broadcaster":
         clients = len(_broadcaster_healthy())
@@ -430,14 +472,16 @@ async def prefill(contender: str, max_seconds: float = 20.0) -> dict[str, Any]:
     """Fill the ``role=stall`` clients' buffers until sending to them blocks."""
     _check(contender)
     deadline = time.perf_counter() + max_seconds
-    if contender == "notify":
+    if contender in HUBS:
         # Top up each stalled client's queue whenever its writer has emptied it; once the
         # queues stay non-empty, the writers are blocked in send(). Steps of 200 frames keep
         # the queues well under queue_size, so the hub's overflow policy is not involved.
-        stalled = [s for s in _subscribers() if s.principal is STALL]
+        # (Straight into the queues: the Redis hub's stalled clients fill as the other's.)
+        h = HUBS[contender]
+        stalled = [s for s in _subscribers(h) if s.principal is STALL]
         return await _prefill_queues(
             [(id(s), lambda s=s: not s._queue, lambda s=s: s._writer is not None,
-              lambda s=s: [hub.send_error(s, FILLER) for _ in range(200)]) for s in stalled],
+              lambda s=s: [h.send_error(s, FILLER) for _ in range(200)]) for s in stalled],
             deadline,
         )
     if contender == "broadcaster":
@@ -493,14 +537,22 @@ async def rss() -> dict[str, int]:
     gc.collect()
     return {
         "rss": _rss(), "bare": len(bare_clients), "manager": len(manager.active_connections),
-        "notify": hub.stats().connections, "broadcaster": len(broadcaster_queues), "socketio": len(sio_stalled),
+        "notify": hub.stats().connections, "redis": 0 if redis_hub is None else redis_hub.stats().connections,
+        "broadcaster": len(broadcaster_queues), "socketio": len(sio_stalled),
     }
 
 
 @api.get("/stats")
-async def stats() -> dict[str, int | str]:
-    s = hub.stats()
-    return {f: getattr(s, f) for f in s.__struct_fields__}
+async def stats(contender: str = "notify") -> dict[str, int | str]:
+    """A hub's counters; for the Redis hub also its broker's failed calls (``broker_errors``)."""
+    if contender not in HUBS:
+        raise HTTPException(404, f"no hub for contender {contender!r}; expected one of {tuple(HUBS)}")
+    h = HUBS[contender]
+    s = h.stats()
+    out: dict[str, int | str] = {f: getattr(s, f) for f in s.__struct_fields__}
+    if h._broker is not None:
+        out["broker_errors"] = h._broker.errors  # type: ignore[attr-defined]
+    return out
 
 
 @api.get("/info")
@@ -519,6 +571,10 @@ async def info() -> dict[str, Any]:
         "python-socketio": importlib.metadata.version("python-socketio"),
         "python-engineio": importlib.metadata.version("python-engineio"),
         "queue_size": hub.queue_size,
+        "redis": None if redis_hub is None else {
+            "stream": REDIS_STREAM, "broker": redis_hub.stats().broker,
+            "redis-py": importlib.metadata.version("redis"),
+        },
     }
 
 

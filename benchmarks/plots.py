@@ -21,16 +21,21 @@ import matplotlib.pyplot as plt  # after choosing the backend
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 HERE = Path(__file__).parent
-ORDER = ("bare", "manager", "notify", "broadcaster", "socketio")
+ORDER = ("bare", "manager", "notify", "redis", "broadcaster", "socketio")
 NAMES = {
     "bare": "bare send_text loop",
     "manager": "FastAPI ConnectionManager",
     "notify": "sqla_notify Hub",
+    "redis": "sqla_notify Hub via Redis",
     "broadcaster": "broadcaster (memory://)",
     "socketio": "python-socketio",
 }
-COLOURS = {"bare": "#555555", "manager": "#999999", "notify": "#d62728", "broadcaster": "#1f77b4", "socketio": "#2ca02c"}
-MARKERS = {"bare": "s", "manager": "D", "notify": "o", "broadcaster": "^", "socketio": "v"}
+COLOURS = {
+    "bare": "#555555", "manager": "#999999", "notify": "#d62728", "redis": "#ff7f0e", "broadcaster": "#1f77b4",
+    "socketio": "#2ca02c",
+}
+MARKERS = {"bare": "s", "manager": "D", "notify": "o", "redis": "P", "broadcaster": "^", "socketio": "v"}
+HUBS = ("notify", "redis")  # sqla_notify's own lines, drawn heavier
 
 
 def plot_broadcast(source: Path, out_dir: Path, name: str = "broadcast") -> list[Path]:
@@ -65,7 +70,7 @@ def _throughput(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> Pa
         hi = [t["deliveries_per_s"][2] / 1e3 - m for m, t in zip(med, mine)]
         ax.errorbar(
             x, med, yerr=[lo, hi], label=NAMES[c], color=COLOURS[c], marker=MARKERS[c], capsize=4,
-            linewidth=2.2 if c == "notify" else 1.4,
+            linewidth=2.2 if c in HUBS else 1.4, linestyle="--" if c == "redis" else "-",
         )
         missing = [t["clients"] for t in rows if t["contender"] == c and "deliveries_per_s" not in t]
         for n in missing:
@@ -91,7 +96,7 @@ def _throughput(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> Pa
 
 def _one_broadcast(summary: dict[str, Any], single: dict[str, Any], meta: dict[str, Any], path: Path) -> Path:
     rows = {r["contender"]: r for r in summary["single"]}
-    fig, ax = plt.subplots(figsize=(9, 5.2))
+    fig, ax = plt.subplots(figsize=(max(9.0, 1.5 + 1.6 * len(rows)), 5.2))
     positions, values, colours, labels, blocked = [], [], [], [], []
     for i, c in enumerate(c for c in ORDER if c in rows):
         for j, kind in enumerate(("unstalled", "stalled")):
@@ -104,7 +109,10 @@ def _one_broadcast(summary: dict[str, Any], single: dict[str, Any], meta: dict[s
             positions.append(x)
             values.append([s * 1e3 for s in k["seconds"]])
             colours.append(COLOURS[c])
-    parts = ax.boxplot(values, positions=positions, widths=0.7, whis=(1, 99), showfliers=True, patch_artist=True)
+    parts = ax.boxplot(
+        values, positions=positions, widths=0.7, whis=(1, 99), showfliers=True, patch_artist=True,
+        medianprops={"color": "black"},  # the default orange would vanish in the Redis hub's box
+    )
     for patch, colour in zip(parts["boxes"], colours):
         patch.set_facecolor(colour)
         patch.set_alpha(0.45)

@@ -8,10 +8,11 @@ Steps, in order (each a child process of this interpreter, bounded in time; one 
 or overruns is reported and the next one runs):
 
 * ``bench_capture.py``: what change capture costs a commit (``--rounds 2`` when quick);
-* ``bench_broadcast.py``: five ways to broadcast over WebSocket, at 100, 1,000 and 5,000
-  clients, with stalled clients, one-notification latency and memory; writes the PNG plots;
+* ``bench_broadcast.py``: six ways to broadcast over WebSocket (sqla_notify's hub in-process
+  and through Redis among them), at 100, 1,000 and 5,000 clients, with stalled clients,
+  one-notification latency and memory; writes the PNG plots;
 * ``bench_latency.py``: commit to client through the hub, SQLite and PostgreSQL, sync and
-  async sessions (``--quick`` when quick);
+  async sessions (``--quick`` when quick); writes the latency plot;
 * ``bench_brokers.py``, if present: in-process against Redis and PostgreSQL (its ``--quick``).
 
 A full run writes each script's usual ``results/<name>.json`` and ``.md`` and then

@@ -164,8 +164,14 @@ class Outbox:
                         self._in_doubt = (items, lost)
                     else:
                         self.lost = lost or f"{len(items)} batch(es) may not have reached {self.what} ({exc!r})"
-                    logger.warning("sqla_notify could not write to %s (%r); will retry", self.what, exc)
+                    logger.warning("sqla_notify could not write to %s (%s); will retry", self.what, describe(exc))
                     await asyncio.sleep(backoff(failures))
+
+
+def describe(exc: BaseException) -> str:
+    """An exception for a log line: its type and message. Not ``repr``: redis-py 8's leaves
+    out the message ("network:ConnectionError"), and with it the reason."""
+    return f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
 
 
 def backoff(failures: int) -> float:

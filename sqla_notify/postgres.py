@@ -53,7 +53,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f'sqla_notify.postgres needs psycopg 3 ({exc.name} is missing): pip install "sqla_notify[postgres]"'
     ) from exc
 
-from ._broker import Broker, Item, Outbox, backoff, stop_tasks
+from ._broker import Broker, Item, Outbox, backoff, describe, stop_tasks
 from ._notification import Notification, _lenient
 
 if TYPE_CHECKING:
@@ -246,7 +246,7 @@ class PostgresBroker(Broker):
                 self._read_errors += 1
                 failures += 1
                 if self._state != "disconnected":
-                    logger.warning("sqla_notify lost PostgreSQL (%r); reconnecting with backoff", exc)
+                    logger.warning("sqla_notify lost PostgreSQL (%s); reconnecting with backoff", describe(exc))
                 self._state = "disconnected"
                 await asyncio.sleep(backoff(failures))
 

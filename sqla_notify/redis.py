@@ -49,7 +49,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f'sqla_notify.redis needs redis-py ({exc.name} is missing): pip install "sqla_notify[redis]"'
     ) from exc
 
-from ._broker import Broker, Item, Outbox, backoff, stop_tasks
+from ._broker import Broker, Item, Outbox, backoff, describe, stop_tasks
 from ._notification import Notification, _lenient
 from ._protocol import NotificationFrame, encode
 from ._subscriber import _Entry
@@ -233,7 +233,7 @@ class RedisBroker(Broker):
                 self._read_errors += 1
                 failures += 1
                 if self._state != "disconnected":
-                    logger.warning("sqla_notify lost Redis (%r); reconnecting with backoff", exc)
+                    logger.warning("sqla_notify lost Redis (%s); reconnecting with backoff", describe(exc))
                 self._state = "disconnected"
                 await asyncio.sleep(backoff(failures))
                 continue

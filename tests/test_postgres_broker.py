@@ -214,9 +214,11 @@ async def test_listener_terminated_means_resync_then_live_again(
     assert b.stats().gaps >= 1
 
 
-async def test_unreachable_at_startup_never_blocks(pg: Engine) -> None:
+async def test_unreachable_at_startup_never_blocks(pg: Engine, caplog: pytest.LogCaptureFixture) -> None:
     async with Hub(broker=PostgresBroker("postgresql://127.0.0.1:1/test", connect_timeout=1)) as hub:
         await until(lambda: hub.stats().broker == "disconnected", "the listener to give up a first time")
+        await until(lambda: "lost PostgreSQL" in caplog.text, "the warning")
+        assert "psycopg.OperationalError: connection failed" in caplog.text  # the reason, not just a type
         sessions = committer(hub, pg)
         with sessions.begin() as s:  # the commit's own NOTIFY goes on the session's connection
             s.add(Note(id=1, body="fine"))

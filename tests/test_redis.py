@@ -266,7 +266,7 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.stop()
 
 
-async def test_redis_down_at_startup_then_up(private_redis: PrivateRedis) -> None:
+async def test_redis_down_at_startup_then_up(private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture) -> None:
     async with Hub(broker=RedisBroker(private_redis.url)) as hub:
         sub = hub.subscribe()
         frames(sub)
@@ -274,6 +274,9 @@ async def test_redis_down_at_startup_then_up(private_redis: PrivateRedis) -> Non
         hub.publish([N(1)])  # returns at once although nothing listens
         assert time.monotonic() - started < 0.1
         await until(lambda: hub.stats().broker == "disconnected", "the reader to notice")
+        await until(lambda: "lost Redis" in caplog.text, "the warning")
+        # The reason, not just the type (redis-py 8's repr says only "network:ConnectionError").
+        assert "redis.exceptions.ConnectionError: Error " in caplog.text and "connecting to 127.0.0.1" in caplog.text
         private_redis.start()
         await until(lambda: hub.stats().broker == "connected", "the reader to connect", timeout=15)
         got = await receive(sub, bool, "the batch that waited", timeout=15)

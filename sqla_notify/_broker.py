@@ -163,7 +163,7 @@ class Outbox:
                     if confirm is not None:
                         self._in_doubt = (items, lost)
                     else:
-                        self.lost = lost or f"{len(items)} batch(es) may not have reached {self.what} ({exc!r})"
+                        self.lost = lost or f"{len(items)} batch(es) may not have reached {self.what} ({describe(exc)})"
                     logger.warning("sqla_notify could not write to %s (%s); will retry", self.what, describe(exc))
                     await asyncio.sleep(backoff(failures))
 

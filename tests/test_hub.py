@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from sqla_notify import Hub, HubStats, Notification, Subscriber
+from sqla_notify._hub import _START_CHUNK
 
 pytestmark = pytest.mark.anyio
 
@@ -251,8 +252,6 @@ async def test_writers_start_a_few_per_loop_step() -> None:
     """A notification to many clients starts their writers a chunk per event-loop step, each
     chunk after the previous one's first steps: never thousands of pending tasks at once
     (they would survive into the collector's old generations and cause full collections)."""
-    from sqla_notify._hub import _START_CHUNK
-
     async with Hub() as hub:
         count = 2 * _START_CHUNK + 5
         started: list[int] = []

@@ -90,6 +90,8 @@ import uuid
 from pathlib import Path
 from typing import Any, cast
 
+from _meta import git_state  # benchmarks/_meta.py
+
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 CONTENDERS = ("bare", "manager", "notify", "redis", "broadcaster", "socketio")
@@ -1493,6 +1495,7 @@ def _measure(
     single_rounds = args.single_rounds or (1 if args.quick else 3)
     single_timeout = args.single_timeout or (3.0 if args.quick else 5.0)
     started = time.monotonic()
+    code = git_state()  # before the run: what the servers import
     throughput = []
     first = args.clients[0]
     for i, n in enumerate(args.clients):
@@ -1533,6 +1536,7 @@ def _measure(
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "git": code,
         **{k: server[k] for k in (
             "fastapi", "starlette", "uvicorn", "websockets", "msgspec", "sqla_notify", "broadcaster",
             "python-socketio", "python-engineio",

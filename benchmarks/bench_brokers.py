@@ -86,6 +86,7 @@ import sqlalchemy
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, text
 
 import sqla_notify
+from _meta import git_state  # benchmarks/_meta.py
 
 ROOT = Path(__file__).parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -680,15 +681,6 @@ def _versions(r: redis.Redis, pg_url: str | None) -> dict[str, Any]:
     return versions
 
 
-def _git() -> dict[str, Any]:
-    """The commit measured, and the package's files that differed from it (work in progress)."""
-    def git(*argv: str) -> str:
-        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
-
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "uncommitted_package_files": git("status", "--porcelain", "--", "sqla_notify").splitlines()}
-
-
 def _installed(name: str) -> bool:
     try:
         importlib.metadata.version(name)
@@ -746,7 +738,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
 
     run_id = f"{os.getpid():x}{secrets.token_hex(3)}"
-    git_state = _git()  # before the run: what the servers import
+    code = git_state()  # before the run: what the servers import
     pg_url: str | None = args.pg_url
     try:
         with create_engine(args.pg_url).connect():
@@ -823,7 +815,7 @@ def main() -> None:
 
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "platform": platform.platform(),
-        "cpus": os.cpu_count(), "versions": _versions(r, pg_url), "git": git_state,
+        "cpus": os.cpu_count(), "versions": _versions(r, pg_url), "git": code,
         "mode": "quick" if args.quick else "full", "clients_per_process": args.clients,
         "database": "PostgreSQL (loopback)" if use_pg else "one SQLite file (WAL)",
         "rate": args.rate, "seconds": args.seconds, "rounds": args.rounds,

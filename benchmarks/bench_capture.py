@@ -38,6 +38,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 import sqla_notify
 from sqla_notify import Notification, Notifier
 
+from _meta import git_state  # benchmarks/_meta.py
+
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_PG = "postgresql+psycopg://127.0.0.1/test"
 
@@ -243,6 +245,7 @@ def main() -> None:
     parser.add_argument("--pg-url", default=os.environ.get("SQLA_NOTIFY_PG_URL", DEFAULT_PG))
     parser.add_argument("--no-pg", action="store_true", help="SQLite only")
     args = parser.parse_args()
+    code = git_state()
 
     rows = run_database("sqlite://", args.rounds, "SQLite (memory)")
     if not args.no_pg:
@@ -281,6 +284,7 @@ def main() -> None:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "git": code,
         "sqlalchemy": sqlalchemy.__version__,
         "msgspec": msgspec.__version__,
         "sqla_notify": sqla_notify.__version__,

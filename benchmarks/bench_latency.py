@@ -77,6 +77,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, 
 from sqlalchemy.engine import URL, make_url
 
 import sqla_notify
+from _meta import git_state  # benchmarks/_meta.py
 
 ROOT = Path(__file__).parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -332,15 +333,6 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _git() -> dict[str, Any]:
-    """The commit measured, and the package's files that differed from it (work in progress)."""
-    def git(*argv: str) -> str:
-        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
-
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "uncommitted_package_files": git("status", "--porcelain", "--", "sqla_notify").splitlines()}
-
-
 def _loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
@@ -460,7 +452,7 @@ def main() -> None:
 
     started = time.monotonic()
     loadavg_before = _loadavg()
-    git_state = _git()  # before the run: what the server imports
+    code = git_state()  # before the run: what the server imports
     pg_url, pg_version, skipped = (None, None, "--no-pg") if args.no_pg else _postgres(args.pg_url)
     if skipped:
         print(f"PostgreSQL skipped: {skipped}", file=sys.stderr)
@@ -500,7 +492,7 @@ def main() -> None:
 
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "platform": platform.platform(),
-        "cpus": os.cpu_count(), "versions": _versions(), "postgresql_server": pg_version, "git": git_state,
+        "cpus": os.cpu_count(), "versions": _versions(), "postgresql_server": pg_version, "git": code,
         "mode": next((name for name, preset in (("full", FULL), ("quick", QUICK))
                       if all(getattr(args, k) == v for k, v in preset.items())), "custom"),
         "clients": args.clients, "rate": args.rate,

@@ -90,6 +90,7 @@ import uuid
 from pathlib import Path
 from typing import Any, cast
 
+from _measure import free_port, percentile, process_cpu  # benchmarks/_measure.py
 from _meta import git_state  # benchmarks/_meta.py
 
 HERE = Path(__file__).parent
@@ -110,7 +111,6 @@ PATHS = {
     "broadcaster": "/broadcaster/ws",
     "socketio": "/socket.io/?EIO=4&transport=websocket",
 }
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_LOG = Path(f"/tmp/bench_broadcast-{os.getpid()}.log")  # the servers' stderr
 
 
@@ -485,12 +485,6 @@ def _connect_redis(url: str) -> RedisTarget | str:
         return f"Redis unreachable at {url}: {type(exc).__name__}: {exc}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """A uvicorn process serving broadcast_server:app on a free loopback port.
 
@@ -501,7 +495,7 @@ class Server:
     """
 
     def __init__(self, queue_size: int, redis: bool = False) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         env = dict(os.environ, BENCH_QUEUE_SIZE=str(queue_size))
         for key in ("BENCH_REDIS_URL", "BENCH_REDIS_STREAM"):
             env.pop(key, None)
@@ -564,9 +558,7 @@ class Server:
 
     def cpu(self) -> float:
         """User + system CPU seconds of the server process so far."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return process_cpu(self.proc.pid)
 
     def stop(self) -> dict[str, int]:
         """Stop the server; count the errors it logged (tracebacks go to SERVER_LOG) and, with
@@ -1109,11 +1101,6 @@ def _throughput_rows(block: dict[str, Any], mode: str, runs: dict[str, list[dict
     return rows
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def _single_rows(single: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for c in (c for c in CONTENDERS if single["runs"].get(c)):
@@ -1125,9 +1112,9 @@ def _single_rows(single: dict[str, Any]) -> list[dict[str, Any]]:
             row[kind] = {
                 "broadcasts": len(pooled),
                 "p50_s": statistics.median(pooled) if pooled else None,
-                "p99_s": _percentile(pooled, 0.99) if pooled else None,
+                "p99_s": percentile(pooled, 0.99) if pooled else None,
                 "round_p50_s": _spread([statistics.median(v) for v in complete]) if complete else None,
-                "round_p99_s": _spread([_percentile(v, 0.99) for v in complete]) if complete else None,
+                "round_p99_s": _spread([percentile(v, 0.99) for v in complete]) if complete else None,
                 "blocked_rounds": sum(1 for s in series if s["blocked"]),
                 "rounds": len(series),
                 "seconds": pooled,

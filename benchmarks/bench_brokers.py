@@ -70,7 +70,6 @@ import os
 import platform
 import resource
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -86,11 +85,11 @@ import sqlalchemy
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, text
 
 import sqla_notify
+from _measure import free_port, machine_cpu, own_cpu, percentile, process_cpu  # benchmarks/_measure.py
 from _meta import git_state  # benchmarks/_meta.py
 
 ROOT = Path(__file__).parent.parent
 RESULTS = Path(__file__).parent / "results"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 LAG_BOUND = 1.0  # s: a step holds only if every notification arrives within this
 LATE_BOUND = 0.5  # s: ... and the commits keep to their schedule within this
 MAX_COMMITS = 100  # commits/s over both processes; beyond, several rows per commit
@@ -201,13 +200,6 @@ class Client(asyncio.Protocol):
 # == measuring CPU ===========================================================================
 
 
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds of one process (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def _postgres_cpu() -> float | None:
     """CPU seconds of every local process named ``postgres`` (the whole server)."""
     total, found = 0.0, False
@@ -217,24 +209,11 @@ def _postgres_cpu() -> float | None:
                 with open(f"/proc/{entry.name}/comm") as f:
                     if f.read().strip() != "postgres":
                         continue
-                total += _proc_cpu(int(entry.name))
+                total += process_cpu(int(entry.name))
                 found = True
             except OSError:
                 continue  # gone meanwhile
     return total if found else None
-
-
-def _machine() -> tuple[float, float, float, float]:
-    """The machine's CPU seconds since boot: (busy, of which in interrupts, stolen, total)."""
-    with open("/proc/stat") as f:
-        user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in f.readline().split()[1:9])
-    busy = user + nice + system + irq + softirq
-    return busy / CLK_TCK, (irq + softirq) / CLK_TCK, steal / CLK_TCK, (busy + idle + iowait + steal) / CLK_TCK
-
-
-def _self_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 # == the configurations ======================================================================
@@ -256,12 +235,6 @@ class Config:
         return self.broker != "none"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def postgres_available() -> str | None:
     """Why the PostgreSQL contender cannot run, or None if it can (the module may still be
     in the works)."""
@@ -276,7 +249,7 @@ def postgres_available() -> str | None:
 
 def _start(cfg: Config, log: Any) -> None:
     for _ in range(2):
-        port = _free_port()
+        port = free_port()
         cfg.ports.append(port)
         cfg.procs.append(subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "benchmarks.brokers_server:app", "--port", str(port),
@@ -325,9 +298,9 @@ async def _stats(cfg: Config) -> list[dict[str, Any]]:
 
 
 def _snapshot(cfg: Config, r: redis.Redis) -> dict[str, Any]:
-    cpu: dict[str, Any] = {"wall": time.monotonic(), "servers": [_proc_cpu(p.pid) for p in cfg.procs]}
-    cpu["clients"] = _self_cpu()
-    cpu["machine"] = _machine()
+    cpu: dict[str, Any] = {"wall": time.monotonic(), "servers": [process_cpu(p.pid) for p in cfg.procs]}
+    cpu["clients"] = own_cpu()
+    cpu["machine"] = machine_cpu()
     cpu["postgres"] = _postgres_cpu()
     info = r.info("cpu")
     cpu["redis"] = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
@@ -351,11 +324,6 @@ def _shares(a: dict[str, Any], b: dict[str, Any], thread_cpu: list[float]) -> di
     known = sum(servers) + out["clients"] + (out["redis"] or 0) + (out["postgres"] or 0) + out["interrupts"]
     out["other"] = max(0.0, out["machine"] - known)  # other processes on the machine
     return out
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # == one run of commits ======================================================================
@@ -439,8 +407,8 @@ async def run(
         "clients_complete": sum(1 for c in clients if c.done_at), "clients": len(clients),
         "deliveries": sum(c.count for c in clients), "closed": sum(1 for c in clients if c.closed),
         "lag_p50_ms": statistics.median(lags) * 1e3 if lags else None,
-        "lag_p90_ms": _pct(lags, 0.90) * 1e3 if lags else None,
-        "lag_p99_ms": _pct(lags, 0.99) * 1e3 if lags else None,
+        "lag_p90_ms": percentile(lags, 0.90) * 1e3 if lags else None,
+        "lag_p99_ms": percentile(lags, 0.99) * 1e3 if lags else None,
         "lag_max_ms": max(lags) * 1e3 if lags else None,
         "lag_samples": len(lags), "unknown_ids": unknown,
         "last_in_after_last_commit_ms": (max(done) - last_t) * 1e3 if done else None,
@@ -511,11 +479,11 @@ async def latency(cfgs: list[Config], r: redis.Redis, args: argparse.Namespace) 
         expected = sum(rd["commits"] * (len(cfg.clients[0]) * (2 if cfg.shared else 1)) for rd in rounds)
         out[cfg.key].update({
             "deliveries": len(values), "missing": expected - len(values),
-            "p50_ms": statistics.median(values), "p90_ms": _pct(values, 0.90),
-            "p99_ms": _pct(values, 0.99), "max_ms": max(values),
+            "p50_ms": statistics.median(values), "p90_ms": percentile(values, 0.90),
+            "p99_ms": percentile(values, 0.99), "max_ms": max(values),
             "p99_per_round_ms": [rd["lag_p99_ms"] for rd in rounds],
-            "same_process_p99_ms": _pct(same, 0.99) if same else None,
-            "other_process_p99_ms": _pct(other, 0.99) if other else None,
+            "same_process_p99_ms": percentile(same, 0.99) if same else None,
+            "other_process_p99_ms": percentile(other, 0.99) if other else None,
         })
     return out
 

@@ -58,7 +58,6 @@ import json
 import os
 import platform
 import secrets
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -77,6 +76,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, 
 from sqlalchemy.engine import URL, make_url
 
 import sqla_notify
+from _measure import free_port, machine_cpu, own_cpu, percentile, process_cpu, quantiles  # benchmarks/_measure.py
 from _meta import git_state  # benchmarks/_meta.py
 
 ROOT = Path(__file__).parent.parent
@@ -125,30 +125,16 @@ def _modes(pg_table: str | None) -> list[Mode]:
 # == measuring ===============================================================================
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 # Where the distribution is kept for the plot (results/latency-cdf.png): every percentile,
 # then the tail in finer steps, then the maximum.
 CDF_POINTS = [i / 100 for i in range(100)] + [0.99 + i / 1000 for i in range(1, 10)] + [0.9995, 0.9999, 1.0]
 
 
-def _cdf(values: list[float]) -> list[float]:
-    ordered = sorted(values)
-    return [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in CDF_POINTS] if ordered else []
-
-
 def _summary(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
-    return {
-        "p50_ms": statistics.median(values),
-        "p90_ms": _percentile(values, 0.90),
-        "p99_ms": _percentile(values, 0.99),
-        "max_ms": max(values),
-    }
+    p90, p99 = quantiles(values, [0.90, 0.99])
+    return {"p50_ms": statistics.median(values), "p90_ms": p90, "p99_ms": p99, "max_ms": max(values)}
 
 
 class CpuClock:
@@ -160,22 +146,10 @@ class CpuClock:
 
     def __init__(self, server_pid: int) -> None:
         self.server_pid = server_pid
-        self.ticks = os.sysconf("SC_CLK_TCK")
 
     def read(self) -> tuple[float, ...]:
-        with open("/proc/stat") as f:
-            cpu = [int(x) for x in f.readline().split()[1:9]]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = cpu
-        with open(f"/proc/{self.server_pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        mine = os.times()
-        return (
-            time.monotonic(),
-            (user + nice + system + irq + softirq) / self.ticks,
-            steal / self.ticks,
-            (int(fields[11]) + int(fields[12])) / self.ticks,
-            mine.user + mine.system,
-        )
+        busy, _interrupts, stolen, _total = machine_cpu()
+        return time.monotonic(), busy, stolen, process_cpu(self.server_pid), own_cpu()
 
     @staticmethod
     def shares(before: tuple[float, ...], after: tuple[float, ...]) -> dict[str, float]:
@@ -255,7 +229,7 @@ async def _run(modes: list[Mode], port: int, server_pid: int, args: argparse.Nam
                         "round": r + 1, "position": position, "commits": len(sent),
                         "deliveries": len(latencies), "missing": args.clients * len(sent) - len(latencies),
                         **_summary(latencies), "commit_p50_ms": statistics.median(commits),
-                        "commit_p99_ms": _percentile(commits, 0.99), "cpu": shares,
+                        "commit_p99_ms": percentile(commits, 0.99), "cpu": shares,
                     }
                     mode.rounds.append(figures)
                     print(
@@ -275,12 +249,6 @@ async def _run(modes: list[Mode], port: int, server_pid: int, args: argparse.Nam
 
 
 # == the server and the databases ============================================================
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start_server(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -364,11 +332,11 @@ def _row(mode: Mode) -> dict[str, Any]:
         "deliveries": len(mode.latencies),
         "missing": sum(r["missing"] for r in mode.rounds),
         **_summary(mode.latencies),
-        "commit_p50_ms": statistics.median(mode.commits), "commit_p99_ms": _percentile(mode.commits, 0.99),
+        "commit_p50_ms": statistics.median(mode.commits), "commit_p99_ms": percentile(mode.commits, 0.99),
         "p50_per_round_ms": _spread([r["p50_ms"] for r in mode.rounds]),
         "p99_per_round_ms": _spread([r["p99_ms"] for r in mode.rounds]),
         "rounds": mode.rounds,
-        "cdf_points": CDF_POINTS, "cdf_ms": _cdf(mode.latencies),
+        "cdf_points": CDF_POINTS, "cdf_ms": quantiles(mode.latencies, CDF_POINTS),
     }
 
 
@@ -474,7 +442,7 @@ def main() -> None:
             env = {"BENCH_SQLITE_PATH": str(sqlite_path), "BENCH_SQLITE_TABLE": SQLITE_TABLE,
                    "BENCH_PG_URL": pg_url.render_as_string(hide_password=False) if pg_url else "",
                    "BENCH_PG_TABLE": pg_table or ""}
-            port = _free_port()
+            port = free_port()
             server = _start_server(port, env)
             try:
                 unexpected = asyncio.run(_run(modes, port, server.pid, args))

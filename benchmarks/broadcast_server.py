@@ -57,7 +57,8 @@ Control endpoints (loopback benchmark use only):
   (cProfile of the event-loop thread, dumped to a file).
 
 Configured by environment variables: ``BENCH_QUEUE_SIZE`` (the hubs' ``queue_size``, default
-1000); ``BENCH_REDIS_URL``, ``BENCH_REDIS_STREAM`` and ``BENCH_REDIS_CONNECT`` (above).
+1000); ``BENCH_START_CHUNK`` (how many client writers the hub starts per event-loop step,
+for ``bench_writer_start.py``); ``BENCH_REDIS_URL``, ``BENCH_REDIS_STREAM`` and ``BENCH_REDIS_CONNECT`` (above).
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ STALL_QUERY = b"role=stall"
 DATA_NAME = "General discussion"  # pads the message to about 100 bytes
 
 QUEUE_SIZE = int(os.environ.get("BENCH_QUEUE_SIZE", "1000"))
+if os.environ.get("BENCH_START_CHUNK"):  # bench_writer_start.py: how many writers start per loop step
+    import sqla_notify._hub
+
+    sqla_notify._hub._START_CHUNK = int(os.environ["BENCH_START_CHUNK"])
 hub = Hub(queue_size=QUEUE_SIZE)
 REDIS_URL = os.environ.get("BENCH_REDIS_URL")
 REDIS_STREAM = os.environ.get("BENCH_REDIS_STREAM")

@@ -13,7 +13,9 @@ or overruns is reported and the next one runs):
   one-notification latency and memory; writes the PNG plots;
 * ``bench_latency.py``: commit to client through the hub, SQLite and PostgreSQL, sync and
   async sessions (``--quick`` when quick); writes the latency plot;
-* ``bench_brokers.py``, if present: in-process against Redis and PostgreSQL (its ``--quick``).
+* ``bench_brokers.py``, if present: in-process against Redis and PostgreSQL (its ``--quick``);
+* ``bench_writer_start.py``: the hub's writers started 32 per loop step against all at once
+  (``--rounds 1`` when quick).
 
 A full run writes each script's usual ``results/<name>.json`` and ``.md`` and then
 ``results/summary.md``. A quick run leaves those alone: its files go to ``results/quick/``
@@ -63,6 +65,10 @@ STEPS = [
     ),
     Step("latency", "bench_latency.py", [], ["--quick"], 8 * 60, 3 * 60, ["latency.json", "latency.md", "latency-cdf.png"]),
     Step("brokers", "bench_brokers.py", [], ["--quick"], 15 * 60, 5 * 60, ["brokers.json", "brokers.md"]),
+    Step(
+        "writer-start", "bench_writer_start.py", [], ["--rounds", "1"], 5 * 60, 3 * 60,
+        ["writer-start.json", "writer-start.md"],
+    ),
 ]
 
 

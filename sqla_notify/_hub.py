@@ -395,6 +395,22 @@ class Hub(Sink):
             self._offer(sub, frame)
         logger.warning("told %d client(s) to resync: %s", len(self._subscribers), reason)
 
+    def _resync_all(self, reason: str) -> None:
+        """Tell every connected client to ``resync`` at the current cursor, and count it as a
+        gap, without refusing replays from the window (a broker calls this, on the loop).
+
+        For clients that connected before the broker could tell them where they stand: its
+        first read or ``LISTEN`` came after they connected, so what was committed meanwhile
+        cannot be told apart from what they already had.
+        """
+        if not self._subscribers:
+            return
+        self._gaps += 1
+        frame = encode(Resync(self.cursor, reason))
+        for sub in tuple(self._subscribers):
+            self._offer(sub, frame)
+        logger.warning("told %d client(s) to resync: %s", len(self._subscribers), reason)
+
     def update(self, sub: Subscriber, collections: frozenset[str] | None) -> None:
         """Change what ``sub`` receives from now on, and confirm with ``subscribed``."""
         sub.collections = collections

@@ -16,7 +16,18 @@ On the loop, each notification gets the next cursor and is encoded once. For eve
 subscriber that wants it (its collections, then ``authorize``), the encoded frame goes to
 the subscriber's bounded queue; a writer task per subscriber drains that queue into its
 socket. A client that stops reading fills only its own queue: it never delays the others.
-When the queue is full the overflow policy applies (see :class:`Hub`).
+
+The bound applies between *hand-overs*: a committed transaction (or what a broker read in
+one go) is queued whole or not at all, so a client never sees part of a transaction. When a
+hand-over meets a full queue:
+
+* if the client's writer took frames and has not come back for more, the client is not
+  keeping up: the overflow policy applies (see :class:`Hub`);
+* otherwise the burst simply came faster than its writer could start (a large transaction,
+  a backlog after a broker outage): the queue is replaced by one ``resync`` ("backlog")
+  whose cursor is the end of the hand-over, and the client is not counted as slow.
+
+A hand-over larger than ``queue_size`` on its own is always replaced by that one ``resync``.
 
 Cursors and replay
 ==================
@@ -97,8 +108,14 @@ class HubStats(msgspec.Struct, frozen=True):
     #: the broker's state (``"connected"``, ``"connecting"``, ``"disconnected"``...);
     #: ``"none"`` for an in-process hub
     broker: str = "none"
-    #: times the broker lost notifications, so that every client was told to ``resync``
+    #: times the broker lost notifications (or could not tell what clients connected before
+    #: it was ready had missed), so that every client was told to ``resync``
     gaps: int = 0
+    #: the cause of the latest gap, as logged ("" if none)
+    last_gap: str = ""
+    #: ``resync`` messages queued for clients, for any cause: a gap, a backlog, too slow, or
+    #: a replay that the window could not serve
+    resyncs: int = 0
 
 
 class Hub(Sink):
@@ -108,8 +125,10 @@ class Hub(Sink):
     serve it with :func:`sqla_notify.fastapi.notify_router`. It is an asyncio object.
 
     :param replay: how many recent notifications are kept for clients that reconnect.
-    :param queue_size: the most frames waiting for one client. When a client falls that far
-        behind, ``overflow`` decides.
+    :param queue_size: the most frames waiting for one client, checked before each
+        transaction is queued (a transaction is queued whole). When a client falls that far
+        behind, ``overflow`` decides; a transaction (or a broker's backlog) larger than this
+        on its own reaches the client as one ``resync`` instead.
     :param overflow: ``"resync"`` (default): drop its queued frames and send it a ``resync``
         message (reload your data), then carry on; if it overflows again before reading that,
         it is not reading at all and is closed with code 1013. ``"close"``: close with 1013
@@ -156,6 +175,8 @@ class Hub(Sink):
         self._published = self._frames = self._dropped = self._slow = self._replays = 0
         self._not_running = 0
         self._gaps = 0
+        self._last_gap = ""
+        self._resyncs = 0
         self._due: deque[Subscriber] = deque()  # subscribers whose writers start at the next step
         self._by_id: dict[str, int] | None = None  # a broker's names for what is in the window
 
@@ -249,39 +270,73 @@ class Hub(Sink):
         window.extend(entries)
         if not live:
             return
+        size = self.queue_size
+        frames = 0
         # A snapshot: a client that overflows is removed while we go.
-        for sub in tuple(self._subscribers):
-            for entry in entries:
-                if sub.wants(entry.notification):
-                    self._offer(sub, entry)
-                    if sub.close_code is not None:
-                        break
+        if len(entries) == 1:  # the usual case, kept lean: one list for every client
+            entry = entries[0]
+            notification = entry.notification
+            one: list[Frame] = [entry]
+            for sub in tuple(self._subscribers):
+                if sub.wants(notification):
+                    queue = sub._queue
+                    if len(queue) < size + sub._allowance:
+                        queue.append(entry)
+                        sub._wake()
+                        frames += 1
+                    else:
+                        self._overflow(sub, one)
+        else:
+            for sub in tuple(self._subscribers):
+                wanted: list[Frame] = [e for e in entries if sub.wants(e.notification)]
+                if wanted:
+                    queue = sub._queue
+                    if len(queue) < size + sub._allowance and len(wanted) <= size:
+                        queue.extend(wanted)
+                        sub._wake()
+                        frames += len(wanted)
+                    else:
+                        self._overflow(sub, wanted)
+        self._frames += frames
 
-    def _offer(self, sub: Subscriber, frame: Frame) -> None:
-        if len(sub._queue) < self.queue_size:
+    def _offer(self, sub: Subscriber, frame: str) -> None:
+        """Queue one control message (``resync``, ``subscribed``, ``error``) for ``sub``."""
+        if len(sub._queue) < self.queue_size + sub._allowance:
             sub._put(frame)
             self._frames += 1
-            return
-        self._dropped += len(sub._queue)
-        sub._queue.clear()
-        if self.overflow == "close" or sub._overflowed:
-            self._give_up(sub)
-            return
-        sub._overflowed = True
-        sub._put(encode(Resync(self._cursor_before(frame), "too slow: messages were dropped")))
-        sub._put(frame)
-        self._frames += 2
+        else:
+            self._overflow(sub, [frame])
 
-    def _cursor_before(self, frame: Frame) -> str:
-        """The cursor to reload "as of" when ``frame`` is the first frame kept."""
-        if not isinstance(frame, _Entry):
-            return self.cursor
-        if not self._shared and self._by_id is None:
-            return f"{self._epoch}-{frame.seq - 1}"
-        for previous in reversed(self._window):  # a broker's names are not consecutive
-            if previous.seq < frame.seq:
-                return previous.id
-        return self.cursor
+    def _overflow(self, sub: Subscriber, frames: list[Frame]) -> None:
+        """``frames`` (one hand-over) do not fit ``sub``'s queue: decide who is to blame.
+
+        Either way they are not queued, and neither is what waited: the client gets one
+        ``resync`` at the current cursor, the end of this hand-over, so no transaction is
+        split across it.
+        """
+        if sub._busy and len(sub._queue) >= self.queue_size:
+            # Its writer took frames and has not come back while a queue's worth piled up.
+            if self.overflow == "close" or sub._overflowed:
+                self._dropped += len(sub._queue) + len(frames)
+                sub._queue.clear()
+                self._give_up(sub)
+                return
+            sub._overflowed = True
+            self._replace(sub, len(frames), "too slow: messages were dropped")
+        else:
+            # A burst larger than the queue, before its writer had a chance to run.
+            self._replace(sub, len(frames), f"backlog: more than {self.queue_size} messages at once; reload")
+
+    def _replace(self, sub: Subscriber, refused: int, reason: str) -> None:
+        """Drop what waits for ``sub`` (but a welcome it has not been sent: it always comes
+        first), and queue one ``resync`` at the current cursor instead."""
+        queue = sub._queue
+        keep = 1 if sub._allowance and queue else 0
+        self._dropped += len(queue) - keep + refused
+        del queue[keep:]
+        sub._put(encode(Resync(self.cursor, reason)))
+        self._frames += 1
+        self._resyncs += 1
 
     def _schedule(self, sub: Subscriber) -> None:
         """Start ``sub``'s writer once the loop is done with what is ready now (often a burst
@@ -309,7 +364,8 @@ class Hub(Sink):
         self._slow += 1
         self._subscribers.discard(sub)
         sub._close(CLOSE_TRY_AGAIN_LATER)
-        logger.warning("closed a client that stopped reading (1013): %r", sub.principal)
+        # Not the principal: a log line must not carry who it was (it may hold a token).
+        logger.warning("giving up on a client that stopped reading (1013)")
 
     def subscribe(
         self,
@@ -325,20 +381,20 @@ class Hub(Sink):
         """
         sub = Subscriber(collections, principal, authorize)
         sub._ready = self._schedule
-        sub._put(encode(Welcome(self.cursor)))
-        frames = 1
+        queue = sub._queue
+        queue.append(encode(Welcome(self.cursor)))
         if last_id is not None:
             missed = self._missed(last_id, collections)
             if missed is None:
-                sub._put(encode(Resync(self.cursor, "cannot replay from that id; reload")))
-                frames += 1
+                queue.append(encode(Resync(self.cursor, "cannot replay from that id; reload")))
+                self._resyncs += 1
             else:
                 self._replays += 1
-                for entry in missed:
-                    if sub.wants(entry.notification):
-                        sub._put(entry)
-                        frames += 1
-        self._frames += frames
+                queue.extend([entry for entry in missed if sub.wants(entry.notification)])
+        # The welcome and the replay are admitted whole, beyond the bound: live frames that
+        # arrive before the writer first runs are measured against the bound on top of them.
+        sub._allowance = len(queue)
+        self._frames += len(queue)
         self._subscribers.add(sub)
         return sub
 
@@ -387,13 +443,8 @@ class Hub(Sink):
         the gap (a broker calls this, on the loop). ``live=False``: a gap in history (while
         priming): only no replay may span it."""
         self._evicted_floor = self._seq + 1
-        if not live:
-            return
-        self._gaps += 1
-        frame = encode(Resync(self.cursor, reason))
-        for sub in tuple(self._subscribers):
-            self._offer(sub, frame)
-        logger.warning("told %d client(s) to resync: %s", len(self._subscribers), reason)
+        if live:
+            self._tell_all(reason)
 
     def _resync_all(self, reason: str) -> None:
         """Tell every connected client to ``resync`` at the current cursor, and count it as a
@@ -403,12 +454,16 @@ class Hub(Sink):
         first read or ``LISTEN`` came after they connected, so what was committed meanwhile
         cannot be told apart from what they already had.
         """
-        if not self._subscribers:
-            return
+        if self._subscribers:
+            self._tell_all(reason)
+
+    def _tell_all(self, reason: str) -> None:
         self._gaps += 1
+        self._last_gap = reason
         frame = encode(Resync(self.cursor, reason))
         for sub in tuple(self._subscribers):
             self._offer(sub, frame)
+        self._resyncs += len(self._subscribers)
         logger.warning("told %d client(s) to resync: %s", len(self._subscribers), reason)
 
     def update(self, sub: Subscriber, collections: frozenset[str] | None) -> None:
@@ -430,6 +485,7 @@ class Hub(Sink):
             len(self._subscribers), self._published, self._frames, self._dropped,
             self._slow, self._replays, self._not_running,
             "none" if self._broker is None else self._broker.state, self._gaps,
+            self._last_gap, self._resyncs,
         )
 
     def __repr__(self) -> str:

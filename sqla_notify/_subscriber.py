@@ -52,7 +52,7 @@ class Subscriber:
 
     __slots__ = (
         "collections", "principal", "authorize", "_queue", "_waiter", "_pump", "_writer", "_due", "_ready",
-        "_overflowed", "close_code", "on_close", "__weakref__",
+        "_overflowed", "_allowance", "_busy", "close_code", "on_close", "__weakref__",
     )
 
     def __init__(self, collections: frozenset[str] | None, principal: Any, authorize: Authorize | None) -> None:
@@ -71,6 +71,13 @@ class Subscriber:
         self._due = False
         self._writer: asyncio.Task[None] | None = None
         self._overflowed = False
+        # Frames admitted beyond the hub's bound until the transport first takes the queue:
+        # the welcome and a replay, which must reach the client whole (set by the hub).
+        self._allowance = 0
+        # The transport has taken frames and not yet come back for more: only then can a
+        # full queue mean that the client is not keeping up (rather than that a burst
+        # arrived before its writer even ran).
+        self._busy = False
         #: set when the hub has given up on this client (1013: too slow, 1001: shutting
         #: down); :meth:`frames` then ends and the transport closes with this code
         self.close_code: int | None = None
@@ -111,6 +118,8 @@ class Subscriber:
         batch = self._queue
         self._queue = []
         self._overflowed = False
+        self._allowance = 0
+        self._busy = True
         return batch
 
     def _close(self, code: int) -> None:
@@ -128,6 +137,7 @@ class Subscriber:
         """
         loop = asyncio.get_running_loop()
         while self.close_code is None:
+            self._busy = False  # back for more: what it took has been sent
             if not self._queue:
                 waiter = self._waiter = loop.create_future()
                 timer = None if keepalive is None else loop.call_later(keepalive, _release, waiter)

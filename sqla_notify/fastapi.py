@@ -65,6 +65,7 @@ def notify_router(
     max_message_size: int = 4096,
     max_collections: int = 256,
     sse_keepalive: float = 15.0,
+    close_grace: float = 10.0,
 ) -> APIRouter:
     """Build the router that serves ``hub``.
 
@@ -80,10 +81,17 @@ def notify_router(
     :param max_collections: the most collections one client may subscribe to.
     :param sse_keepalive: seconds of silence after which SSE sends a comment, so that
         proxies keep the stream open. (WebSocket keep-alive is uvicorn's ping, every 20 s.)
+    :param close_grace: seconds a WebSocket client that the hub gave up on (it stopped
+        reading: close code 1013) has to read again. If it does, it receives the rest of
+        the frame it was being sent, then the 1013 close frame; if not, the connection is
+        cut without a close frame (the client sees 1006). Either way the client reconnects
+        with its last id and is replayed what it missed, or told to ``resync``.
     :raises TypeError: if ``hub`` is not a :class:`Hub`.
     """
     if not isinstance(hub, Hub):
         raise TypeError(f"notify_router() expected a Hub, got {type(hub).__name__}: {hub!r}")
+    if isinstance(close_grace, bool) or not isinstance(close_grace, (int, float)) or not close_grace > 0:
+        raise ValueError(f"notify_router(close_grace=...) expected seconds > 0, got {close_grace!r}")
     known = frozenset(collections) if collections is not None else None
     router = APIRouter()
 
@@ -132,7 +140,7 @@ def notify_router(
         )
         for error in errors:
             hub.send_error(sub, error)
-        writer = _Writer(websocket, sub, asyncio.current_task())
+        writer = _Writer(websocket, sub, asyncio.current_task(), close_grace)
         sub.on_close = writer.close_soon
         sub._pump = writer.start
         try:
@@ -248,16 +256,20 @@ class _Writer:
     is something to send: an idle connection costs no task, and a client that stops reading
     blocks only its own task (the hub's overflow policy then bounds its queue).
 
-    It also ends the connection when the hub gives up on the client: a second to send the
-    close frame, then the reader (the endpoint's task) is cancelled, even if the client never
-    reads. A timer and ``Task.cancel`` rather than a cancel scope: this object exists once
+    It also ends the connection when the hub gives up on the client: what is left of the
+    queue is dropped, and once the frame being sent has gone (the client read again), the
+    close frame follows. A client that stopped reading takes neither, so ``grace`` seconds
+    later the reader (the endpoint's task) is cancelled, which cuts the connection. A timer and ``Task.cancel`` rather than a cancel scope: this object exists once
     per connection, and an anyio scope would cost about 3 KB more each.
     """
 
-    __slots__ = ("cancelling", "failed", "reader", "sub", "timer", "websocket")
+    __slots__ = ("cancelling", "failed", "grace", "reader", "sub", "timer", "websocket")
 
-    def __init__(self, websocket: WebSocket, sub: Subscriber, reader: asyncio.Task[Any] | None) -> None:
+    def __init__(
+        self, websocket: WebSocket, sub: Subscriber, reader: asyncio.Task[Any] | None, grace: float
+    ) -> None:
         self.websocket = websocket
+        self.grace = grace
         self.sub = sub
         self.failed = False
         self.reader = reader
@@ -267,7 +279,7 @@ class _Writer:
     def close_soon(self) -> None:
         """The hub gave up on the client (``sub.on_close``)."""
         if self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(1.0, self._cancel_reader)
+            self.timer = asyncio.get_running_loop().call_later(self.grace, self._cancel_reader)
 
     def _cancel_reader(self) -> None:
         self.timer = None
@@ -303,14 +315,17 @@ class _Writer:
     async def _run(self) -> None:
         sub, send = self.sub, self.websocket.send
         try:
-            while sub._queue:
+            while sub._queue and sub.close_code is None:
                 for frame in sub._take():
+                    if sub.close_code is not None:
+                        break  # given up on while we were sending: the close frame is next
                     await send(frame.message if isinstance(frame, _Entry) else {"type": "websocket.send", "text": frame})
             if sub.close_code is not None:
                 self.failed = True  # nothing more to send
-                # A client that stopped reading may never take it.
+                # It goes out once the client reads again, within the grace (the reader is
+                # cancelled after that, which ends this too).
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.websocket.close(code=sub.close_code), 1.0)
+                    await asyncio.wait_for(self.websocket.close(code=sub.close_code), self.grace)
         except (WebSocketDisconnect, OSError):
             # The client went away; the reader sees it too and ends the connection.
             self.failed = True
@@ -319,3 +334,4 @@ class _Writer:
             logger.exception("sending to a WebSocket client failed")
         finally:
             sub._writer = None  # no await since the queue was last seen empty: no lost wake-up
+            sub._busy = False

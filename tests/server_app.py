@@ -1,7 +1,7 @@
 """An app for the tests that run a real uvicorn server (tests/test_server.py).
 
 Configured by environment variables, since it runs in a child process:
-``APP_DB`` (SQLite file), ``APP_QUEUE_SIZE``, ``APP_REDIS`` and ``APP_STREAM`` (share
+``APP_DB`` (SQLite file), ``APP_QUEUE_SIZE``, ``APP_REPLAY``, ``APP_CLOSE_GRACE``, ``APP_REDIS`` and ``APP_STREAM`` (share
 notifications with other processes through a Redis Stream), ``APP_PG`` and ``APP_CHANNEL``
 (commit to PostgreSQL instead of SQLite, and share through LISTEN/NOTIFY).
 """
@@ -39,7 +39,11 @@ if "APP_REDIS" in os.environ:
     from sqla_notify.redis import RedisBroker
 
     broker = RedisBroker(os.environ["APP_REDIS"], stream=os.environ["APP_STREAM"])
-hub = Hub(queue_size=int(os.environ.get("APP_QUEUE_SIZE", "1000")), broker=broker)
+hub = Hub(
+    queue_size=int(os.environ.get("APP_QUEUE_SIZE", "1000")),
+    replay=int(os.environ.get("APP_REPLAY", "1000")),
+    broker=broker,
+)
 notifier = Notifier(hub)
 SyncSession = notifier.attach(sessionmaker(engine))
 AsyncSession = notifier.attach(async_sessionmaker(async_engine))
@@ -67,7 +71,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(lifespan=lifespan)
-app.include_router(notify_router(hub, authenticate=authenticate, authorize=authorize), prefix="/notify")
+app.include_router(
+    notify_router(
+        hub, authenticate=authenticate, authorize=authorize,
+        close_grace=float(os.environ.get("APP_CLOSE_GRACE", "10")),
+    ),
+    prefix="/notify",
+)
 
 
 @app.post("/forums/sync")
@@ -86,6 +96,14 @@ async def create_async(name: str) -> dict[str, int]:
         s.add(forum)
         await s.flush()
         return {"id": forum.id}
+
+
+@app.post("/forums/many")
+def create_many(count: int, name: str = "many") -> dict[str, str]:
+    """``count`` forums in one transaction: one batch of ``count`` notifications."""
+    with SyncSession.begin() as s:
+        s.add_all([Forum(name=f"{name}-{i}") for i in range(count)])
+    return {"cursor": hub.cursor}
 
 
 @app.post("/burst")

@@ -146,29 +146,90 @@ async def test_quiet_collection_resumes_without_resync() -> None:
     assert everything[1]["type"] == "resync"
 
 
-async def test_overflow_resync_then_close() -> None:
+async def test_client_that_stops_reading_gets_resync_then_1013() -> None:
     async with Hub(queue_size=3) as hub:
-        sub = hub.subscribe()  # queue: welcome
-        hub.publish([N(id=i) for i in range(1, 4)])  # 3rd one overflows
+        sub = hub.subscribe()
+        texts(sub)  # its writer took the welcome and is still sending it: busy
+        hub.publish([N(id=1)])
+        hub.publish([N(id=2), N(id=3)])  # queued whole: the bound applies between transactions
+        hub.publish([N(id=4)])  # a queue's worth waits and the writer has not come back
         await settle()
+        assert [f if isinstance(f, str) else f.notification.data for f in sub._queue][-1:] != [{"id": 4}]
         got = texts(sub)
-        assert got[0]["type"] == "resync"
-        assert [m["data"]["id"] for m in got[1:]] == [3]  # it carries on after the resync
-        assert got[0]["cursor"].endswith("-2")  # resync: reload; the stream resumes after 2
-        sub._overflowed = True  # as if it never read the resync
-        hub.publish([N(id=i) for i in range(4, 9)])
+        assert [m["type"] for m in got] == ["resync"]
+        assert got[0]["reason"].startswith("too slow") and got[0]["cursor"] == hub.cursor
+        assert sub.close_code is None  # told once; it carries on
+        for i in range(5, 9):  # took the resync and stopped reading again
+            hub.publish([N(id=i)])
+        await settle()
+        assert sub.close_code is None  # its writer took frames since the resync: told again
+        assert [m["type"] for m in texts(sub)] == ["resync"]
+        for i in range(9, 16):  # ... and now, told again without reading it: given up on
+            hub.publish([N(id=i)])
         await settle()
         assert sub.close_code == 1013
         stats = hub.stats()
-    assert stats.slow_disconnects == 1 and stats.connections == 0 and stats.frames_dropped >= 3
+    assert stats.slow_disconnects == 1 and stats.connections == 0
+    assert stats.frames_dropped >= 6 and stats.resyncs == 3
 
 
 async def test_overflow_close_policy() -> None:
     async with Hub(queue_size=2, overflow="close") as hub:
         sub = hub.subscribe()
+        texts(sub)
         hub.publish([N(id=1), N(id=2)])
+        hub.publish([N(id=3)])
         await settle()
     assert sub.close_code == 1013
+
+
+async def test_transaction_larger_than_the_queue_is_one_resync_at_its_end() -> None:
+    async with Hub(queue_size=3) as hub:
+        sub = hub.subscribe()
+        texts(sub)
+        hub.publish([N(id=1)])
+        hub.publish([N(id=i) for i in range(2, 12)])  # ten rows: more than the queue holds
+        await settle()
+        end = hub.cursor
+        hub.publish([N(id=12)])
+        await settle()
+        got = texts(sub)
+        stats, code = hub.stats(), sub.close_code
+    # Never part of the transaction: the resync says "reload as of its end", then it goes on.
+    assert [m.get("type") or m["data"]["id"] for m in got] == ["resync", 12]
+    assert got[0]["cursor"] == end and got[0]["reason"].startswith("backlog")
+    assert code is None and stats.slow_disconnects == 0 and stats.resyncs == 1
+
+
+async def test_burst_before_the_writer_runs_is_a_backlog_not_a_slow_client() -> None:
+    async with Hub(queue_size=3) as hub:
+        sub = hub.subscribe()
+        texts(sub)
+        sub._busy = False  # its writer sent the welcome and came back: idle
+        for i in range(1, 7):  # six transactions in one loop step: the writer never ran
+            hub.publish([N(id=i)])
+        await settle()
+        got = texts(sub)
+        stats, code = hub.stats(), sub.close_code
+    assert [m.get("type") or m["data"]["id"] for m in got] == ["resync", 5, 6]
+    assert got[0]["reason"].startswith("backlog") and got[0]["cursor"].endswith("-4")
+    assert code is None and stats.slow_disconnects == 0
+
+
+async def test_replay_that_fills_the_queue_arrives_whole_after_the_welcome() -> None:
+    async with Hub(replay=20, queue_size=5) as hub:
+        hub.publish([N(id=0)])
+        await settle()
+        start = hub.cursor
+        for i in range(1, 16):
+            hub.publish([N(id=i)])
+        await settle()
+        sub = hub.subscribe(last_id=start)  # 15 to replay: three queues' worth
+        hub.publish([N(id=16)])  # live, before the writer's first step
+        await settle()
+        got = texts(sub)
+    assert got[0]["type"] == "welcome"
+    assert [m["data"]["id"] for m in got[1:]] == list(range(1, 17))
 
 
 async def test_frames_iterator_and_shutdown() -> None:

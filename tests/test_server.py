@@ -19,6 +19,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from . import rawws
+
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).parent.parent
 
@@ -183,17 +185,8 @@ async def test_client_vanishing_mid_send_is_quiet(server: Server, http: httpx.As
 
 
 def _stalled_client(port: int) -> socket.socket:
-    """A WebSocket client that completes the handshake and then never reads."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fill up quickly
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET /notify/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    assert sock.recv(4096).startswith(b"HTTP/1.1 101")
-    return sock
+    """A WebSocket client that completes the handshake and then does not read."""
+    return rawws.connect(port, rcvbuf=4096)  # fills up quickly
 
 
 async def test_stalled_client_does_not_delay_others(tmp_path: Path) -> None:
@@ -226,11 +219,9 @@ async def test_stalled_client_does_not_delay_others(tmp_path: Path) -> None:
         assert total == 300 and resyncs == 0 and elapsed < 10
         assert stats["slow_disconnects"] == 1 and stats["frames_dropped"] > 0
         assert stats["connections"] == 1  # the healthy one
-        # The server ended that connection, although the client never read or wrote again:
-        # reading what it left behind reaches the end of the stream (bounded by a timeout).
-        stalled.settimeout(10)
-        while stalled.recv(1 << 20):
-            pass
+        # Reading again, within the grace, it gets what was on its way, then the close frame.
+        _, code = rawws.messages_until_close(stalled)
+        assert code == 1013
     finally:
         stalled.close()
         server.stop()
@@ -248,5 +239,102 @@ async def test_server_restart_means_resync(tmp_path: Path) -> None:
         async with websockets.connect(f"{server.ws}?last_id={last}") as ws:
             await recv(ws)
             assert (await recv(ws))["type"] == "resync"  # another hub: cannot replay
+    finally:
+        server.stop()
+
+
+async def _wait_stats(http: httpx.AsyncClient, field: str, value: int, timeout: float = 10) -> dict[str, Any]:
+    """Poll the server's counters until ``field`` reaches ``value`` (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats: dict[str, Any] = (await http.get("/stats")).json()
+        if stats[field] >= value:
+            return stats
+        assert time.monotonic() < deadline, f"{field} stayed at {stats[field]}, expected {value}: {stats}"
+        await asyncio.sleep(0.05)
+
+
+async def test_client_given_up_on_sees_1013_when_it_reads_again(tmp_path: Path) -> None:
+    server = Server(tmp_path, APP_QUEUE_SIZE="16")
+    stalled = _stalled_client(server.port)
+    try:
+        async with httpx.AsyncClient(base_url=server.base, timeout=10) as http:
+            for _ in range(30):  # far more than its socket and queue hold: it is given up on
+                await http.post("/burst", params={"count": 10, "size": 20_000})
+            await _wait_stats(http, "slow_disconnects", 1)
+            # The scenario: the client resumes reading two seconds later (more than the
+            # one second after which the connection used to be cut without a close frame).
+            await asyncio.sleep(2)
+            messages, code = await asyncio.to_thread(rawws.messages_until_close, stalled)
+        assert code == 1013, f"no close frame: the client would see 1006 after {len(messages)} messages"
+        assert messages[0]["type"] == "welcome"
+    finally:
+        stalled.close()
+        server.stop()
+
+
+async def test_transaction_larger_than_the_queue_reaches_a_reading_client(tmp_path: Path) -> None:
+    server = Server(tmp_path, APP_QUEUE_SIZE="16")
+    try:
+        async with httpx.AsyncClient(base_url=server.base, timeout=10) as http, \
+                websockets.connect(f"{server.ws}?collections=forums") as ws:
+            await recv(ws)  # welcome
+            await http.post("/forums/many", params={"count": 16})  # as large as the queue: whole
+            got = [await recv(ws) for _ in range(16)]
+            assert [m["action"] for m in got] == ["insert"] * 16
+            assert [m["data"]["id"] for m in got] == list(range(1, 17))
+            await http.post("/forums/many", params={"count": 100})  # larger: one resync
+            resync = await recv(ws)
+            assert resync["type"] == "resync" and resync["reason"].startswith("backlog")
+            await http.post("/forums/sync", params={"name": "after"})
+            after = await recv(ws)  # still connected, and the stream goes on after the resync
+            assert after["data"]["id"] == 117
+            stats = (await http.get("/stats")).json()
+        assert stats["slow_disconnects"] == 0 and stats["resyncs"] == 1
+    finally:
+        server.stop()
+
+
+async def test_resumes_whose_replay_fills_the_queue_arrive_whole(tmp_path: Path) -> None:
+    # A window larger than the queue, and a replay of a queue's worth, while writes go on:
+    # a live notification often arrives before the resumed client's transport first takes
+    # its queue (SSE starts reading it only once the response has begun).
+    server = Server(tmp_path, APP_QUEUE_SIZE="1000", APP_REPLAY="50000")
+    try:
+        async with httpx.AsyncClient(base_url=server.base, timeout=30) as http:
+            async with websockets.connect(server.ws) as ws:
+                start = (await recv(ws))["cursor"]
+            await http.post("/burst", params={"count": 999})
+            stop = asyncio.Event()
+
+            async def write() -> None:  # one write after another, while clients resume
+                while not stop.is_set():
+                    await http.post("/burst", params={"count": 1, "name": "live"})
+
+            async def resume(transport: str) -> list[dict[str, Any]]:
+                got: list[dict[str, Any]] = []
+                if transport == "ws":
+                    async with websockets.connect(f"{server.ws}?last_id={start}", max_size=None) as ws:
+                        return [await recv(ws) for _ in range(1001)]  # welcome, 999 replayed, 1 live
+                async with http.stream("GET", "/notify/events", headers={"Last-Event-ID": start}) as response:
+                    async for line in response.aiter_lines():
+                        if line.startswith("data: "):
+                            got.append(json.loads(line[6:]))
+                            if len(got) == 1001:
+                                break
+                return got
+
+            writer = asyncio.ensure_future(write())
+            try:
+                for transport in ("sse", "ws"):  # five at once, on each transport
+                    results = await asyncio.gather(*(resume(transport) for _ in range(5)))
+                    for got in results:
+                        assert got[0]["type"] == "welcome", got[0]
+                        assert [m.get("type", "notification") for m in got[1:]] == ["notification"] * 1000, \
+                            [m for m in got if "type" in m][:3]
+                        assert [m["data"]["id"] for m in got[1:1000]] == list(range(999))
+            finally:
+                stop.set()
+                await writer
     finally:
         server.stop()

@@ -1,0 +1,88 @@
+"""A WebSocket client on a bare socket, for tests that must control exactly when the client
+reads (a client that stalls, then resumes) and see every frame the server sends, close
+frames included. Client-to-server frames are masked, as RFC 6455 requires."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import struct
+from typing import Any
+
+TEXT, CLOSE = 0x1, 0x8
+
+
+def connect(port: int, path: str = "/notify/ws", *, rcvbuf: int | None = None) -> socket.socket:
+    """Open ``path`` on 127.0.0.1:``port`` and complete the handshake. ``rcvbuf``: a small
+    receive buffer, so that a client that does not read fills up quickly."""
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:  # byte by byte: nothing of the first frame is consumed
+        byte = sock.recv(1)
+        assert byte, f"the server closed during the handshake: {head!r}"
+        head += byte
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError(f"connection ended after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    """The next frame from the server: (opcode, payload). Raises EOFError at the end."""
+    first, second = _exactly(sock, 2)
+    length = second & 0x7F
+    if length == 126:
+        length = struct.unpack("!H", _exactly(sock, 2))[0]
+    elif length == 127:
+        length = struct.unpack("!Q", _exactly(sock, 8))[0]
+    return first & 0x0F, _exactly(sock, length)
+
+
+def messages_until_close(sock: socket.socket) -> tuple[list[dict[str, Any]], int | None]:
+    """Read text messages until the server's close frame; answer it, as a client must.
+
+    Returns the messages and the close code, or ``None`` if the connection ended without a
+    close frame (what a browser reports as 1006).
+    """
+    out: list[dict[str, Any]] = []
+    while True:
+        try:
+            opcode, payload = read_frame(sock)
+        except (EOFError, ConnectionResetError):
+            return out, None
+        if opcode == TEXT:
+            out.append(json.loads(payload))
+        elif opcode == CLOSE:
+            code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            send_close(sock, code)
+            return out, code
+
+
+def send_close(sock: socket.socket, code: int = 1000) -> None:
+    """Send a masked close frame."""
+    mask = os.urandom(4)
+    body = struct.pack("!H", code)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(body))
+    try:
+        sock.sendall(bytes([0x80 | CLOSE, 0x80 | len(body)]) + mask + masked)
+    except OSError:
+        pass  # it may have gone already

@@ -57,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -86,6 +87,11 @@ _MAX_TRACKED_COLLECTIONS = 10_000
 # connections, every few dozen notifications, on Python 3.11). 32 at a time keep the
 # young objects well under the default threshold of 700. benchmarks/README.md has figures.
 _START_CHUNK = 32
+# What a cursor may look like, whoever made it: this hub ("<epoch>-<seq>") or a broker
+# ("<entry id>:<index>", "<batch id>:<offset>"). ASCII digits only (str.isdigit() accepts
+# "²", which int() refuses), bounded in length (int() refuses more than 4,300 digits), and
+# never a character that could break an SSE "id:" line.
+_CURSOR = re.compile(r"[0-9A-Za-z][0-9A-Za-z:_.\-]{0,99}", re.ASCII)
 
 
 class HubStats(msgspec.Struct, frozen=True):
@@ -236,6 +242,12 @@ class Hub(Sink):
         """Number a committed batch and deliver it. ``ids``: what to call its notifications
         instead of this hub's ``"<epoch>-<seq>"`` (a broker's names, the same in every
         process); resuming from one of them is then looked up in the window."""
+        if ids is not None and not all(_CURSOR.fullmatch(i) for i in ids):
+            # A broker's channel is shared with whoever can write to it: an id that could
+            # break a transport's framing (a newline in an SSE "id:" line) never goes out.
+            bad = next(i for i in ids if not _CURSOR.fullmatch(i))
+            self._gap(f"a broker delivered an invalid id ({len(bad)} characters); its batch was skipped")
+            return
         entries = []
         seq = self._seq
         for i, n in enumerate(notifications):
@@ -418,7 +430,7 @@ class Hub(Sink):
         just because other collections were busy: only evicted notifications of its own
         collections count.
         """
-        seq = self._parse(last_id)
+        seq = self._parse(last_id) if _CURSOR.fullmatch(last_id) else None
         if seq is None:
             return None  # another server instance's id (e.g. before a restart), or garbage
         if seq > self._seq or seq < self._evicted_floor:

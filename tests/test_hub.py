@@ -344,3 +344,25 @@ async def test_names_given_by_a_broker_resume_and_expire_with_the_window() -> No
         assert [m["type"] for m in texts(hub.subscribe(last_id="b1:0"))] == ["welcome", "resync"]
         assert [m.get("id") for m in texts(hub.subscribe(last_id="b1:1"))] == [None, "b2:0", "b3:0"]
         assert hub._by_id is not None and set(hub._by_id) == {"b1:1", "b2:0", "b3:0"}  # bounded
+
+
+@pytest.mark.parametrize("last_id", ["{epoch}-²", "{epoch}-" + "9" * 5000, "{epoch}-1\nevent: x", "", "-"])
+async def test_garbage_last_id_is_a_resync(last_id: str) -> None:
+    async with Hub() as hub:
+        hub.publish([N()])
+        await settle()
+        epoch = hub.cursor.split("-")[0]
+        got = texts(hub.subscribe(last_id=last_id.replace("{epoch}", epoch)))
+    assert [m["type"] for m in got] == ["welcome", "resync"]
+
+
+async def test_broker_ids_that_could_break_framing_never_go_out() -> None:
+    async with Hub() as hub:
+        sub = hub.subscribe()
+        texts(sub)
+        hub._dispatch([N(id=1)], ["abc:0\nevent: forged"])
+        hub._dispatch([N(id=2)], ["abc:1"])
+        got = texts(sub)
+        stats = hub.stats()
+    assert [m.get("type") or m["id"] for m in got] == ["resync", "abc:1"]
+    assert stats.gaps == 1 and "invalid id" in stats.last_gap

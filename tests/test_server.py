@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -338,3 +339,13 @@ async def test_resumes_whose_replay_fills_the_queue_arrive_whole(tmp_path: Path)
                 await writer
     finally:
         server.stop()
+
+
+async def test_garbage_last_id_gets_resync_and_no_traceback(server: Server) -> None:
+    async with websockets.connect(server.ws) as ws:
+        epoch = (await recv(ws))["cursor"].split("-")[0]
+    for last_id in (f"{epoch}-\u00b2", f"{epoch}-" + "9" * 5000):
+        async with websockets.connect(f"{server.ws}?last_id={quote(last_id)}") as ws:
+            assert (await recv(ws))["type"] == "welcome"
+            assert (await recv(ws))["type"] == "resync"
+    # server.stop() (the fixture) fails the test if the server logged a traceback

@@ -132,6 +132,9 @@ class Outbox:
                 if not verified:
                     try:
                         await ping()
+                        # The broker answers: whatever failed before was the outage, and a
+                        # failure now must be retried soon, not after the outage's backoff.
+                        failures = 0
                         if self._in_doubt is not None and confirm is not None:
                             items, lost = self._in_doubt
                             arrived = await confirm(items)
@@ -174,9 +177,18 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
 
 
+#: The longest wait between two attempts to reach a broker. Short, because it is also the
+#: delay, at worst, between the broker answering again and the batches that waited going
+#: out (the reader's and the writer's attempts run side by side, so it is not doubled): an
+#: outage of any length ends with delivery within about half a second. Many processes
+#: then try a few times a second each: a connection attempt is cheap for a broker.
+MAX_BACKOFF = 0.5
+
+
 def backoff(failures: int) -> float:
-    """Exponential, 0.1 s to 5 s, with full jitter (many processes must not retry in step)."""
-    return random.uniform(0.05, min(5.0, 0.1 * 2 ** min(failures, 10)))
+    """Exponential, 0.1 s to :data:`MAX_BACKOFF`, with full jitter (many processes must not
+    retry in step)."""
+    return random.uniform(0.05, min(MAX_BACKOFF, 0.1 * 2 ** min(failures, 10)))
 
 
 async def stop_tasks(tasks: list[asyncio.Task[None]], what: str) -> None:

@@ -1,8 +1,9 @@
 """An app for the tests that run a real uvicorn server (tests/test_server.py).
 
 Configured by environment variables, since it runs in a child process:
-``APP_DB`` (SQLite file), ``APP_QUEUE_SIZE``, ``APP_REPLAY``, ``APP_CLOSE_GRACE``, ``APP_REDIS`` and ``APP_STREAM`` (share
-notifications with other processes through a Redis Stream), ``APP_PG`` and ``APP_CHANNEL``
+``APP_DB`` (SQLite file), ``APP_QUEUE_SIZE``, ``APP_REPLAY``, ``APP_CLOSE_GRACE``, ``APP_REDIS``,
+``APP_STREAM`` and ``APP_MAXLEN`` (share notifications with other processes through a Redis
+Stream that keeps ``APP_MAXLEN`` entries, default: the replay window), ``APP_PG`` and ``APP_CHANNEL``
 (commit to PostgreSQL instead of SQLite, and share through LISTEN/NOTIFY).
 """
 
@@ -38,7 +39,8 @@ else:
 if "APP_REDIS" in os.environ:
     from sqla_notify.redis import RedisBroker
 
-    broker = RedisBroker(os.environ["APP_REDIS"], stream=os.environ["APP_STREAM"])
+    maxlen = int(os.environ["APP_MAXLEN"]) if "APP_MAXLEN" in os.environ else None
+    broker = RedisBroker(os.environ["APP_REDIS"], stream=os.environ["APP_STREAM"], maxlen=maxlen)
 hub = Hub(
     queue_size=int(os.environ.get("APP_QUEUE_SIZE", "1000")),
     replay=int(os.environ.get("APP_REPLAY", "1000")),
@@ -99,11 +101,13 @@ async def create_async(name: str) -> dict[str, int]:
 
 
 @app.post("/forums/many")
-def create_many(count: int, name: str = "many") -> dict[str, str]:
+async def create_many(count: int, name: str = "many") -> dict[str, list[int]]:
     """``count`` forums in one transaction: one batch of ``count`` notifications."""
-    with SyncSession.begin() as s:
-        s.add_all([Forum(name=f"{name}-{i}") for i in range(count)])
-    return {"cursor": hub.cursor}
+    async with AsyncSession.begin() as s:
+        forums = [Forum(name=f"{name}-{i}") for i in range(count)]
+        s.add_all(forums)
+        await s.flush()
+        return {"ids": [forum.id for forum in forums]}
 
 
 @app.post("/burst")

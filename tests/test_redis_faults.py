@@ -180,3 +180,46 @@ async def test_batches_that_waited_out_an_outage_go_out_within_a_second_of_redis
                       "the batch that waited", timeout=15)
         late = time.monotonic() - back
         assert late <= 1.0, f"delivered {late:.2f} s after Redis was back"
+
+
+# -- 6. the backlog after an outage --------------------------------------------------------
+
+
+async def test_backlog_after_an_outage_is_one_resync_not_too_slow(
+    tmp_path: Path, private_redis: PrivateRedis
+) -> None:
+    """Clients that read as fast as they can get what waited out the outage whole when it
+    fits their queue, and one documented ``backlog`` resync when it does not: never "too
+    slow", never closed. The outage is redis-server frozen (SIGSTOP), so that it keeps its
+    stream: a restart without persistence would be a gap of its own."""
+    private_redis.start()
+    assert private_redis.proc is not None
+    pid = private_redis.proc.pid
+    server = Server(tmp_path, APP_REDIS=private_redis.url, APP_STREAM="backlog", APP_QUEUE_SIZE="20")
+    try:
+        async with httpx.AsyncClient(base_url=server.base, timeout=10) as http, \
+                clients(server, server, server) as sockets:
+            for count, fits in ((15, True), (100, False)):  # within a queue of 20, then five queues' worth
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    await http.post("/burst", params={"count": count, "name": f"waited-{count}"})
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                for ws in sockets:
+                    if fits:
+                        got = [await recv(ws) for _ in range(count)]
+                        assert [m.get("data", m)["id"] for m in got] == list(range(count)), got[0]
+                    else:  # what the broker's first read held, if anything, then one resync
+                        got = [await recv(ws)]
+                        while "type" not in got[-1]:
+                            got.append(await recv(ws))
+                        assert [m["data"]["id"] for m in got[:-1]] == list(range(len(got) - 1))
+                        assert got[-1]["type"] == "resync" and got[-1]["reason"].startswith("backlog"), got[-1]
+            await http.post("/burst", params={"count": 1, "name": "after"})
+            for ws in sockets:  # still connected, and nothing else came before it
+                assert (await recv(ws))["data"]["name"] == "after"
+            stats = (await http.get("/stats")).json()
+        assert stats["slow_disconnects"] == 0 and stats["resyncs"] == 3
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        server.stop()

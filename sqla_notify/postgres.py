@@ -64,11 +64,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import time
 import uuid
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Union
 
 import msgspec
@@ -102,7 +102,8 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 def _escape(match: re.Match[str]) -> str:
-    return json.dumps(match.group())[1:-1]  # "\u20ac", surrogate pairs beyond the BMP
+    # The json module's own C escaper: "\u20ac", surrogate pairs beyond the BMP.
+    return encode_basestring_ascii(match.group())[1:-1]
 
 
 def _ascii(encoded: bytes) -> bytes:

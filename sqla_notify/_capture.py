@@ -136,6 +136,12 @@ class Recorder:
         Flushes first (``commit()`` would flush right after this hook anyway) so that the
         batch is complete. A later flush (another ``before_commit`` listener changing rows)
         is published after the commit, the usual way: nothing is lost.
+
+        Unlike the other hooks, this one lets the sink's exceptions through, and
+        ``commit()`` raises them: the sink's SQL ran inside the transaction, and a failed
+        statement aborts it (PostgreSQL then turns ``COMMIT`` into a ``ROLLBACK`` without
+        an error, so ``commit()`` would return without the data). A sink declines what it
+        cannot take before running SQL by returning ``False``.
         """
         if session.get_nested_transaction() is not None or self._prepare is None:
             return  # a savepoint being released: the root decides
@@ -145,12 +151,7 @@ class Recorder:
         buf = pending.get(root) if pending else None
         if buf is None or not buf.entries:
             return
-        try:
-            handled = self._prepare(session.connection(), to_notifications(buf))
-        except Exception:  # noqa: BLE001
-            logger.exception("sqla_notify could not publish inside the transaction; publishing after commit")
-            return
-        if handled:
+        if self._prepare(session.connection(), to_notifications(buf)):
             buf.entries.clear()
 
     def after_commit(self, session: Session) -> None:

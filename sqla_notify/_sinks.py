@@ -62,9 +62,13 @@ class Sink(abc.ABC):
         after the transaction's last flush, with the transaction's ``connection``. Return
         ``True`` if the batch is taken care of (the database will deliver it if and only if
         the transaction commits; :meth:`publish` is not called for it), ``False`` to have it
-        published after the commit as usual. Anything it raises is logged and the batch is
-        published after the commit; but SQL that fails here aborts the user's transaction,
-        so validate before executing. The default returns ``False``.
+        published after the commit as usual: do that for anything that fails *before* your
+        SQL runs (validate and encode first). Unlike :meth:`publish`, anything it raises
+        propagates: ``commit()`` raises it and the transaction is not committed. That is
+        deliberate: SQL that failed here has aborted the transaction, and PostgreSQL turns
+        the ``COMMIT`` of an aborted transaction into a ``ROLLBACK`` without an error, so
+        swallowing the error would let ``commit()`` return normally without the data. The
+        default returns ``False``.
         """
         return False
 

@@ -14,32 +14,61 @@ dies right after the commit. Every process (this one included) ``LISTEN``\\s on 
 of its own and delivers what arrives, so each client gets each notification once. What the
 ORM does not see, ``notify()`` without a session, goes out on a separate connection.
 
-**The 8,000-byte limit.** A ``NOTIFY`` payload must stay under 8,000 bytes. A batch that is
-larger is split into several ``NOTIFY``\\s of the same transaction, which PostgreSQL delivers
-together and in order. A single notification that is larger on its own (a big ``"row"``
-payload) is sent without its ``data``: a collection-level notification, which clients treat
-as "reload the collection". Nothing is dropped and the commit never fails because of size.
+**A commit stores and announces, or raises.** If ``pg_notify`` fails inside the transaction
+(no ``EXECUTE`` privilege on it, a full notification queue, a lost connection), the error
+propagates and ``commit()`` raises it: nothing is stored, nothing is announced. Swallowing
+it is not an option: a failed statement aborts a PostgreSQL transaction, and PostgreSQL then
+turns its ``COMMIT`` into a ``ROLLBACK`` *without an error*, so ``commit()`` would return
+normally without the data. Running the ``NOTIFY``\\s under a ``SAVEPOINT`` would keep the
+transaction alive instead, for two more round trips on every commit, and it would still
+raise for a lost connection; failures that no payload can avoid are rare enough that
+failing the commit is the right price. What can fail before any SQL runs (encoding the
+batch) does not fail the commit: that batch is published after it instead, as for SQLite.
+
+**Encoding and the 8,000-byte limit.** A ``NOTIFY`` payload must stay under 8,000 bytes *in
+the server's encoding*, and a character that encoding cannot represent (``'€'`` in a
+``LATIN1`` database) makes ``pg_notify`` fail. Payloads are therefore pure-ASCII JSON (other
+characters escaped as ``\\uXXXX``, surrogate pairs beyond the BMP): the same bytes in every
+server encoding, so their size is their length and conversion cannot fail. A batch larger
+than one payload is split into several ``NOTIFY``\\s of the same transaction, which
+PostgreSQL delivers together and in order; each part carries the batch's size, and every
+listener reassembles the parts and hands the whole transaction to the hub at once. A part
+that breaks the sequence (the listener lost its connection halfway) is never delivered
+silently: the incomplete batch is dropped and clients are told to ``resync``. A single
+notification that is larger on its own (a big ``"row"`` payload) is sent without its
+``data``: a collection-level notification, which clients treat as "reload the collection".
+Nothing is dropped and the commit never fails because of size.
 
 **Cost.** At commit, ``NOTIFY`` takes a lock that serialises the commits of every
 transaction that notified, database-wide, while their notifications are queued: fine for
 hundreds of commits per second, a ceiling for thousands. Listeners must keep up, or the
-notification queue (8 GB) fills and ``NOTIFY`` fails. Prefer :mod:`sqla_notify.redis` for
-high commit rates, or when clients should resume on any process.
+notification queue (8 GB) fills and ``NOTIFY`` (so the commit) fails. Prefer
+:mod:`sqla_notify.redis` for high commit rates, or when clients should resume on any process.
 
 **Cursors.** Every listener receives the notifications in commit order, and each batch
 carries a random id, so every process names a notification alike (``"<batch id>:<index>"``):
 a client may resume on any process whose replay window holds its last id. ``LISTEN``/
 ``NOTIFY`` keeps no log, though: a process started after that id, or a window that has moved
-past it, answers ``resync``. After the listening connection is lost (a restart,
-``pg_terminate_backend``), notifications sent meanwhile are gone: on reconnection every
-client is told to ``resync``.
+past it, answers ``resync``.
+
+**Starting and reconnecting.** ``start()`` waits for the listener's first attempt, at most
+``connect_timeout`` seconds, so that normally the process listens before it serves. If a
+client connected before the first ``LISTEN`` succeeded (PostgreSQL was down at start), it
+cannot know what was committed meanwhile: it is told to ``resync`` then. After the
+listening connection is lost (a restart, ``pg_terminate_backend``), notifications sent
+meanwhile are gone: on reconnection every client is told to ``resync``, with the cause and
+the length of the outage in the reason (``hub.stats().gaps`` counts both).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
+import time
 import uuid
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Union
 
 import msgspec
@@ -69,21 +98,37 @@ logger = logging.getLogger("sqla_notify")
 MAX_PAYLOAD = 7999
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 _encoder = msgspec.json.Encoder(enc_hook=_lenient)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def _escape(match: re.Match[str]) -> str:
+    # The json module's own C escaper: "\u20ac", surrogate pairs beyond the BMP.
+    return encode_basestring_ascii(match.group())[1:-1]
+
+
+def _ascii(encoded: bytes) -> bytes:
+    """JSON ``encoded`` with every non-ASCII character escaped. Outside strings, JSON is
+    ASCII already; inside, ``\\uXXXX`` means the same character."""
+    if encoded.isascii():
+        return encoded
+    return _NON_ASCII.sub(_escape, encoded.decode()).encode()
 
 
 class _Payload(msgspec.Struct):
-    """One NOTIFY payload: part of a batch (``i``: its id, ``o``: the offset of ``b``), or
-    a gap marker (``gap``: why notifications were lost)."""
+    """One NOTIFY payload: part of a batch (``i``: its id, ``o``: the offset of ``b``, ``n``:
+    the batch's size, 0 from versions that did not send it), or a gap marker (``gap``: why
+    notifications were lost)."""
 
     i: str = ""
     o: int = 0
+    n: int = 0
     b: list[Notification] = []
     gap: Union[str, None] = None
 
 
 _decoder = msgspec.json.Decoder(_Payload)
-#: Bytes of a payload's envelope with 16 hex digits of id and an offset of up to 9 digits.
-_ENVELOPE = len('{"i":"0123456789abcdef","o":123456789,"b":[]}')
+#: Bytes of a payload's envelope with 16 hex digits of id, offset and size of up to 9 digits.
+_ENVELOPE = len('{"i":"0123456789abcdef","o":123456789,"n":123456789,"b":[]}')
 
 
 class PostgresBroker(Broker):
@@ -123,6 +168,8 @@ class PostgresBroker(Broker):
         self._state = "stopped"
         self._read_errors = 0
         self._stopping = False
+        self._tried = asyncio.Event()  # set once the listener's first attempt is over
+        self._partial: tuple[str, int, list[Notification]] | None = None  # id, size, parts so far
 
     def __repr__(self) -> str:
         return f"PostgresBroker(channel={self.channel!r}, state={self._state!r})"
@@ -139,16 +186,21 @@ class PostgresBroker(Broker):
     # -- writing --------------------------------------------------------------------------
 
     def payloads(self, notifications: list[Notification]) -> list[str]:
-        """``notifications`` as ``NOTIFY`` payloads, each under :data:`MAX_PAYLOAD` bytes:
-        ``{"i": batch id, "o": offset of the first, "b": [notifications]}``. The batch id,
-        random, names the batch the same way in every process."""
+        """``notifications`` as ``NOTIFY`` payloads, each under :data:`MAX_PAYLOAD` bytes and
+        pure ASCII: ``{"i": batch id, "o": offset of the first, "n": size of the batch,
+        "b": [notifications]}``. The batch id, random, names the batch the same way in every
+        process.
+
+        :raises TypeError: for data that cannot be encoded at all (a dict with tuple keys).
+        """
         batch_id = uuid.uuid4().hex[:16]
+        total = len(notifications)
         encoded = []
         for n in notifications:
-            one = _encoder.encode(n)
+            one = _ascii(_encoder.encode(n))
             if len(one) > MAX_PAYLOAD - _ENVELOPE:
                 logger.info("sqla_notify sent a %s %s without its data, too large for NOTIFY", n.collection, n.action)
-                one = _encoder.encode(Notification(n.collection, n.action))
+                one = _ascii(_encoder.encode(Notification(n.collection, n.action)))
             encoded.append(one)
         out: list[str] = []
         start = 0
@@ -159,15 +211,25 @@ class PostgresBroker(Broker):
                 end += 1
             end = max(end, start + 1)  # one always fits: see above
             body = b",".join(encoded[start:end]).decode()
-            out.append(f'{{"i":"{batch_id}","o":{start},"b":[{body}]}}')
+            out.append(f'{{"i":"{batch_id}","o":{start},"n":{total},"b":[{body}]}}')
             start = end
         return out
 
     def publish_in_transaction(self, connection: Connection, notifications: list[Notification]) -> bool:
-        """``pg_notify`` on the committing transaction's connection (PostgreSQL only)."""
+        """``pg_notify`` on the committing transaction's connection (PostgreSQL only).
+
+        :raises sqlalchemy.exc.DBAPIError: if a ``pg_notify`` failed. The transaction is
+            aborted then, and its ``COMMIT`` would be a silent ``ROLLBACK``: ``commit()``
+            must raise this instead of returning without the data.
+        """
         if connection.dialect.name != "postgresql":
             return False  # e.g. a SQLite session: published after its commit instead
-        for payload in self.payloads(notifications):
+        try:
+            payloads = self.payloads(notifications)
+        except Exception:  # noqa: BLE001 - no SQL ran: the transaction is intact
+            logger.exception("sqla_notify could not encode a batch for NOTIFY; publishing it after the commit")
+            return False
+        for payload in payloads:
             connection.execute(_NOTIFY, {"channel": self.channel, "payload": payload})
         return True
 
@@ -205,13 +267,20 @@ class PostgresBroker(Broker):
     # -- reading --------------------------------------------------------------------------
 
     async def start(self, hub: Hub) -> None:
+        """Start listening and writing in the background; wait until the first ``LISTEN``
+        succeeded or failed, at most ``connect_timeout`` seconds, so that normally the
+        process listens before it accepts clients."""
         if self._hub is not None:
             raise RuntimeError("this PostgresBroker is already running; give each Hub its own")
         self._hub = hub
         self._stopping = self._outbox.closed = False
         self._state = "connecting"
+        self._tried = asyncio.Event()
+        self._partial = None
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._read(hub)), loop.create_task(self._outbox.run(self._write, self._ping))]
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._tried.wait(), self.connect_timeout)
 
     async def stop(self) -> None:
         self._stopping = self._outbox.closed = True
@@ -226,27 +295,42 @@ class PostgresBroker(Broker):
     async def _read(self, hub: Hub) -> None:
         listened = False  # once listening, a lost connection means missed notifications
         failures = 0
+        down_since, cause = 0.0, ""
         while True:
             try:
                 async with await self._connect() as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                    if listened:
-                        hub._gap("the PostgreSQL listener reconnected; notifications may have been missed")
-                    listened, failures = True, 0
                     self._state = "connected"
+                    if not listened:
+                        hub._resync_all("clients connected before the PostgreSQL listener was up; "
+                                        "what was committed meanwhile was not received")
+                    else:
+                        hub._gap(f"the PostgreSQL listener was disconnected for "
+                                 f"{time.monotonic() - down_since:.1f} s ({cause}); "
+                                 f"notifications sent meanwhile were lost")
+                    listened, failures = True, 0
+                    self._tried.set()
                     logger.info("sqla_notify is listening on PostgreSQL channel %r", self.channel)
                     async for notify in conn.notifies():
                         try:
                             self._deliver(hub, notify.payload)
                         except Exception:  # noqa: BLE001 - one bad payload must not stop the listener
                             logger.exception("sqla_notify could not deliver a NOTIFY payload")
+                raise psycopg.OperationalError("the listening connection ended")  # as if lost
             except Exception as exc:  # noqa: BLE001 - the listener must outlive any error
                 if self._stopping:
                     return
+                self._tried.set()
                 self._read_errors += 1
                 failures += 1
                 if self._state != "disconnected":
                     logger.warning("sqla_notify lost PostgreSQL (%s); reconnecting with backoff", describe(exc))
+                if self._state == "connected":  # the outage begins
+                    down_since, cause = time.monotonic(), " ".join(describe(exc).split())  # one line
+                    if self._partial is not None:
+                        batch_id, size, got = self._partial
+                        cause += f"; {len(got)} of the {size} notifications of batch {batch_id} had arrived"
+                        self._partial = None
                 self._state = "disconnected"
                 await asyncio.sleep(backoff(failures))
 
@@ -256,9 +340,36 @@ class PostgresBroker(Broker):
         except msgspec.DecodeError as exc:
             logger.error("sqla_notify skipped a NOTIFY payload on %r that is not a batch: %s", self.channel, exc)
             return
+        partial = self._partial
+        if partial is not None and (part.gap is not None or part.i != partial[0] or part.o != len(partial[2])):
+            # The parts of one transaction arrive together and in order; anything else means
+            # some went missing. Delivering the rest would tear the transaction apart.
+            self._partial = None
+            batch_id, size, got = partial
+            hub._gap(f"only {len(got)} of the {size} notifications of batch {batch_id} arrived "
+                     f"(then {'a gap marker' if part.gap is not None else f'batch {part.i} at {part.o}'})")
         if part.gap is not None:
             hub._gap(f"another process lost notifications: {part.gap}")
             return
+        if part.n == 0 or (part.o == 0 and len(part.b) == part.n):
+            # All of a batch (or a part from a version that did not send sizes: as it is).
+            self._dispatch(hub, part.i, part.o, part.b)
+            return
+        if self._partial is None:
+            if part.o != 0:
+                hub._gap(f"batch {part.i} arrived from its notification {part.o} on, not from the first")
+                return
+            self._partial = (part.i, part.n, list(part.b))
+            return
+        _, size, got = self._partial
+        got += part.b
+        if len(got) >= size:
+            self._partial = None
+            self._dispatch(hub, part.i, 0, got)
+
+    @staticmethod
+    def _dispatch(hub: Hub, batch_id: str, offset: int, notifications: list[Notification]) -> None:
         # Every process receives the parts in commit order, so these names are the same
-        # everywhere: a client may resume on another process (within its window).
-        hub._dispatch(part.b, [f"{part.i}:{part.o + k}" for k in range(len(part.b))])
+        # everywhere: a client may resume on another process (within its window). One call
+        # per transaction: the hub never splits it (a client too far behind gets resync).
+        hub._dispatch(notifications, [f"{batch_id}:{offset + k}" for k in range(len(notifications))])

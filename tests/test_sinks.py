@@ -50,9 +50,9 @@ class TransactionalSink(ListSink):
         return self.answer
 
 
-@pytest.mark.parametrize("answer", [True, False, RuntimeError("broken")], ids=["taken", "declined", "raises"])
+@pytest.mark.parametrize("answer", [True, False], ids=["taken", "declined"])  # raising: test_postgres_faults
 def test_transactional_sink_gets_the_batch_before_commit(
-    engine: Engine, answer: bool | Exception, caplog: pytest.LogCaptureFixture
+    engine: Engine, answer: bool | Exception
 ) -> None:
     sink = TransactionalSink(answer)
     sm = Notifier(sink).attach(sessionmaker(engine))
@@ -66,7 +66,6 @@ def test_transactional_sink_gets_the_batch_before_commit(
     batch = [Notification("containers", "insert", {"id": 1}), Notification("containers", "insert", {"id": 2})]
     assert sink.inside == [(True, batch)]  # once, complete, inside the open transaction
     assert sink.got == ([] if answer is True else [batch])  # otherwise published after commit
-    assert ("could not publish inside the transaction" in caplog.text) == isinstance(answer, Exception)
 
 
 def test_a_later_before_commit_change_is_not_lost(engine: Engine) -> None:

@@ -1,0 +1,132 @@
+"""Two real uvicorn processes sharing PostgreSQL LISTEN/NOTIFY (tests/pg_batch_app.py), each
+with two WebSocket clients, while both commit small and large transactions at once: every
+client gets every notification once, each transaction's rows together and in order, and
+all clients the same sequence under the same names."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from sqlalchemy import make_url, text
+
+from .conftest import _pg_engine, pg_url
+from .test_multiprocess import connected
+from .test_server import ROOT, Server, _free_port, recv
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class BatchServer(Server):
+    """uvicorn serving tests.pg_batch_app in a child process (Server serves tests.server_app)."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:  # noqa: PLW0231 - same fields, another app
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ws = f"ws://127.0.0.1:{self.port}/notify/ws"
+        self.log = tmp_path / f"uvicorn-{self.port}.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "tests.pg_batch_app:app", "--port", str(self.port),
+                 "--ws-per-message-deflate", "false", "--log-level", "warning"],
+                cwd=ROOT, env={**os.environ, "APP_DB": str(tmp_path / "server.db"), **env},
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 20
+        while True:  # ready when it answers
+            try:
+                httpx.get(f"{self.base}/stats", timeout=1).raise_for_status()
+                return
+            except httpx.HTTPError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("uvicorn did not start") from None
+                time.sleep(0.05)
+
+
+@pytest.fixture
+def servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
+    engine = _pg_engine(request.config)  # PostgreSQL or skip/fail
+    schema = f"sqla_mp_{uuid.uuid4().hex[:10]}"
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = make_url(pg_url(request.config)).update_query_dict({"options": f"-csearch_path={schema}"})
+    # Queues larger than everything the test commits: this test is about the broker, not slow clients.
+    env = {"APP_PG": url.render_as_string(hide_password=False), "APP_CHANNEL": schema, "APP_QUEUE_SIZE": "10000"}
+    try:
+        a = BatchServer(tmp_path, **env)
+        try:
+            b = BatchServer(tmp_path, **env)
+        except Exception:
+            a.stop()
+            raise
+        try:
+            yield a, b
+        finally:
+            a.stop()
+            b.stop()
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
+async def test_every_transaction_reaches_every_client_once_whole_and_in_order(
+    servers: tuple[Server, Server],
+) -> None:
+    a, b = servers
+    await connected(a)
+    await connected(b)
+    clients = [await websockets.connect(server.ws) for server in (a, b, a, b)]
+    try:
+        for ws in clients:
+            assert (await recv(ws))["type"] == "welcome"
+        async with httpx.AsyncClient(timeout=30) as http:
+
+            async def small(i: int) -> list[int]:
+                server, kind = (a, b)[i % 2], ("sync", "async")[i // 2 % 2]
+                response = await http.post(f"{server.base}/forums/{kind}", params={"name": f"s{i}"})
+                return [int(response.json()["id"])]
+
+            async def large(i: int) -> list[int]:
+                # 300 rows: about 18 kB of notifications, three NOTIFY payloads.
+                server, kind = (a, b)[i % 2], ("sync", "async")[i // 2 % 2]
+                response = await http.post(f"{server.base}/forums/many/{kind}", params={"count": 300, "prefix": f"l{i}-"})
+                return [int(x) for x in response.json()["ids"]]
+
+            transactions = await asyncio.gather(*(small(i) for i in range(30)), *(large(i) for i in range(4)))
+        total = sum(len(t) for t in transactions)
+
+        async def collect(ws: websockets.ClientConnection) -> list[dict[str, Any]]:
+            return [await recv(ws) for _ in range(total)]
+
+        seen = await asyncio.gather(*(collect(ws) for ws in clients))
+        for ws in clients:  # and nothing more
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.3)
+    finally:
+        await asyncio.gather(*(ws.close() for ws in clients))
+
+    for messages in seen:
+        assert [m for m in messages if "type" in m] == []  # only notifications: no resync
+        order = [m["data"]["id"] for m in messages]
+        assert sorted(order) == sorted(i for t in transactions for i in t)  # each once
+        for t in transactions:  # each transaction's rows together, in order
+            start = order.index(t[0])
+            assert order[start:start + len(t)] == t
+        assert [m["id"] for m in messages] == [m["id"] for m in seen[0]]  # same order, same names

@@ -38,8 +38,11 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def start(self, hub: Hub) -> None:
-        """Begin reading into ``hub`` (with ``hub._ingest``); return at once, even if the
-        broker is unreachable (connect in the background, with backoff)."""
+        """Begin reading into ``hub`` (with ``hub._ingest``). Wait, at most about
+        ``connect_timeout``, for the first attempt to reach the broker, so that normally
+        it is ready before the app serves; return then even if the broker is unreachable
+        (keep connecting in the background, with backoff). Clients that connected before
+        the first successful read get ``hub._resync_all``."""
 
     @abc.abstractmethod
     def publish(self, notifications: list[Notification]) -> None:

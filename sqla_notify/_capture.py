@@ -120,8 +120,10 @@ class Recorder:
         return buf
 
     # -- session events ------------------------------------------------------------------
-    # None of these may raise: after_flush would fail the flush, and the commit-time ones
-    # would make commit() raise after the database has committed.
+    # None of these may raise (after_flush would fail the flush, and the commit-time ones
+    # would make commit() raise after the database has committed), with one exception:
+    # before_commit lets an error of the transactional sink's SQL through, because the
+    # transaction is aborted by then and commit() must not pretend it stored anything.
 
     def after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
         """Copy what this flush wrote into the current transaction's buffer."""

@@ -6,10 +6,6 @@ all clients the same sequence under the same names."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +18,7 @@ from sqlalchemy import make_url, text
 
 from .conftest import _pg_engine, pg_url
 from .test_multiprocess import connected
-from .test_server import ROOT, Server, _free_port, recv
+from .test_server import Server, recv
 
 pytestmark = pytest.mark.anyio
 
@@ -30,33 +26,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class BatchServer(Server):
-    """uvicorn serving tests.pg_batch_app in a child process (Server serves tests.server_app)."""
-
-    def __init__(self, tmp_path: Path, **env: str) -> None:  # noqa: PLW0231 - same fields, another app
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.ws = f"ws://127.0.0.1:{self.port}/notify/ws"
-        self.log = tmp_path / f"uvicorn-{self.port}.log"
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "tests.pg_batch_app:app", "--port", str(self.port),
-                 "--ws-per-message-deflate", "false", "--log-level", "warning"],
-                cwd=ROOT, env={**os.environ, "APP_DB": str(tmp_path / "server.db"), **env},
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 20
-        while True:  # ready when it answers
-            try:
-                httpx.get(f"{self.base}/stats", timeout=1).raise_for_status()
-                return
-            except httpx.HTTPError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("uvicorn did not start") from None
-                time.sleep(0.05)
 
 
 @pytest.fixture
@@ -69,9 +38,9 @@ def servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Se
     # Queues larger than everything the test commits: this test is about the broker, not slow clients.
     env = {"APP_PG": url.render_as_string(hide_password=False), "APP_CHANNEL": schema, "APP_QUEUE_SIZE": "10000"}
     try:
-        a = BatchServer(tmp_path, **env)
+        a = Server(tmp_path, "tests.pg_batch_app:app", **env)
         try:
-            b = BatchServer(tmp_path, **env)
+            b = Server(tmp_path, "tests.pg_batch_app:app", **env)
         except Exception:
             a.stop()
             raise

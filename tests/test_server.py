@@ -38,16 +38,16 @@ def _free_port() -> int:
 
 
 class Server:
-    """uvicorn serving tests.server_app in a child process."""
+    """uvicorn serving ``app`` (default: tests.server_app) in a child process."""
 
-    def __init__(self, tmp_path: Path, **env: str) -> None:
+    def __init__(self, tmp_path: Path, app: str = "tests.server_app:app", **env: str) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}/notify/ws"
         self.log = tmp_path / f"uvicorn-{self.port}.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "tests.server_app:app", "--port", str(self.port),
+                [sys.executable, "-m", "uvicorn", app, "--port", str(self.port),
                  "--ws-per-message-deflate", "false", "--log-level", "warning"],
                 cwd=ROOT, env={**os.environ, "APP_DB": str(tmp_path / "server.db"), **env},
                 stdout=log, stderr=subprocess.STDOUT,

@@ -14,6 +14,8 @@ from ._options import ModelInfo
 INSERT = "insert"
 UPDATE = "update"
 DELETE = "delete"
+#: payload key listing the columns an UPDATE wrote whose new values only the database knows
+UNKNOWN = "$unknown"
 
 
 class SomeRows:
@@ -68,7 +70,11 @@ class Buffer:
         # (insert→update keeps the inserted columns).
         values = value[2] if len(value) == 3 else None
         if values is not None and net != DELETE and first != DELETE and len(prev) == 3 and prev[2]:
-            values = {**prev[2], **values}
+            old = prev[2]
+            if UNKNOWN in old or UNKNOWN in values:
+                values = _merge_unknown(info, old, values)
+            else:
+                values = {**old, **values}
         entries[key] = info.actions[net] if values is None else (net, info, values)
 
     def merge(self, child: Buffer) -> None:
@@ -78,6 +84,20 @@ class Buffer:
                 self.add(key, value)
             else:
                 self.entries[key] = value
+
+
+def _merge_unknown(info: ModelInfo, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Later values win; a column the database recomputed later loses its earlier value."""
+    recomputed = new.get(UNKNOWN, ())
+    merged = {k: v for k, v in old.items() if k not in recomputed}
+    merged.update(new)
+    names = set(recomputed)
+    names.update(k for k in old.get(UNKNOWN, ()) if k not in new)
+    if names:
+        merged[UNKNOWN] = [k for k in info.payload_columns if k in names]
+    else:
+        merged.pop(UNKNOWN, None)
+    return merged
 
 
 def coalesce(first: str, then: str) -> str | None:

@@ -15,6 +15,13 @@ them:
    (``session.execute(update(Model)...)``) never flush; :mod:`._bulk` records them as they
    execute. ``notify(..., session=s)`` records into the same place.
 
+   Columns whose new value the database computes (a SQL expression assigned to an
+   attribute, ``server_onupdate``, ``Computed``) are expired by the flush before
+   ``after_flush`` runs, which removes them from the attribute history too; capture tells
+   them apart from attributes expired *before* the flush with a note ``before_flush``
+   takes of the few changed objects that had any (see :func:`_written`). Their rows are
+   announced with the keys listed under ``"$unknown"`` (see :class:`NotifyOptions`).
+
 2. **Buffer per real transaction.** Records go to a buffer keyed by the innermost *real*
    transaction: the innermost SAVEPOINT (``session.get_nested_transaction()``) or else the
    root (``session.get_transaction()``). Flush-internal subtransactions are not real.
@@ -63,7 +70,9 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 
 from sqlalchemy.orm.base import NO_VALUE
 
-from ._buffer import DELETE, INSERT, UPDATE, Buffer, SomeRows, coalesce, identity, to_notifications
+from ._buffer import (
+    DELETE, INSERT, UNKNOWN, UPDATE, Buffer, SomeRows, coalesce, identity, to_notifications,
+)
 from ._notification import Notification
 from ._options import ModelInfo, model_info
 
@@ -81,6 +90,7 @@ def _snapshot(value: Any) -> Any:
 
 
 _insert_order = operator.attrgetter("insert_order")
+_UNSET: Any = object()
 
 
 class Recorder:
@@ -96,6 +106,8 @@ class Recorder:
         self._infos: dict[Mapper[Any], ModelInfo | None] = {}
         # Anything unique and private does as the session.info key.
         self.info_key = object()
+        # The flush context's attributes are keyed by strings; this one is this recorder's.
+        self._flush_key = f"sqla_notify.before_flush.{id(self):x}"
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -124,6 +136,26 @@ class Recorder:
     # would make commit() raise after the database has committed), with one exception:
     # before_commit lets an error of the transactional sink's SQL through, because the
     # transaction is aborted by then and commit() must not pretend it stored anything.
+
+    def before_flush(self, session: Session, flush_context: UOWTransaction, instances: Any) -> None:
+        """Note the changed objects that have expired attributes, for :func:`_written`.
+
+        After the flush, an attribute the flush expired (a column the database computed)
+        cannot be told from one expired before it. Most changed objects have none expired
+        (they were loaded, then changed), so this is one truth test per changed object; the
+        few that have get their expired and changed keys noted on the flush context, which
+        :meth:`after_flush` receives too.
+        """
+        try:
+            noted = {
+                state: (frozenset(state.expired_attributes), tuple(state.committed_state))
+                for state in session.identity_map._modified
+                if state.expired_attributes
+            }
+            if noted:
+                flush_context.attributes[self._flush_key] = noted
+        except Exception:  # noqa: BLE001
+            logger.exception("sqla_notify failed to prepare for a flush")
 
     def after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
         """Copy what this flush wrote into the current transaction's buffer."""
@@ -194,6 +226,7 @@ class Recorder:
 
     def _capture(self, session: Session, flush_context: UOWTransaction) -> None:
         flags = flush_context.states
+        before: Any = _UNSET  # what before_flush saw, read only if needed
         buf: Buffer | None = None
         inserts: list[InstanceState[Any]] = []
         for mapper, states in flush_context.mappers.items():
@@ -227,7 +260,8 @@ class Recorder:
                         buf.add(key, deleted)  # seen before in this transaction: coalesce
                     continue
                 committed = state.committed_state
-                if not committed:
+                expired = state.expired_attributes
+                if not committed and not expired:
                     continue  # only relationships changed, or nothing: no UPDATE was issued
                 for name in pk_keys:
                     if name in committed:
@@ -236,14 +270,27 @@ class Recorder:
                         pk = tuple([d.get(k, old) for k, old in zip(pk_keys, key[1], strict=True)])
                         key = identity(info, pk, key[2])
                         break
+                if expired or info.written:
+                    # The unusual path: values the session did not write itself (a SQL
+                    # expression, a default, a server-side value), or attributes expired.
+                    if before is _UNSET:
+                        before = flush_context.attributes.get(self._flush_key)
+                    changed, unknown = _written(info, state, committed, expired, before)
+                    if not changed and not unknown:
+                        continue
+                    if not plain:
+                        self._add(buf, info, state, key, UPDATE, changed, unknown)
+                    elif entries.setdefault(key, updated) is not updated:
+                        buf.add(key, updated)
+                    continue
                 if plain:
                     if _changed(committed, state.dict, columns, None):
                         if entries.setdefault(key, updated) is not updated:
                             buf.add(key, updated)
                 else:
-                    changed: list[str] = []
-                    if _changed(committed, state.dict, columns, changed):
-                        self._add(buf, info, state, key, UPDATE, changed)
+                    changes: list[str] = []
+                    if _changed(committed, state.dict, columns, changes):
+                        self._add(buf, info, state, key, UPDATE, changes)
         if not inserts:
             return
         if buf is None:
@@ -285,6 +332,7 @@ class Recorder:
         key: tuple[Any, ...],
         action: str,
         changed: list[str] | None,
+        unknown: list[str] | None = None,
     ) -> None:
         """Record a row of a model whose payload carries values."""
         # A payload describes the row's net action, e.g. insert→update is an insert.
@@ -294,20 +342,34 @@ class Recorder:
             net = coalesce(cast("tuple[str, Any]", prev)[0], action) or action
             if net == INSERT:
                 changed = None  # for an insert, every column is new
-        buf.add(key, (action, info, self._payload(info, state, net, changed)))
+        buf.add(key, (action, info, self._payload(info, state, net, changed, unknown)))
 
     def _payload(
-        self, info: ModelInfo, state: InstanceState[Any], action: str, changed: list[str] | None
+        self,
+        info: ModelInfo,
+        state: InstanceState[Any],
+        action: str,
+        changed: list[str] | None,
+        unknown: list[str] | None,
     ) -> dict[str, Any] | None:
         if info.mode == "function":
+            if unknown and changed is not None:  # None: an insert, every column is new
+                changed = changed + unknown
             return _call_payload_function(info, state, action, changed)
         if action == DELETE:
             return None
         d = state.dict
         if info.mode == "row" or changed is None:  # "row", or an insert in "changes" mode
-            return {k: _snapshot(d[k]) for k in info.payload_columns if k in d}
-        exclude = info.exclude
-        return {k: _snapshot(d[k]) for k in changed if k not in exclude and k in d}
+            values = {k: _snapshot(d[k]) for k in info.payload_columns if k in d}
+        else:
+            exclude = info.exclude
+            values = {k: _snapshot(d[k]) for k in changed if k not in exclude and k in d}
+        if unknown:
+            # Written by the database, value not in the session: name them, never guess.
+            names = [k for k in info.payload_columns if k in unknown]
+            if names:
+                values[UNKNOWN] = names
+        return values
 
 
 def _changed(
@@ -334,6 +396,59 @@ def _changed(
         out.append(key)
         found = True
     return found
+
+
+def _written(
+    info: ModelInfo,
+    state: InstanceState[Any],
+    committed: dict[str, Any],
+    expired: set[str],
+    before: dict[InstanceState[Any], tuple[frozenset[str], tuple[str, ...]]] | None,
+) -> tuple[list[str], list[str]]:
+    """The columns an UPDATE of ``state`` wrote: those whose new value the session holds,
+    and those whose new value only the database knows.
+
+    After an UPDATE, SQLAlchemy expires the columns the database computed (a SQL expression
+    assigned to an attribute, ``server_onupdate``, ``Computed``), unless ``eager_defaults``
+    fetched them: their keys leave ``state.dict`` *and* ``committed_state`` and join
+    ``expired_attributes`` (``persistence._postfetch``). Columns filled in by Python-side
+    defaults (``onupdate``, the version counter) get their new value in ``state.dict`` and
+    leave ``committed_state``. Either way the plain history test misses them. Attributes
+    expired *before* the flush look the same afterwards; :meth:`Recorder.before_flush`
+    noted those, for the rare states that had any.
+    """
+    columns = info.columns
+    d = state.dict
+    changed: list[str] = []
+    _changed(committed, d, columns, changed)
+    unknown: list[str] = []
+    if expired and state.modified:  # not modified: nothing was written, nothing expired
+        noted = before.get(state) if before else None
+        if noted is None:
+            # Nothing was expired before the flush, so the flush expired all that is. (A
+            # fully expired object that was not changed before the flush, e.g. one whose
+            # foreign key the flush set, has state.expired; the flush wrote no expression.)
+            if not state.expired:
+                unknown = [k for k in expired if k in columns and k not in d]
+        else:
+            was_expired, was_changed = noted
+            unknown = [k for k in expired if k in columns and k not in d and k not in was_expired]
+            for k in was_changed:  # an expression assigned to an already expired attribute
+                if k in columns and k not in committed and k not in d and k not in unknown:
+                    unknown.append(k)
+    if info.written and (changed or unknown):
+        key_tables = info.key_tables
+        tables: set[Any] = set()
+        for k in changed:
+            tables.update(key_tables.get(k, ()))
+        for k in unknown:
+            tables.update(key_tables.get(k, ()))
+        for k, written_by in info.written:
+            if k in changed or k in unknown:
+                continue
+            if written_by is None or not written_by.isdisjoint(tables):
+                (changed if k in d else unknown).append(k)
+    return changed, unknown
 
 
 def _call_payload_function(

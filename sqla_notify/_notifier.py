@@ -42,7 +42,7 @@ class _Attachment(NamedTuple):
     undo: Callable[[], None] | None  # restores what attach() changed on the target
 
 
-_EVENTS = ("after_flush", "after_commit", "after_transaction_end", "do_orm_execute")
+_EVENTS = ("before_flush", "after_flush", "after_commit", "after_transaction_end", "do_orm_execute")
 
 
 class Notifier:

@@ -62,6 +62,27 @@ class NotifyOptions:
           and not loaded, or filled in by the server and not fetched are absent: capture
           never runs SQL (``eager_defaults=True`` on the mapper fetches server defaults).
         * a :class:`PayloadFunction`: anything you compute.
+
+        **Values only the database knows.** Every UPDATE a flush issues is announced,
+        including one whose new values the database computes: a SQL expression assigned to
+        an attribute (``forum.title = Forum.title + "!"``), a ``server_onupdate`` or
+        ``Computed`` column. SQLAlchemy expires such columns after the UPDATE (unless
+        ``eager_defaults`` fetched them, which it does not do for SQL expressions), and
+        capture never runs SQL, so their new values are unknown. ``"changes"`` and
+        ``"row"`` payloads then carry the key ``"$unknown"``: the list of those column keys,
+        in mapper order, e.g. ``{"id": 1, "email": "b@x.org", "$unknown": ["title"]}``; the
+        columns themselves are absent, never sent with a stale value. ``"$unknown"`` is
+        omitted when empty, so payloads without such columns are unchanged; it cannot clash
+        with an attribute key (``$`` is not valid in a Python name). It may also appear on
+        an insert that a later UPDATE in the same transaction recomputed. Columns written
+        on every UPDATE of their table (``onupdate``, the ``version_id_col`` counter,
+        ``server_onupdate``, ``Computed``) count as changed whenever the row is updated,
+        with their value if the session has it (``onupdate`` computed in Python, the
+        version counter, values fetched by ``eager_defaults``) and in ``"$unknown"``
+        otherwise, even if the database happened to write the same value. A
+        :class:`PayloadFunction` gets these keys in ``changed``; reading such an attribute
+        there loads it. ``"pk"`` payloads are unchanged: such a row is an ``update`` like
+        any other. Excluded columns are never named, not even in ``"$unknown"``.
     :param exclude: attribute keys (or column names) that never leave the process in any
         mode: removed from every payload, custom ones included.
     :param enabled: ``False`` turns notifications for the model off, like
@@ -113,7 +134,7 @@ class ModelInfo:
 
     __slots__ = (
         "collection", "mode", "function", "pk_keys", "pk_set", "columns", "exclude",
-        "payload_columns", "identity_class", "actions",
+        "payload_columns", "identity_class", "actions", "written", "key_tables",
     )
 
     def __init__(
@@ -125,6 +146,8 @@ class ModelInfo:
         columns_in_order: tuple[str, ...],
         exclude: frozenset[str],
         identity_class: type,
+        written: tuple[tuple[str, frozenset[Any] | None], ...] = (),
+        key_tables: dict[str, frozenset[Any]] | None = None,
     ) -> None:
         self.collection = collection
         self.mode = mode
@@ -141,6 +164,12 @@ class ModelInfo:
         self.exclude = exclude
         #: the keys a "row"/"changes" payload may carry, in the mapper's column order
         self.payload_columns = tuple(k for k in columns_in_order if k not in exclude)
+        #: keys the database or SQLAlchemy writes on every UPDATE (``onupdate``,
+        #: ``server_onupdate``, ``Computed``, the version counter), each with the tables whose
+        #: UPDATE writes it (``None``: any UPDATE of the row); empty for most models
+        self.written = written
+        #: the tables of each column key; filled only when ``written`` is not empty
+        self.key_tables = key_tables or {}
 
 
 def default_collection(mapper: Mapper[Any]) -> str:
@@ -200,7 +229,34 @@ def model_info(mapper: Mapper[Any]) -> ModelInfo | None:
         mode = "pk"
     function = options.payload if mode == "function" else None
     identity_class = mapper.identity_key_from_primary_key((None,) * len(pk_keys))[0]
+    written, key_tables = _written_on_update(mapper)
     return ModelInfo(
         collection, mode, function, pk_keys, ordered, frozenset(exclude),  # type: ignore[arg-type]
-        identity_class,
+        identity_class, written, key_tables,
     )
+
+
+def _written_on_update(
+    mapper: Mapper[Any],
+) -> tuple[tuple[tuple[str, frozenset[Any] | None], ...], dict[str, frozenset[Any]]]:
+    """The column keys every UPDATE of a row writes without the session assigning them.
+
+    ``onupdate`` (Python or SQL), ``server_onupdate`` and ``Computed`` columns change on every
+    UPDATE of their table; the ``version_id_col`` on every UPDATE of the row.
+    """
+    version = mapper.version_id_col
+    written: list[tuple[str, frozenset[Any] | None]] = []
+    key_tables: dict[str, frozenset[Any]] = {}
+    for prop in mapper.column_attrs:
+        tables = frozenset(getattr(c, "table", None) for c in prop.columns)
+        key_tables[prop.key] = tables
+        if version is not None and any(c is version for c in prop.columns):
+            written.append((prop.key, None))
+        elif any(
+            getattr(c, "onupdate", None) is not None or getattr(c, "server_onupdate", None) is not None
+            for c in prop.columns
+        ):
+            written.append((prop.key, tables))
+    if not written:
+        return (), {}
+    return tuple(written), key_tables

@@ -8,7 +8,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Numeric, String
+from sqlalchemy import DDL, JSON, Computed, FetchedValue, ForeignKey, Identity, Numeric, String, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from sqla_notify import NotifyOptions
@@ -121,3 +121,85 @@ class Manager(Employee):
 
     __sqla_notify__ = NotifyOptions(collection="managers")
     __mapper_args__ = {"polymorphic_identity": "manager"}
+
+
+def _next_stamp() -> int:
+    _next_stamp.count += 1  # type: ignore[attr-defined]
+    return _next_stamp.count  # type: ignore[attr-defined, no-any-return]
+
+
+_next_stamp.count = 0  # type: ignore[attr-defined]
+
+
+class Stamped(Base):
+    """Columns every UPDATE writes: a Python ``onupdate`` and a trigger (``server_onupdate``)."""
+
+    __tablename__ = "stamped"
+    __sqla_notify__ = NotifyOptions(payload="changes", exclude={"secret"})
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(50))
+    secret: Mapped[str] = mapped_column(String(50), default="s")
+    stamp: Mapped[int] = mapped_column(default=0, onupdate=_next_stamp)
+    revision: Mapped[int] = mapped_column(default=0, server_onupdate=FetchedValue())
+
+
+class EagerStamped(Base):
+    """Like Stamped, with ``eager_defaults``: the trigger's value is fetched by the UPDATE."""
+
+    __tablename__ = "eager_stamped"
+    __sqla_notify__ = NotifyOptions(payload="changes")
+    __mapper_args__ = {"eager_defaults": True}
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(50))
+    revision: Mapped[int] = mapped_column(default=0, server_onupdate=FetchedValue())
+
+
+for _table in ("stamped", "eager_stamped"):
+    # A real server-side onupdate on both test databases: revision = revision + 1.
+    event.listen(Base.metadata.tables[_table], "after_create", DDL(  # type: ignore[no-untyped-call]
+        f"CREATE TRIGGER {_table}_rev AFTER UPDATE OF title ON {_table} FOR EACH ROW "
+        f"BEGIN UPDATE {_table} SET revision = OLD.revision + 1 WHERE id = NEW.id; END"
+    ).execute_if(dialect="sqlite"))
+    for _ddl in (  # one statement each: asyncpg prepares every statement
+        f"CREATE OR REPLACE FUNCTION {_table}_rev() RETURNS trigger LANGUAGE plpgsql AS "
+        f"$$ BEGIN NEW.revision := OLD.revision + 1; RETURN NEW; END $$",
+        f"CREATE TRIGGER {_table}_rev BEFORE UPDATE ON {_table} "
+        f"FOR EACH ROW EXECUTE FUNCTION {_table}_rev()",
+    ):
+        event.listen(
+            Base.metadata.tables[_table], "after_create",
+            DDL(_ddl).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
+        )
+
+
+class Versioned(Base):
+    """``version_id_col``: every UPDATE also writes the version counter."""
+
+    __tablename__ = "versioned"
+    __sqla_notify__ = NotifyOptions(payload="changes")
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(50))
+    version: Mapped[int] = mapped_column(default=1)
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Doubled(Base):
+    """An ``Identity`` primary key and a ``Computed`` column, with full-row payloads."""
+
+    __tablename__ = "doubled"
+    __sqla_notify__ = NotifyOptions(payload="row")
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    n: Mapped[int]
+    label: Mapped[str] = mapped_column(String(50), default="")
+    double: Mapped[int] = mapped_column(Computed("n * 2", persisted=True))
+
+
+class Node(Base):
+    """``post_update``: the link to another node is written by a second UPDATE."""
+
+    __tablename__ = "nodes"
+    __sqla_notify__ = NotifyOptions(payload="changes")
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    next_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"))
+    next: Mapped[Node | None] = relationship(remote_side=[id], post_update=True)

@@ -149,8 +149,10 @@ class HookClock:
     def __init__(self, notifier: Notifier) -> None:
         self.seconds = 0.0
         recorder = notifier._recorder
-        for name in ("after_flush", "after_commit", "after_transaction_end"):
-            setattr(recorder, name, self._wrap(getattr(recorder, name)))
+        # Every handler the notifier registers (older versions have no before_flush).
+        for name in ("before_flush", "after_flush", "after_commit", "after_transaction_end"):
+            if hasattr(recorder, name):
+                setattr(recorder, name, self._wrap(getattr(recorder, name)))
 
     def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any) -> Any:

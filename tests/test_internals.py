@@ -100,3 +100,31 @@ def test_statement_returning_flags() -> None:
     assert not plain._returning and not plain._return_defaults
     assert update(Container).returning(Container.id)._returning
     assert plain.return_defaults(Container.id)._return_defaults
+
+
+def test_before_flush_sees_modified_states_and_their_expired_attributes() -> None:
+    # Recorder.before_flush reads identity_map._modified and InstanceState.expired_attributes,
+    # and hands its notes to after_flush through flush_context.attributes.
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add(Container(id=1, name="a"))
+        s.commit()
+        c = s.get(Container, 1)
+        assert c is not None
+        s.expire(c, ["name"])
+        c.id = 1  # a change, so the state is modified, with "name" still expired
+        seen: list[Any] = []
+
+        @event.listens_for(s, "before_flush")
+        def before(session: Session, ctx: UOWTransaction, instances: Any) -> None:
+            modified = list(session.identity_map._modified)
+            seen.append([(st.obj() is c, set(st.expired_attributes)) for st in modified])
+            ctx.attributes["pin"] = "noted"
+
+        @event.listens_for(s, "after_flush")
+        def after(session: Session, ctx: UOWTransaction) -> None:
+            seen.append(ctx.attributes.get("pin"))
+
+        s.flush()
+    assert seen == [[(True, {"name"})], "noted"]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from typing import Any, Callable, Protocol, Union
 
 from ._notification import Notification
+from ._report import HookErrors
 
 __all__ = ("Authorize", "Frame", "Subscriber")
 
-logger = logging.getLogger("sqla_notify")
+#: exceptions raised by ``authorize`` hooks in this process; each denied its notification
+AUTHORIZE_ERRORS = HookErrors("authorize")
 
 
 class Authorize(Protocol):
@@ -93,8 +94,11 @@ class Subscriber:
             return True
         try:
             return bool(self.authorize(self.principal, notification))
-        except Exception:  # noqa: BLE001 - one broken check must not stop delivery to others
-            logger.exception("authorize(%r, %r) raised; not sending it", self.principal, notification)
+        except Exception as exc:  # noqa: BLE001 - one broken check must not stop delivery to others
+            # Fail closed. Logged once per exception type per interval, and never with the
+            # principal or the notification: one line per client and notification stalls
+            # the loop, and either may carry a secret.
+            AUTHORIZE_ERRORS.record(exc, "the notification was not sent to that client")
             return False
 
     def _put(self, frame: Frame) -> None:

@@ -11,89 +11,165 @@
             yield
 
     app = FastAPI(lifespan=lifespan)
-    app.include_router(notify_router(hub), prefix="/notify")
+    app.include_router(notify_router(hub, authenticate=Depends(get_current_user)), prefix="/notify")
 
 Routes (relative to the prefix): ``GET /ws`` (WebSocket), ``GET /events`` (the same stream as
 Server-Sent Events), ``GET /sqla-notify.js`` (the browser client) and ``/sqla-notify.d.ts``.
-The wire protocol is in the README, "Wire protocol".
+The wire protocol is in the README, "Wire protocol"; what keeps it safe, in "Security".
 
-**Without** ``authenticate`` **and** ``authorize`` **the stream is open**: anyone who can
-reach it sees every notification.
+Every connection passes, in order: the ``Origin`` check (a page of another site is refused
+with 403), the connection limits, then ``authenticate``. **Without** ``authenticate``
+**and** ``authorize`` **the stream is open**: anyone who can reach it sees every notification.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import sys
-from collections.abc import Awaitable, Collection, Coroutine
+from collections.abc import Collection, Coroutine
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 try:
-    from fastapi import APIRouter, HTTPException, Request, WebSocket, WebSocketDisconnect
+    from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect, params
     from fastapi.responses import FileResponse, StreamingResponse
     from starlette.requests import HTTPConnection
+    from starlette.types import Receive, Scope, Send
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         f'sqla_notify.fastapi needs FastAPI ({exc.name} is missing): pip install "sqla_notify[fastapi]"'
     ) from exc
 
+from ._auth import Admission, Authenticate, authentication
+from ._gate import CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, Gate, RouterStats
 from ._hub import Hub
+from ._origin import OriginPolicy
 from ._protocol import Subscribe, decode_client_message
+from ._report import HookErrors
 from ._subscriber import Authorize, Subscriber, _Entry
 
-__all__ = ("Authenticate", "notify_router")
+__all__ = ("Authenticate", "NotifyRouter", "RouterStats", "notify_router")
 
 logger = logging.getLogger("sqla_notify")
 STATIC = Path(__file__).parent / "static"
-CLOSE_POLICY_VIOLATION = 1008
+CLOSE_INTERNAL_ERROR = 1011
+# How a refusal by ``authenticate`` ends a WebSocket (accepted, then closed, so that the
+# browser client sees the code) and an SSE request.
+_WS_REFUSAL = {
+    "unauthenticated": (CLOSE_POLICY_VIOLATION, "not authenticated"),  # the client does not retry
+    "error": (CLOSE_INTERNAL_ERROR, "authentication failed"),
+    "timeout": (CLOSE_TRY_AGAIN_LATER, "authentication timed out"),
+}
+_HTTP_REFUSAL = {
+    "unauthenticated": (403, "not authenticated"),
+    "error": (500, "authentication failed"),
+    "timeout": (503, "authentication timed out"),
+}
 
-#: Returns the principal for a connection (any object), or ``None`` to reject it. May be
-#: ``async``. It sees the headers, cookies and query of the handshake or request.
-Authenticate = Callable[[HTTPConnection], Union[Any, Awaitable[Any]]]
+
+class NotifyRouter(APIRouter):
+    """What :func:`notify_router` returns: an ``APIRouter`` that also keeps counters."""
+
+    _gate: Gate
+    _authenticate_errors: HookErrors
+
+    def stats(self) -> RouterStats:
+        """Counters since the router was built: connections served now, and refusals."""
+        return self._gate.stats(self._authenticate_errors.count)
+
+
+def _check_positive(name: str, value: object, *, optional: bool = False, integer: bool = False) -> None:
+    if optional and value is None:
+        return
+    kind: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:  # type: ignore[operator]
+        expected = ("an int >= 1" if integer else "seconds > 0") + (" or None" if optional else "")
+        raise ValueError(f"notify_router({name}=...) expected {expected}, got {value!r}")
 
 
 def notify_router(
     hub: Hub,
     *,
-    authenticate: Authenticate | None = None,
+    authenticate: Authenticate | params.Depends | None = None,
     authorize: Authorize | None = None,
     collections: Collection[str] | None = None,
+    allowed_origins: Collection[str] = (),
+    max_connections: int | None = None,
+    max_connections_per_client: int | None = None,
+    handshake_timeout: float = 10.0,
     max_message_size: int = 4096,
     max_collections: int = 256,
     sse_keepalive: float = 15.0,
     close_grace: float = 10.0,
-) -> APIRouter:
+) -> NotifyRouter:
     """Build the router that serves ``hub``.
 
-    :param authenticate: run before the WebSocket is accepted (or the SSE response starts).
-        Rejection (``None``) closes the WebSocket with 1008, which the browser client does
-        not retry, or answers 403 to SSE.
+    A connection is checked in this order; the first refusal ends it.
+
+    1. ``Origin``: a browser request whose ``Origin`` is neither the request's own origin
+       (the connection's scheme and ``Host`` header) nor in ``allowed_origins`` is refused
+       with HTTP 403 (the WebSocket handshake too). Requests without ``Origin`` pass: they
+       do not come from a browser page, so they carry no ambient cookies.
+    2. The limits: the WebSocket is accepted and closed with 1013 (the browser client
+       retries later); SSE is answered 503 with ``Retry-After``.
+    3. ``authenticate``. Refusal closes the WebSocket with 1008 (the browser client does not
+       retry) or answers SSE with 403; a hook that raises, 1011 or 500; one that outlasts
+       ``handshake_timeout``, 1013 or 503. The exception's message is never logged.
+
+    :param authenticate: who the client is: ``None`` (everyone, as principal ``None``), a
+        callable ``authenticate(conn) -> principal`` (sync or async; a sync one runs in a
+        worker thread), or a FastAPI dependency, ``Depends(get_current_user)``, whose own
+        parameters (``Cookie``, ``Header``, ``HTTPConnection``, sub-dependencies) FastAPI
+        resolves as for any route. ``None``, ``False``, ``""`` (any false value) and an
+        ``HTTPException`` refuse.
     :param authorize: ``authorize(principal, notification) -> bool``, applied to every
-        notification for every client, replays included.
+        notification for every client, replays included. One that raises denies that
+        notification; it is counted (:meth:`NotifyRouter.stats`) and logged once per
+        exception type per minute, without the principal or the notification.
     :param collections: the collection names clients may ask for; others get an ``error``.
         ``None``: any name.
+    :param allowed_origins: browser origins allowed besides the request's own, exactly as
+        browsers send them: ``{"https://app.example.com"}``. ``"null"`` allows sandboxed
+        frames and ``file:`` pages. ``"*"`` turns the check off: **unsafe with cookie
+        authentication** (any site could read the stream of a logged-in visitor). Behind a
+        proxy that rewrites ``Host``, list the public origin here.
+    :param max_connections: the most connections (WebSocket and SSE) this router serves at
+        once, in this process. ``None``: no limit.
+    :param max_connections_per_client: the most at once from one client address
+        (``conn.client.host``: behind a proxy, the proxy's, unless uvicorn runs with
+        ``--forwarded-allow-ips`` naming it). ``None``: no limit.
+    :param handshake_timeout: seconds ``authenticate`` may take. A sync one that times out
+        cannot be stopped: its thread runs on, and its answer is ignored.
     :param max_message_size: the largest client message, in bytes; larger ones get an
         ``error`` and are ignored.
     :param max_collections: the most collections one client may subscribe to.
     :param sse_keepalive: seconds of silence after which SSE sends a comment, so that
         proxies keep the stream open. (WebSocket keep-alive is uvicorn's ping, every 20 s.)
-    :param close_grace: seconds a WebSocket client that the hub gave up on (it stopped
-        reading: close code 1013) has to read again. If it does, it receives the rest of
-        the frame it was being sent, then the 1013 close frame; if not, the connection is
-        cut without a close frame (the client sees 1006). Either way the client reconnects
-        with its last id and is replayed what it missed, or told to ``resync``.
-    :raises TypeError: if ``hub`` is not a :class:`Hub`.
+    :param close_grace: seconds a client that the hub gave up on (it stopped reading) has
+        to read again. If it does, it receives the rest of what it was being sent, then
+        the end: the 1013 close frame, or the end of the SSE stream and of the connection.
+        If not, the connection is cut (a WebSocket client sees 1006). Either way the client
+        reconnects with its last id and is replayed what it missed, or told to ``resync``.
+    :raises TypeError: if ``hub`` is not a :class:`Hub`, or ``authenticate`` is neither a
+        callable nor ``Depends(...)``.
+    :raises ValueError: for a limit or timeout that is not positive, or an entry of
+        ``allowed_origins`` that is not an origin.
     """
     if not isinstance(hub, Hub):
         raise TypeError(f"notify_router() expected a Hub, got {type(hub).__name__}: {hub!r}")
-    if isinstance(close_grace, bool) or not isinstance(close_grace, (int, float)) or not close_grace > 0:
-        raise ValueError(f"notify_router(close_grace=...) expected seconds > 0, got {close_grace!r}")
+    _check_positive("close_grace", close_grace)
+    _check_positive("handshake_timeout", handshake_timeout)
+    _check_positive("max_connections", max_connections, optional=True, integer=True)
+    _check_positive("max_connections_per_client", max_connections_per_client, optional=True, integer=True)
     known = frozenset(collections) if collections is not None else None
-    router = APIRouter()
+    gate = Gate(OriginPolicy(allowed_origins), max_connections, max_connections_per_client)
+    authenticate_errors = HookErrors("authenticate")
+    admitted = authentication(authenticate, handshake_timeout, gate, authenticate_errors)
+    router = NotifyRouter()
+    router._gate = gate
+    router._authenticate_errors = authenticate_errors
 
     def parse_names(names: list[str]) -> tuple[set[str], list[str]]:
         """Valid names, and errors for the rest."""
@@ -118,25 +194,20 @@ def notify_router(
             names = set(sorted(names)[:max_collections])
         return frozenset(names), errors
 
-    async def principal_of(conn: HTTPConnection) -> tuple[bool, Any]:
-        if authenticate is None:
-            return True, None
-        principal = authenticate(conn)
-        if inspect.isawaitable(principal):
-            principal = await principal
-        return principal is not None, principal
 
     @router.websocket("/ws")
-    async def websocket_endpoint(websocket: WebSocket) -> None:
-        allowed, principal = await principal_of(websocket)
+    async def websocket_endpoint(
+        websocket: WebSocket, _place: None = Depends(gate.admit), admission: Admission = admitted
+    ) -> None:
         await websocket.accept()
-        if not allowed:
-            await websocket.close(code=CLOSE_POLICY_VIOLATION, reason="not authenticated")
+        if admission.refusal is not None:
+            code, reason = _WS_REFUSAL[admission.refusal]
+            await websocket.close(code=code, reason=reason)
             return
         wanted, errors = initial(websocket)
         sub = hub.subscribe(
             wanted, last_id=websocket.query_params.get("last_id") or None,
-            principal=principal, authorize=authorize,
+            principal=admission.principal, authorize=authorize,
         )
         for error in errors:
             hub.send_error(sub, error)
@@ -197,33 +268,18 @@ def notify_router(
                 hub.update(sub, frozenset(current - names))
 
     @router.get("/events")
-    async def events_endpoint(request: Request) -> StreamingResponse:
-        allowed, principal = await principal_of(request)
-        if not allowed:
-            raise HTTPException(status_code=403, detail="not authenticated")
+    async def events_endpoint(
+        request: Request, _place: None = Depends(gate.admit), admission: Admission = admitted
+    ) -> StreamingResponse:
+        if admission.refusal is not None:
+            status, detail = _HTTP_REFUSAL[admission.refusal]
+            raise HTTPException(status, detail, headers={"Retry-After": "10"} if status == 503 else None)
         wanted, errors = initial(request)
         last_id = request.headers.get("last-event-id") or request.query_params.get("last_id") or None
-        sub = hub.subscribe(wanted, last_id=last_id, principal=principal, authorize=authorize)
+        sub = hub.subscribe(wanted, last_id=last_id, principal=admission.principal, authorize=authorize)
         for error in errors:
             hub.send_error(sub, error)
-
-        async def stream() -> Any:
-            try:
-                async for batch in sub.frames(keepalive=sse_keepalive):
-                    if not batch:
-                        yield ": keep-alive\n\n"
-                        continue
-                    yield "".join(
-                        f"id: {f.id}\ndata: {f.text}\n\n" if isinstance(f, _Entry) else f"data: {f}\n\n"
-                        for f in batch
-                    )
-            finally:
-                hub.unsubscribe(sub)
-
-        return StreamingResponse(
-            stream(), media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return _EventStream(hub, sub, sse_keepalive, close_grace)
 
     @router.get("/sqla-notify.js")
     async def client_js() -> FileResponse:
@@ -234,6 +290,68 @@ def notify_router(
         return FileResponse(STATIC / "sqla-notify.d.ts", media_type="application/typescript")
 
     return router
+
+
+class _EventStream(StreamingResponse):
+    """One SSE client's stream, which ends when the hub gives up on the client.
+
+    ``Connection: close``: when the stream ends, so does the connection (``EventSource``
+    reconnects with a new request anyway). A client that stopped reading cannot even take
+    the end of the stream, so ``grace`` seconds after the give-up the response is cancelled:
+    its task, subscriber and buffers are released, and uvicorn closes the socket (logging
+    "ASGI callable returned without completing response").
+    """
+
+    def __init__(self, hub: Hub, sub: Subscriber, keepalive: float, grace: float) -> None:
+        super().__init__(
+            self._events(sub, keepalive), media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "close"},
+        )
+        self.hub = hub
+        self.sub = sub
+        self.grace = grace
+        self.task: asyncio.Task[Any] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.cancelling = False
+
+    @staticmethod
+    async def _events(sub: Subscriber, keepalive: float) -> Any:
+        async for batch in sub.frames(keepalive=keepalive):
+            if not batch:
+                yield ": keep-alive\n\n"
+                continue
+            yield "".join(
+                f"id: {f.id}\ndata: {f.text}\n\n" if isinstance(f, _Entry) else f"data: {f}\n\n"
+                for f in batch
+            )
+
+    def _close_soon(self) -> None:
+        """The hub gave up on the client (``sub.on_close``)."""
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.grace, self._cancel)
+
+    def _cancel(self) -> None:
+        self.timer = None
+        if self.task is not None:
+            self.cancelling = True
+            self.task.cancel()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.task = asyncio.current_task()
+        self.sub.on_close = self._close_soon
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            if not self.cancelling:
+                raise  # not ours: the server is shutting down, say
+            if sys.version_info >= (3, 11) and self.task is not None:
+                self.task.uncancel()
+        finally:
+            self.task = None
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            self.hub.unsubscribe(self.sub)
 
 
 if sys.version_info >= (3, 12):

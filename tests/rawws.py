@@ -14,26 +14,55 @@ from typing import Any
 TEXT, CLOSE = 0x1, 0x8
 
 
-def connect(port: int, path: str = "/notify/ws", *, rcvbuf: int | None = None) -> socket.socket:
+def connect(
+    port: int, path: str = "/notify/ws", *, rcvbuf: int | None = None, headers: dict[str, str] | None = None,
+    source: str | None = None,
+) -> socket.socket:
     """Open ``path`` on 127.0.0.1:``port`` and complete the handshake. ``rcvbuf``: a small
     receive buffer, so that a client that does not read fills up quickly."""
+    status, sock = handshake(port, path, rcvbuf=rcvbuf, headers=headers, source=source)
+    assert status == 101, status
+    return sock
+
+
+def open_socket(port: int, *, rcvbuf: int | None = None, source: str | None = None) -> socket.socket:
+    """A TCP connection to 127.0.0.1:``port``, from the address ``source`` (any of 127/8)."""
     sock = socket.socket()
     if rcvbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if source is not None:
+        sock.bind((source, 0))
     sock.settimeout(10)
     sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def read_head(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and the head of an HTTP response, read byte by byte: nothing after it is consumed."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        byte = sock.recv(1)
+        assert byte, f"the server closed during the response head: {head!r}"
+        head += byte
+    return int(head.split(b" ", 2)[1]), head
+
+
+def handshake(
+    port: int, path: str = "/notify/ws", *, rcvbuf: int | None = None, headers: dict[str, str] | None = None,
+    source: str | None = None,
+) -> tuple[int, socket.socket]:
+    """Send a WebSocket handshake with ``headers`` (``Host`` defaults to 127.0.0.1:``port``);
+    return the server's HTTP status (101: accepted) and the socket."""
+    sock = open_socket(port, rcvbuf=rcvbuf, source=source)
     key = base64.b64encode(os.urandom(16)).decode()
+    fields = {"Host": f"127.0.0.1:{port}", **(headers or {})}
+    lines = "".join(f"{k}: {v}\r\n" for k, v in fields.items())
     sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"GET {path} HTTP/1.1\r\n{lines}Upgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
-    head = b""
-    while b"\r\n\r\n" not in head:  # byte by byte: nothing of the first frame is consumed
-        byte = sock.recv(1)
-        assert byte, f"the server closed during the handshake: {head!r}"
-        head += byte
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
+    status, _ = read_head(sock)
+    return status, sock
 
 
 def _exactly(sock: socket.socket, n: int) -> bytes:

@@ -5,16 +5,20 @@ Configured by environment variables, since it runs in a child process:
 ``APP_STREAM`` and ``APP_MAXLEN`` (share notifications with other processes through a Redis
 Stream that keeps ``APP_MAXLEN`` entries, default: the replay window), ``APP_PG`` and ``APP_CHANNEL``
 (commit to PostgreSQL instead of SQLite, and share through LISTEN/NOTIFY).
+Security: ``APP_ALLOWED_ORIGINS`` (comma-separated), ``APP_MAX_CONNECTIONS``,
+``APP_MAX_PER_CLIENT``, ``APP_HANDSHAKE_TIMEOUT``, and ``APP_AUTH=depends`` (authenticate
+with a FastAPI dependency reading the ``session`` cookie instead of the ``token`` query).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Cookie, Depends, FastAPI, HTTPException
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
@@ -51,17 +55,40 @@ SyncSession = notifier.attach(sessionmaker(engine))
 AsyncSession = notifier.attach(async_sessionmaker(async_engine))
 
 
-def authenticate(conn: HTTPConnection) -> str | None:
-    """Token "secret-<name>" authenticates <name>; no token: anonymous (None is rejection)."""
+RELEASE = threading.Event()  # set at shutdown: a "slow" authentication returns
+
+
+def authenticate(conn: HTTPConnection) -> Any:
+    """Token "secret-<name>" authenticates <name>; no token: anonymous (None is rejection).
+
+    Misbehaving hooks, by token: "false" and "empty" return ``False`` and ``""``; "slow"
+    blocks its thread until shutdown; "raise-..." raises with the token in the message.
+    """
     token = conn.query_params.get("token")
     if token is None:
         return "anonymous"
+    if token in ("false", "empty"):
+        return {"false": False, "empty": ""}[token]
+    if token == "slow":
+        RELEASE.wait(60)
+        return "slow"
+    if token.startswith("raise-"):
+        raise ValueError(f"cannot decode token {token}")
     return token.removeprefix("secret-") if token.startswith("secret-") else None
 
 
+def get_current_user(session: str | None = Cookie(None)) -> str | None:
+    """An application's usual dependency: the user of the session cookie."""
+    if session is None:
+        raise HTTPException(401, "not logged in")
+    return {"c00kie": "alice"}.get(session)
+
+
 def authorize(principal: Any, n: Notification) -> bool:
-    """Forums named "private-<name>" are for <name> only."""
+    """Forums named "private-<name>" are for <name> only; "boom-..." makes it raise, quoting the row."""
     name = (n.data or {}).get("name", "")
+    if name.startswith("boom"):
+        raise RuntimeError(f"cannot decide for {principal!r} on {n.data!r}")
     return not name.startswith("private-") or name == f"private-{principal}"
 
 
@@ -70,16 +97,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     Base.metadata.create_all(engine)
     async with hub:
         yield
+    RELEASE.set()
+
+
+def _optional_int(name: str) -> int | None:
+    return int(os.environ[name]) if name in os.environ else None
 
 
 app = FastAPI(lifespan=lifespan)
-app.include_router(
-    notify_router(
-        hub, authenticate=authenticate, authorize=authorize,
-        close_grace=float(os.environ.get("APP_CLOSE_GRACE", "10")),
-    ),
-    prefix="/notify",
+router = notify_router(
+    hub, authenticate=Depends(get_current_user) if os.environ.get("APP_AUTH") == "depends" else authenticate,
+    authorize=authorize,
+    close_grace=float(os.environ.get("APP_CLOSE_GRACE", "10")),
+    allowed_origins=[o for o in os.environ.get("APP_ALLOWED_ORIGINS", "").split(",") if o],
+    max_connections=_optional_int("APP_MAX_CONNECTIONS"),
+    max_connections_per_client=_optional_int("APP_MAX_PER_CLIENT"),
+    handshake_timeout=float(os.environ.get("APP_HANDSHAKE_TIMEOUT", "10")),
 )
+app.include_router(router, prefix="/notify")
 
 
 @app.post("/forums/sync")
@@ -120,4 +155,9 @@ async def burst(count: int, size: int = 0, name: str = "burst") -> dict[str, str
 
 @app.get("/stats")
 async def stats() -> dict[str, int | str]:
-    return {f: getattr(hub.stats(), f) for f in hub.stats().__struct_fields__}
+    """The hub's counters, and the router's prefixed with ``router_``."""
+    hub_stats, router_stats = hub.stats(), router.stats()
+    return {
+        **{f: getattr(hub_stats, f) for f in hub_stats.__struct_fields__},
+        **{f"router_{f}": getattr(router_stats, f) for f in router_stats.__struct_fields__},
+    }

@@ -8,6 +8,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +30,22 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def pg_servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
-    engine = _pg_engine(request.config)  # PostgreSQL or skip/fail
+@contextmanager
+def two_pg_servers(
+    tmp_path: Path, config: pytest.Config, app: str = "tests.server_app:app", **env: str
+) -> Iterator[tuple[Server, Server]]:
+    """Two uvicorn processes serving ``app``, committing to PostgreSQL in a schema of their
+    own (dropped afterwards) and sharing through LISTEN/NOTIFY on a channel named after it."""
+    engine = _pg_engine(config)  # PostgreSQL or skip/fail
     schema = f"sqla_mp_{uuid.uuid4().hex[:10]}"
     with engine.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(pg_url(request.config)).update_query_dict({"options": f"-csearch_path={schema}"})
-    env = {"APP_PG": url.render_as_string(hide_password=False), "APP_CHANNEL": schema}
+    url = make_url(pg_url(config)).update_query_dict({"options": f"-csearch_path={schema}"})
+    env = {"APP_PG": url.render_as_string(hide_password=False), "APP_CHANNEL": schema, **env}
     try:
-        a = Server(tmp_path, **env)
+        a = Server(tmp_path, app, **env)
         try:
-            b = Server(tmp_path, **env)
+            b = Server(tmp_path, app, **env)
         except Exception:
             a.stop()
             raise
@@ -53,6 +58,12 @@ def pg_servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple
         with engine.begin() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         engine.dispose()
+
+
+@pytest.fixture
+def pg_servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
+    with two_pg_servers(tmp_path, request.config) as servers:
+        yield servers
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ all clients the same sequence under the same names."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from sqlalchemy import make_url, text
 
-from .conftest import _pg_engine, pg_url
-from .test_multiprocess import connected
+from .test_multiprocess import connected, two_pg_servers
 from .test_server import Server, recv
 
 pytestmark = pytest.mark.anyio
@@ -30,29 +27,9 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
-    engine = _pg_engine(request.config)  # PostgreSQL or skip/fail
-    schema = f"sqla_mp_{uuid.uuid4().hex[:10]}"
-    with engine.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(pg_url(request.config)).update_query_dict({"options": f"-csearch_path={schema}"})
     # Queues larger than everything the test commits: this test is about the broker, not slow clients.
-    env = {"APP_PG": url.render_as_string(hide_password=False), "APP_CHANNEL": schema, "APP_QUEUE_SIZE": "10000"}
-    try:
-        a = Server(tmp_path, "tests.pg_batch_app:app", **env)
-        try:
-            b = Server(tmp_path, "tests.pg_batch_app:app", **env)
-        except Exception:
-            a.stop()
-            raise
-        try:
-            yield a, b
-        finally:
-            a.stop()
-            b.stop()
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        engine.dispose()
+    with two_pg_servers(tmp_path, request.config, "tests.pg_batch_app:app", APP_QUEUE_SIZE="10000") as servers:
+        yield servers
 
 
 async def test_every_transaction_reaches_every_client_once_whole_and_in_order(

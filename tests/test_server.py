@@ -41,6 +41,8 @@ class Server:
     """uvicorn serving ``app`` (default: tests.server_app) in a child process."""
 
     def __init__(self, tmp_path: Path, app: str = "tests.server_app:app", **env: str) -> None:
+        """``env``: for the app; ``UVICORN_ARGS``, more options for uvicorn (space-separated)."""
+        uvicorn_args = env.pop("UVICORN_ARGS", "").split()
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}/notify/ws"
@@ -48,7 +50,7 @@ class Server:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", app, "--port", str(self.port),
-                 "--ws-per-message-deflate", "false", "--log-level", "warning"],
+                 "--ws-per-message-deflate", "false", "--log-level", "warning", *uvicorn_args],
                 cwd=ROOT, env={**os.environ, "APP_DB": str(tmp_path / "server.db"), **env},
                 stdout=log, stderr=subprocess.STDOUT,
             )

@@ -1,0 +1,113 @@
+"""What a connection must pass before ``authenticate`` runs: its Origin, and the limits.
+
+One :class:`Gate` per router. Its :meth:`Gate.admit` is the first dependency of both
+endpoints, a dependency with ``yield``: FastAPI resolves it before any other (``authenticate``
+included), and runs its exit when the WebSocket ends or the SSE response has been sent, so a
+connection holds its place for exactly as long as it is served.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import msgspec
+from fastapi import HTTPException, WebSocket, WebSocketException
+from starlette.requests import HTTPConnection
+
+from ._origin import OriginPolicy
+from ._report import Throttle
+from . import _subscriber
+
+__all__ = ("CLOSE_POLICY_VIOLATION", "CLOSE_TRY_AGAIN_LATER", "Gate", "RouterStats")
+
+logger = logging.getLogger("sqla_notify")
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class RouterStats(msgspec.Struct, frozen=True):
+    """Counters of one :func:`~sqla_notify.fastapi.notify_router` since it was built."""
+
+    #: connections served now (WebSocket and SSE), from the Origin check until they end;
+    #: this includes clients that the hub gave up on and whose socket is being closed
+    connections: int
+    #: connections refused for their ``Origin`` (403)
+    refused_origin: int
+    #: connections refused by ``max_connections`` or ``max_connections_per_client``
+    refused_limit: int
+    #: connections refused by ``authenticate`` (a false principal or an HTTPException)
+    refused_authentication: int
+    #: ``authenticate`` calls that outlasted ``handshake_timeout``
+    authentication_timeouts: int
+    #: exceptions raised by ``authenticate`` (other than ``HTTPException``): each refused its connection
+    authenticate_errors: int
+    #: exceptions raised by any ``authorize`` hook **in this process** (each denied its notification)
+    authorize_errors: int
+
+
+class Gate:
+    """Counts the connections of one router and turns away those it must."""
+
+    def __init__(self, origins: OriginPolicy, max_connections: int | None, max_per_client: int | None) -> None:
+        self.origins = origins
+        self.max_connections = max_connections
+        self.max_per_client = max_per_client
+        self.connections = 0
+        self.per_client: dict[str, int] = {}
+        self.refused_origin = self.refused_limit = 0
+        self.refused_authentication = self.authentication_timeouts = 0
+        self._throttle = Throttle()
+
+    async def admit(self, conn: HTTPConnection) -> AsyncIterator[None]:
+        """Refuse a foreign Origin (403), or a connection over a limit (WebSocket: accepted
+        and closed with 1013; SSE: 503); otherwise hold a place until the connection ends."""
+        websocket = isinstance(conn, WebSocket)
+        refused = self.origins.refuses(conn.scope)
+        if refused is not None:
+            self.refused_origin += 1
+            self.note(
+                "origin", "refused a connection from Origin %.100r: neither this site's own origin "
+                "(%s://%s) nor in allowed_origins", refused, conn.url.scheme, conn.headers.get("host", ""),
+            )
+            if websocket:  # closing before accepting: the server answers the handshake with 403
+                raise WebSocketException(CLOSE_POLICY_VIOLATION, "origin not allowed")
+            raise HTTPException(403, "origin not allowed")
+        host = conn.client.host if conn.client is not None else ""
+        if self.max_connections is not None and self.connections >= self.max_connections:
+            over = f"max_connections={self.max_connections}"
+        elif self.max_per_client is not None and self.per_client.get(host, 0) >= self.max_per_client:
+            over = f"max_connections_per_client={self.max_per_client}"
+        else:
+            over = ""
+        if over:
+            self.refused_limit += 1
+            self.note(over, "refused a connection: %s reached", over)
+            if isinstance(conn, WebSocket):  # 1013 tells the browser client to retry later
+                await conn.accept()
+                raise WebSocketException(CLOSE_TRY_AGAIN_LATER, "too many connections")
+            raise HTTPException(503, "too many connections", headers={"Retry-After": "10"})
+        self.connections += 1
+        self.per_client[host] = self.per_client.get(host, 0) + 1
+        try:
+            yield
+        finally:
+            self.connections -= 1
+            left = self.per_client[host] - 1
+            if left:
+                self.per_client[host] = left
+            else:
+                del self.per_client[host]
+
+    def note(self, key: str, message: str, *args: object) -> None:
+        """Log a warning, at most once per ``key`` per interval."""
+        missed = self._throttle.due(key)
+        if missed is not None:
+            logger.warning(message + (f" ({missed} more since the last report)" if missed else ""), *args)
+
+    def stats(self, authenticate_errors: int) -> RouterStats:
+        """The counters now."""
+        return RouterStats(
+            self.connections, self.refused_origin, self.refused_limit, self.refused_authentication,
+            self.authentication_timeouts, authenticate_errors, _subscriber.AUTHORIZE_ERRORS.count,
+        )

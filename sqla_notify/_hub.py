@@ -69,7 +69,7 @@ from ._broker import Broker
 from ._notification import Notification
 from ._protocol import Error, NotificationFrame, Resync, Subscribed, Welcome, encode
 from ._sinks import Sink
-from ._subscriber import Authorize, Frame, Subscriber, _Entry
+from ._subscriber import AUTHORIZE_ERRORS, Authorize, Frame, Subscriber, _Entry
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -122,6 +122,9 @@ class HubStats(msgspec.Struct, frozen=True):
     #: ``resync`` messages queued for clients, for any cause: a gap, a backlog, too slow, or
     #: a replay that the window could not serve
     resyncs: int = 0
+    #: notifications withheld from a client because its ``authorize`` hook raised (counted
+    #: for the whole process: every hub's clients)
+    authorize_errors: int = 0
 
 
 class Hub(Sink):
@@ -497,7 +500,7 @@ class Hub(Sink):
             len(self._subscribers), self._published, self._frames, self._dropped,
             self._slow, self._replays, self._not_running,
             "none" if self._broker is None else self._broker.state, self._gaps,
-            self._last_gap, self._resyncs,
+            self._last_gap, self._resyncs, AUTHORIZE_ERRORS.count,
         )
 
     def __repr__(self) -> str:

@@ -86,7 +86,12 @@ from starlette.requests import HTTPConnection
 
 import sqla_notify
 from sqla_notify import Hub, Notification, Subscriber
+from sqla_notify import fastapi as _fastapi
 from sqla_notify.fastapi import notify_router
+
+# Every collection. Versions before ALL took collections=None for that: this server also
+# runs against older checkouts (PYTHONPATH=...), to compare them with this one in one run.
+ALL = getattr(_fastapi, "ALL", None)
 
 CONTENDERS = ("bare", "manager", "notify", "redis", "broadcaster", "socketio")
 QUEUED = ("notify", "redis", "broadcaster", "socketio")  # a queue and a writer per client
@@ -162,7 +167,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 api = FastAPI(lifespan=lifespan)
 for _name, _hub in HUBS.items():
-    api.include_router(notify_router(_hub, authenticate=_authenticate), prefix=f"/{_name}")
+    api.include_router(notify_router(_hub, authenticate=_authenticate, collections=ALL), prefix=f"/{_name}")
 
 
 # -- 1. the bare loop -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from sqlalchemy import String, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from sqla_notify import Hub, Notifier
-from sqla_notify.fastapi import notify_router
+from sqla_notify.fastapi import ALL, notify_router
 
 BROKER = os.environ.get("BENCH_BROKER", "none")
 
@@ -83,7 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(lifespan=lifespan)
-app.include_router(notify_router(hub), prefix="/notify")
+app.include_router(notify_router(hub, collections=ALL), prefix="/notify")
 
 
 @app.get("/stats")

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from sqla_notify import Hub, Notifier
-from sqla_notify.fastapi import notify_router
+from sqla_notify.fastapi import ALL, notify_router
 
 SQLITE_PATH = os.environ["BENCH_SQLITE_PATH"]
 PG_URL = os.environ.get("BENCH_PG_URL") or None
@@ -102,7 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(lifespan=lifespan)
-app.include_router(notify_router(hub), prefix="/notify")
+app.include_router(notify_router(hub, collections=ALL), prefix="/notify")
 
 
 def _get(db: str) -> Database:

@@ -124,10 +124,13 @@ def to_notifications(buffer: Buffer) -> list[Notification]:
             continue
         pk = cast("tuple[Any, ...]", key)[1]
         names = info.pk_keys
-        data = {names[0]: pk[0]} if len(names) == 1 else dict(zip(names, pk, strict=True))
+        if info.pk_shown is None:
+            data = {names[0]: pk[0]} if len(names) == 1 else dict(zip(names, pk, strict=True))
+        else:  # excluded key columns never leave: the rest of the payload, or no data
+            data = {names[i]: pk[i] for i in info.pk_shown}
         if len(value) == 3 and value[2]:
             data.update(value[2])
-        append(Notification(info.collection, action, data))
+        append(Notification(info.collection, action, data or None))
     return out
 
 

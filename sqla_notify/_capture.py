@@ -467,7 +467,7 @@ def _call_payload_function(
         result = function(state.obj(), action, keys)
         if result is None:
             return None
-        return {k: _snapshot(v) for k, v in result.items() if k not in info.exclude}
+        return {k: _snapshot(v) for k, v in result.items() if k not in info.exclude_names}
     except Exception:  # noqa: BLE001 - a payload bug must not fail the user's flush
         logger.exception(
             "payload function %r failed for a %s of %s; sending the primary key only",

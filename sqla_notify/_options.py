@@ -53,7 +53,9 @@ class NotifyOptions:
         also hears about ``Engineer`` rows (joined or single-table inheritance alike).
     :param payload: what ``data`` holds.
 
-        * ``"pk"`` (default): the primary key, e.g. ``{"id": 7}``. Small; leaks nothing.
+        * ``"pk"`` (default): the primary key, e.g. ``{"id": 7}``. Small, but it does tell
+          which rows exist and when they change; exclude a key that is itself a secret
+          (a token, a reset code): the notification then carries no data.
         * ``"changes"``: the primary key plus, for an insert, every column value the session
           holds; for an update, the new values of the columns that changed (so the keys say
           which columns changed); for a delete, the primary key only.
@@ -84,7 +86,8 @@ class NotifyOptions:
         there loads it. ``"pk"`` payloads are unchanged: such a row is an ``update`` like
         any other. Excluded columns are never named, not even in ``"$unknown"``.
     :param exclude: attribute keys (or column names) that never leave the process in any
-        mode: removed from every payload, custom ones included.
+        mode: removed from every payload, custom ones included (under either name), and
+        primary key columns too (the payload then carries the rest, or no data).
     :param enabled: ``False`` turns notifications for the model off, like
         ``__sqla_notify__ = False``.
     :raises TypeError: for an argument of the wrong type.
@@ -133,8 +136,8 @@ class ModelInfo:
     """What capture needs to know about one mapper, computed once and cached."""
 
     __slots__ = (
-        "collection", "mode", "function", "pk_keys", "pk_set", "columns", "exclude",
-        "payload_columns", "identity_class", "actions", "written", "key_tables",
+        "collection", "mode", "function", "pk_keys", "pk_set", "pk_shown", "columns", "exclude",
+        "exclude_names", "payload_columns", "identity_class", "actions", "written", "key_tables",
     )
 
     def __init__(
@@ -148,6 +151,7 @@ class ModelInfo:
         identity_class: type,
         written: tuple[tuple[str, frozenset[Any] | None], ...] = (),
         key_tables: dict[str, frozenset[Any]] | None = None,
+        exclude_names: frozenset[str] | None = None,
     ) -> None:
         self.collection = collection
         self.mode = mode
@@ -155,6 +159,11 @@ class ModelInfo:
         #: attribute keys of the primary key, in the mapper's primary key order
         self.pk_keys = pk_keys
         self.pk_set = frozenset(pk_keys)
+        #: the positions of the primary key columns a payload may show; ``None``: all of
+        #: them (the usual case: nothing to filter)
+        self.pk_shown = (
+            tuple(i for i, k in enumerate(pk_keys) if k not in exclude) if self.pk_set & exclude else None
+        )
         #: first item of this model's identity keys (the hierarchy's base class)
         self.identity_class = identity_class
         #: shared, preallocated buffer values for rows without payload values
@@ -162,6 +171,9 @@ class ModelInfo:
         #: attribute keys of every mapped column, excluded ones included (change detection)
         self.columns = frozenset(columns_in_order)
         self.exclude = exclude
+        #: ``exclude`` as attribute keys and column names alike: what a payload function's
+        #: result may not hold, whichever it uses
+        self.exclude_names = exclude if exclude_names is None else exclude_names
         #: the keys a "row"/"changes" payload may carry, in the mapper's column order
         self.payload_columns = tuple(k for k in columns_in_order if k not in exclude)
         #: keys the database or SQLAlchemy writes on every UPDATE (``onupdate``,
@@ -204,6 +216,9 @@ def model_info(mapper: Mapper[Any]) -> ModelInfo | None:
     for prop in mapper.column_attrs:
         for column in prop.columns:
             key_of_column[getattr(column, "name", prop.key)] = prop.key
+    names_of_key: dict[str, set[str]] = {}
+    for name, key in key_of_column.items():
+        names_of_key.setdefault(key, set()).add(name)
     ordered = tuple(p.key for p in mapper.column_attrs)
     columns = frozenset(ordered)
     pk_keys = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
@@ -230,9 +245,12 @@ def model_info(mapper: Mapper[Any]) -> ModelInfo | None:
     function = options.payload if mode == "function" else None
     identity_class = mapper.identity_key_from_primary_key((None,) * len(pk_keys))[0]
     written, key_tables = _written_on_update(mapper)
+    exclude_names = set(exclude)
+    for key in exclude:
+        exclude_names |= names_of_key.get(key, set())
     return ModelInfo(
         collection, mode, function, pk_keys, ordered, frozenset(exclude),  # type: ignore[arg-type]
-        identity_class, written, key_tables,
+        identity_class, written, key_tables, frozenset(exclude_names),
     )
 
 

@@ -30,7 +30,7 @@ import logging
 import sys
 from collections.abc import Collection, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 try:
     from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect, params
@@ -50,7 +50,7 @@ from ._protocol import Subscribe, decode_client_message
 from ._report import HookErrors
 from ._subscriber import Authorize, Subscriber, _Entry
 
-__all__ = ("Authenticate", "NotifyRouter", "RouterStats", "notify_router")
+__all__ = ("ALL", "Authenticate", "NotifyRouter", "RouterStats", "notify_router")
 
 logger = logging.getLogger("sqla_notify")
 STATIC = Path(__file__).parent / "static"
@@ -89,12 +89,34 @@ def _check_positive(name: str, value: object, *, optional: bool = False, integer
         raise ValueError(f"notify_router({name}=...) expected {expected}, got {value!r}")
 
 
+#: ``notify_router(hub, collections=ALL)``: publish every collection (a prototype's choice).
+ALL: Literal["*"] = "*"
+
+
+def _public(collections: Collection[str] | Literal["*"] | None) -> frozenset[str] | None:
+    """The public collections (``None``: all of them), or a clear error."""
+    if collections is None:
+        raise TypeError(
+            "notify_router() needs collections=: the names of the collections browsers may "
+            "receive, e.g. collections={'forums', 'posts'} (nothing else reaches them), or "
+            "collections=ALL to publish every collection, primary keys included (a prototype)"
+        )
+    if collections == ALL:
+        return None
+    if isinstance(collections, str) or not all(isinstance(c, str) and c for c in collections):
+        raise TypeError(
+            f"notify_router(collections=...) expected a collection of non-empty names or ALL, "
+            f"got {collections!r}"
+        )
+    return frozenset(collections)
+
+
 def notify_router(
     hub: Hub,
     *,
     authenticate: Authenticate | params.Depends | None = None,
     authorize: Authorize | None = None,
-    collections: Collection[str] | None = None,
+    collections: Collection[str] | Literal["*"] | None = None,
     allowed_origins: Collection[str] = (),
     max_connections: int | None = None,
     max_connections_per_client: int | None = None,
@@ -128,8 +150,12 @@ def notify_router(
         notification for every client, replays included. One that raises denies that
         notification; it is counted (:meth:`NotifyRouter.stats`) and logged once per
         exception type per minute, without the principal or the notification.
-    :param collections: the collection names clients may ask for; others get an ``error``.
-        ``None``: any name.
+    :param collections: **required**: the collections browsers may receive; nothing else
+        reaches them. A client that asks for no collection in particular receives all of
+        these; one that asks for another name gets an ``error``. :data:`ALL` (``"*"``)
+        publishes every collection the hub carries, for a prototype: every model of every
+        attached session factory, primary keys included, goes to every client that passes
+        ``authenticate`` and ``authorize``.
     :param allowed_origins: browser origins allowed besides the request's own, exactly as
         browsers send them: ``{"https://app.example.com"}``. ``"null"`` allows sandboxed
         frames and ``file:`` pages. ``"*"`` turns the check off: **unsafe with cookie
@@ -152,8 +178,8 @@ def notify_router(
         the end: the 1013 close frame, or the end of the SSE stream and of the connection.
         If not, the connection is cut (a WebSocket client sees 1006). Either way the client
         reconnects with its last id and is replayed what it missed, or told to ``resync``.
-    :raises TypeError: if ``hub`` is not a :class:`Hub`, or ``authenticate`` is neither a
-        callable nor ``Depends(...)``.
+    :raises TypeError: if ``hub`` is not a :class:`Hub`, ``collections`` was not given (or
+        is a single name), or ``authenticate`` is neither a callable nor ``Depends(...)``.
     :raises ValueError: for a limit or timeout that is not positive, or an entry of
         ``allowed_origins`` that is not an origin.
     """
@@ -163,7 +189,7 @@ def notify_router(
     _check_positive("handshake_timeout", handshake_timeout)
     _check_positive("max_connections", max_connections, optional=True, integer=True)
     _check_positive("max_connections_per_client", max_connections_per_client, optional=True, integer=True)
-    known = frozenset(collections) if collections is not None else None
+    known = _public(collections)
     gate = Gate(OriginPolicy(allowed_origins), max_connections, max_connections_per_client)
     authenticate_errors = HookErrors("authenticate")
     admitted = authentication(authenticate, handshake_timeout, gate, authenticate_errors)
@@ -186,8 +212,8 @@ def notify_router(
 
     def initial(conn: HTTPConnection) -> tuple[frozenset[str] | None, list[str]]:
         raw = conn.query_params.get("collections")
-        if raw is None:
-            return None, []  # absent: everything the client may see
+        if raw is None:  # absent: everything the client may see
+            return known, []
         names, errors = parse_names([n.strip() for n in raw.split(",")] if raw else [])
         if len(names) > max_collections:
             errors.append(f"at most {max_collections} collections per client, got {len(names)}")

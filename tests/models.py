@@ -203,3 +203,36 @@ class Node(Base):
     name: Mapped[str] = mapped_column(String(50))
     next_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"))
     next: Mapped[Node | None] = relationship(remote_side=[id], post_update=True)
+
+
+class ApiKey(Base):
+    """A secret primary key, excluded: it must never leave the process."""
+
+    __tablename__ = "api_keys"
+    __sqla_notify__ = NotifyOptions(payload="changes", exclude={"key"})
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(50))
+
+
+class ResetCode(Base):
+    """A secret primary key in the default primary-key mode: notified without data."""
+
+    __tablename__ = "reset_codes"
+    __sqla_notify__ = NotifyOptions(exclude={"code"})
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(String(50))
+
+
+def _account_payload(obj: Any, action: str, changed: frozenset[str]) -> dict[str, Any]:
+    # Keys by column name and by attribute key alike: both must be filtered.
+    return {"id": obj.id, "name": obj.name, "pw_hash": obj.secret, "secret": obj.secret}
+
+
+class Account(Base):
+    """A column whose name (``pw_hash``) differs from its attribute key (``secret``)."""
+
+    __tablename__ = "accounts"
+    __sqla_notify__ = NotifyOptions(payload=_account_payload, exclude={"pw_hash"})
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    secret: Mapped[str] = mapped_column("pw_hash", String(100))

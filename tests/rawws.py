@@ -115,3 +115,10 @@ def send_close(sock: socket.socket, code: int = 1000) -> None:
         sock.sendall(bytes([0x80 | CLOSE, 0x80 | len(body)]) + mask + masked)
     except OSError:
         pass  # it may have gone already
+
+
+def read_message(sock: socket.socket) -> dict[str, Any]:
+    """The next text message from the server, decoded (other frames are an error)."""
+    opcode, payload = read_frame(sock)
+    assert opcode == TEXT, f"expected a text frame, got opcode {opcode}: {payload[:100]!r}"
+    return dict(json.loads(payload))

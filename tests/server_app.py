@@ -5,7 +5,8 @@ Configured by environment variables, since it runs in a child process:
 ``APP_STREAM`` and ``APP_MAXLEN`` (share notifications with other processes through a Redis
 Stream that keeps ``APP_MAXLEN`` entries, default: the replay window), ``APP_PG`` and ``APP_CHANNEL``
 (commit to PostgreSQL instead of SQLite, and share through LISTEN/NOTIFY).
-Security: ``APP_ALLOWED_ORIGINS`` (comma-separated), ``APP_MAX_CONNECTIONS``,
+Security: ``APP_COLLECTIONS`` (the public ones, comma-separated; default forums,containers),
+``APP_ALLOWED_ORIGINS`` (comma-separated), ``APP_MAX_CONNECTIONS``,
 ``APP_MAX_PER_CLIENT``, ``APP_HANDSHAKE_TIMEOUT``, and ``APP_AUTH=depends`` (authenticate
 with a FastAPI dependency reading the ``session`` cookie instead of the ``token`` query).
 """
@@ -106,7 +107,8 @@ def _optional_int(name: str) -> int | None:
 
 app = FastAPI(lifespan=lifespan)
 router = notify_router(
-    hub, authenticate=Depends(get_current_user) if os.environ.get("APP_AUTH") == "depends" else authenticate,
+    hub, collections=os.environ.get("APP_COLLECTIONS", "forums,containers").split(","),
+    authenticate=Depends(get_current_user) if os.environ.get("APP_AUTH") == "depends" else authenticate,
     authorize=authorize,
     close_grace=float(os.environ.get("APP_CLOSE_GRACE", "10")),
     allowed_origins=[o for o in os.environ.get("APP_ALLOWED_ORIGINS", "").split(",") if o],
@@ -146,10 +148,10 @@ async def create_many(count: int, name: str = "many") -> dict[str, list[int]]:
 
 
 @app.post("/burst")
-async def burst(count: int, size: int = 0, name: str = "burst") -> dict[str, str]:
+async def burst(count: int, size: int = 0, name: str = "burst", collection: str = "forums") -> dict[str, str]:
     """``count`` manual notifications of about ``size`` bytes each, one batch per call."""
     for i in range(count):
-        notifier.notify("forums", "update", {"id": i, "name": name, "pad": "x" * size})
+        notifier.notify(collection, "update", {"id": i, "name": name, "pad": "x" * size})
     return {"cursor": hub.cursor}
 
 

@@ -21,7 +21,7 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from sqla_notify import Hub, Notification, Notifier
-from sqla_notify.fastapi import notify_router
+from sqla_notify.fastapi import ALL, notify_router
 
 from .models import Base, Container, Forum
 
@@ -33,6 +33,7 @@ def make_app(hub: Hub, **router_options: Any) -> FastAPI:
             yield
 
     app = FastAPI(lifespan=lifespan)
+    router_options.setdefault("collections", ALL)
     app.include_router(notify_router(hub, **router_options), prefix="/notify")
     return app
 
@@ -160,8 +161,16 @@ def test_unknown_collection_on_connect(world: World) -> None:
         assert receive(ws)["message"].startswith("unknown collection(s) ['users']")
 
 
-def test_unsubscribe_from_everything_is_explained(world: World) -> None:
-    with world.client.websocket_connect("/notify/ws") as ws:
+def test_everything_is_the_public_collections(world: World) -> None:
+    with world.client.websocket_connect("/notify/ws") as ws:  # no collections=: all public ones
+        receive(ws)
+        ws.send_text(json.dumps({"type": "unsubscribe", "collections": ["forums"]}))
+        assert receive(ws) == {"type": "subscribed", "collections": ["containers"]}
+
+
+def test_unsubscribe_from_all_of_everything_is_explained(tmp_path: Path) -> None:
+    world = World(tmp_path, collections=ALL)
+    with world.client, world.client.websocket_connect("/notify/ws") as ws:
         receive(ws)
         ws.send_text(json.dumps({"type": "unsubscribe", "collections": ["forums"]}))
         assert receive(ws)["message"].startswith("cannot unsubscribe from part of everything")

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from sqla_notify import Hub, Notification, _report, _subscriber
-from sqla_notify.fastapi import notify_router
+from sqla_notify.fastapi import ALL, notify_router
 
 from . import rawws
 from .test_server import Server, _wait_stats, server  # noqa: F401 - the fixture
@@ -114,9 +114,9 @@ async def test_allowed_origins_are_let_in(tmp_path: Path) -> None:
 def test_allowed_origins_must_be_origins() -> None:
     for bad in ("https://app.example/", "app.example", "https://app.example/path", "ftp://x"):
         with pytest.raises(ValueError, match="allowed_origins expected origins like"):
-            notify_router(Hub(), allowed_origins=[bad])
+            notify_router(Hub(), collections=ALL, allowed_origins=[bad])
     with pytest.raises(TypeError, match="got a str"):
-        notify_router(Hub(), allowed_origins="https://app.example")
+        notify_router(Hub(), collections=ALL, allowed_origins="https://app.example")
 
 
 # -- 3. hooks fail closed and cannot stall the server ----------------------------------------
@@ -208,7 +208,7 @@ def test_authorize_errors_reach_caplog_without_principal_or_payload(
 
     hub = Hub()
     app = FastAPI()
-    app.include_router(notify_router(hub, authenticate=lambda conn: "token-abc", authorize=authorize))
+    app.include_router(notify_router(hub, collections=ALL, authenticate=lambda conn: "token-abc", authorize=authorize))
 
     async def publish() -> None:
         hub._dispatch([Notification("forums", "update", {"secret": "hunter2"})] * 5)
@@ -295,8 +295,8 @@ async def test_an_sse_client_the_hub_dropped_is_disconnected(tmp_path: Path) -> 
 
 def test_limits_and_timeouts_must_be_positive() -> None:
     with pytest.raises(ValueError, match="notify_router\\(max_connections=...\\) expected an int >= 1 or None, got 0"):
-        notify_router(Hub(), max_connections=0)
+        notify_router(Hub(), collections=ALL, max_connections=0)
     with pytest.raises(ValueError, match="notify_router\\(max_connections_per_client=...\\) expected"):
-        notify_router(Hub(), max_connections_per_client=-1)
+        notify_router(Hub(), collections=ALL, max_connections_per_client=-1)
     with pytest.raises(ValueError, match="notify_router\\(handshake_timeout=...\\) expected seconds > 0, got 0"):
-        notify_router(Hub(), handshake_timeout=0)
+        notify_router(Hub(), collections=ALL, handshake_timeout=0)

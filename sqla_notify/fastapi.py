@@ -11,15 +11,19 @@
             yield
 
     app = FastAPI(lifespan=lifespan)
-    app.include_router(notify_router(hub, authenticate=Depends(get_current_user)), prefix="/notify")
+    router = notify_router(
+        hub, collections={"forums"}, authenticate=Depends(get_current_user), authorize=may_see,
+    )
+    app.include_router(router, prefix="/notify")
 
 Routes (relative to the prefix): ``GET /ws`` (WebSocket), ``GET /events`` (the same stream as
 Server-Sent Events), ``GET /sqla-notify.js`` (the browser client) and ``/sqla-notify.d.ts``.
 The wire protocol is in the README, "Wire protocol"; what keeps it safe, in "Security".
 
 Every connection passes, in order: the ``Origin`` check (a page of another site is refused
-with 403), the connection limits, then ``authenticate``. **Without** ``authenticate``
-**and** ``authorize`` **the stream is open**: anyone who can reach it sees every notification.
+with 403), the connection limits, then ``authenticate``. Only the ``collections`` named
+reach browsers. **Without** ``authenticate`` **and** ``authorize`` **those are open**:
+anyone who can reach the route sees every notification of them.
 """
 
 from __future__ import annotations

@@ -75,6 +75,7 @@ from ._buffer import (
 )
 from ._notification import Notification
 from ._options import ModelInfo, model_info
+from ._report import HookErrors
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -90,6 +91,7 @@ def _snapshot(value: Any) -> Any:
 
 
 _insert_order = operator.attrgetter("insert_order")
+_PAYLOAD_ERRORS = HookErrors("a payload function")
 _UNSET: Any = object()
 
 
@@ -468,9 +470,7 @@ def _call_payload_function(
         if result is None:
             return None
         return {k: _snapshot(v) for k, v in result.items() if k not in info.exclude_names}
-    except Exception:  # noqa: BLE001 - a payload bug must not fail the user's flush
-        logger.exception(
-            "payload function %r failed for a %s of %s; sending the primary key only",
-            function, action, info.collection,
-        )
+    except Exception as exc:  # noqa: BLE001 - a payload bug must not fail the user's flush
+        # Not its message, nor the row: either may hold what the payload leaves out.
+        _PAYLOAD_ERRORS.record(exc, f"a {action} of {info.collection} was sent with its primary key only")
         return None

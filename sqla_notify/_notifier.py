@@ -14,6 +14,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, scoped_session, sessionmake
 from . import _bulk
 from ._capture import Recorder
 from ._errors import NotAttachedError
+from ._report import HookErrors
 from ._notification import Notification
 from ._sinks import CallbackSink, Sink, SinkCallable, as_sink
 
@@ -79,6 +80,7 @@ class Notifier:
         self._batches = 0
         self._notifications = 0
         self._sink_errors = 0
+        self._sink_failures = HookErrors(f"sink {type(self._sink).__name__}")
 
     @property
     def sink(self) -> Sink:
@@ -213,14 +215,13 @@ class Notifier:
     def _deliver(self, batch: list[Notification]) -> None:
         try:
             self._send(batch)
-        except Exception:  # noqa: BLE001 - a sink must never break the user's commit
+        except Exception as exc:  # noqa: BLE001 - a sink must never break the user's commit
             with self._lock:
                 self._sink_errors += 1
-            logger.exception(
-                "sink %r failed; %d notification(s) not delivered: %s",
-                self._sink, len(batch), _summary(batch),
-                extra={"notifications": batch},
-            )
+            # By type and place, at most once per type a minute, with what was lost by
+            # collection and action: never the payloads, nor the exception's message, which
+            # may quote them.
+            self._sink_failures.record(exc, f"{len(batch)} notification(s) not delivered ({_summary(batch)})")
             return
         # Not "with": on this path (every notify() call) the context manager protocol is
         # half the cost of the counting; nothing between acquire and release can raise.

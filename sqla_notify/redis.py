@@ -59,6 +59,7 @@ import hashlib
 import logging
 import uuid
 from typing import TYPE_CHECKING, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -115,6 +116,15 @@ _Entries = list[tuple[bytes, dict[bytes, bytes]]]  # what XRANGE and XREAD retur
 _batch_encoder = msgspec.json.Encoder(enc_hook=_lenient)  # as the hub encodes: never fails
 _batch_decoder = msgspec.json.Decoder(list[Notification])
 _ADD_SHA = hashlib.sha1(_ADD.encode()).hexdigest()
+
+
+def _redacted(url: str) -> str:
+    """``url`` for a log line or a repr: without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _key(entry_id: str, index: int) -> int | None:
@@ -179,7 +189,7 @@ class RedisBroker(Broker):
         self._batch: list[_Entry] = []  # read, not yet handed to the hub
 
     def __repr__(self) -> str:
-        return f"RedisBroker({self.url!r}, stream={self.stream!r}, state={self._state!r})"
+        return f"RedisBroker({_redacted(self.url)!r}, stream={self.stream!r}, state={self._state!r})"
 
     # -- Broker ---------------------------------------------------------------------------
 
@@ -297,7 +307,7 @@ class RedisBroker(Broker):
                 elif failures:
                     await self._check_continuity(hub, last)
                 if self._state != "connected":
-                    logger.info("sqla_notify is reading Redis stream %r at %s", self.stream, self.url)
+                    logger.info("sqla_notify is reading Redis stream %r at %s", self.stream, _redacted(self.url))
                     self._state = "connected"
                 failures = 0
                 entries = await self._xread(last, block=True)

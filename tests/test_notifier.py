@@ -177,7 +177,8 @@ def test_notify_rejects(
 
 def test_failing_sink_never_breaks_commit(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
     def broken(batch: list[Notification]) -> None:
-        raise ConnectionError("hub is gone")
+        reason = "hub is " + "gone"  # a value: the logged place shows this source, not the value
+        raise ConnectionError(reason)
 
     notifier = Notifier(broken)
     sm = notifier.attach(sessionmaker(engine))
@@ -187,9 +188,12 @@ def test_failing_sink_never_breaks_commit(engine: Engine, caplog: pytest.LogCapt
     with sm() as s:
         assert s.get(Container, 1) is not None  # committed
     assert notifier.stats() == NotifierStats(batches=0, notifications=0, sink_errors=2)
-    [record, _] = caplog.records
-    assert "hub is gone" in caplog.text and "containers insert ×1" in record.getMessage()
-    assert record.notifications == [Notification("containers", "insert", {"id": 1})]  # type: ignore[attr-defined]
+    # Logged once for its type (the second failure is counted, not logged again), by type
+    # and place and what was lost: never the exception's message or the payload.
+    [record] = caplog.records
+    assert "ConnectionError" in record.getMessage() and "containers insert ×1" in record.getMessage()
+    assert "hub is gone" not in caplog.text and "'id': 1" not in caplog.text
+    assert not hasattr(record, "notifications")
 
 
 def test_stats_count_deliveries(factory: sessionmaker[Session], notifier: Notifier) -> None:

@@ -352,3 +352,8 @@ async def test_a_write_whose_reply_was_lost_is_not_sent_twice(redis_url: str, st
         assert [m.get("data") for m in got] == [{"id": 2}]
         assert redis.Redis.from_url(redis_url).xlen(stream) == 2  # each written once
         assert hub.stats().gaps == 0 and broker.errors == 1
+
+
+def test_the_password_of_the_url_is_never_shown() -> None:
+    broker = RedisBroker("redis://app:s3cr3t@127.0.0.1:6379/0")
+    assert "s3cr3t" not in repr(broker) and "app:***@127.0.0.1:6379" in repr(broker)

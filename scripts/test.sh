@@ -36,7 +36,8 @@ if [ -n "$py312" ]; then
   PYTHON=$py312 venv_for .venv-py312 -e ".[dev]"
   echo "== pytest, delivery tests on $(.venv-py312/bin/python -V)"
   .venv-py312/bin/python -m pytest "$@" tests/test_hub.py tests/test_fastapi.py tests/test_server.py \
-    tests/test_multiprocess.py tests/test_browser.py
+    tests/test_security.py tests/test_publication.py tests/test_redis_faults.py \
+    tests/test_multiprocess.py tests/test_multiprocess_counts.py tests/test_browser.py
 else
   echo "== no Python >= 3.12 found (set PYTHON312): the eager WebSocket writer is not tested"
 fi

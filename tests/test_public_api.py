@@ -35,7 +35,7 @@ def test_typed_package() -> None:
 def test_fastapi_module_surface() -> None:
     from sqla_notify import fastapi
 
-    assert fastapi.__all__ == ("Authenticate", "NotifyRouter", "RouterStats", "notify_router")
+    assert fastapi.__all__ == ("Authenticate", "Credentials", "NotifyRouter", "RouterStats", "bearer_token", "notify_router")
     assert inspect.getdoc(fastapi.notify_router) and inspect.getdoc(fastapi)
 
 

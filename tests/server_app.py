@@ -146,7 +146,7 @@ def seen_tokens() -> list[str]:
 @app.get("/page")
 def page() -> HTMLResponse:
     """An empty page of this origin, for a browser to run the client in."""
-    return HTMLResponse("<!doctype html><title>sqla_notify test</title>")
+    return HTMLResponse('<!doctype html><title>sqla_notify test</title><link rel="icon" href="data:,">')
 
 
 @app.post("/forums/sync")

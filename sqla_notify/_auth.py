@@ -1,35 +1,121 @@
 """``authenticate``, in either of its forms, as one FastAPI dependency that fails closed.
 
-The result is an :class:`Admission`: the principal, or why the connection is refused. The
-hook never stalls the server: a sync one runs in a worker thread (as FastAPI runs sync
-dependencies), and either kind is given ``timeout`` seconds. A sync call that times out
-cannot be stopped: its thread runs on, abandoned, and its result is ignored.
+The result is an :class:`Admission`: the principal (and when its credentials expire), or
+why the connection is refused. The hook never stalls the server: a sync one runs in a
+worker thread (as FastAPI runs sync dependencies), and either kind is given ``timeout``
+seconds. A sync call that times out cannot be stopped: its thread runs on, abandoned, and
+its result is ignored.
+
+Also here: how a token reaches ``authenticate`` without travelling in the URL
+(:func:`bearer_token`), and :class:`Credentials`, a principal that expires.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import inspect
 import logging
+import math
+import time
 from collections.abc import Awaitable
+from datetime import datetime
 from functools import partial
 from typing import Any, Callable, NamedTuple, Union
 
 import anyio
 import anyio.to_thread
-from fastapi import Depends, HTTPException, WebSocketException, params
+from fastapi import Depends, HTTPException, WebSocket, WebSocketException, params
 from starlette.requests import HTTPConnection
 
-from ._gate import Gate
+from ._gate import PROTOCOL, Gate
 from ._report import HookErrors
 
-__all__ = ("Admission", "Authenticate", "authentication")
+__all__ = ("Admission", "Authenticate", "Credentials", "authentication", "bearer_token")
 
 logger = logging.getLogger("sqla_notify")
 
-#: Returns the principal for a connection (any object), or ``None`` (``False``, ``""``, any
-#: false value) to refuse it. May be ``async``. It sees the headers, cookies and query of the
-#: handshake or request.
+#: Returns the principal for a connection (any object, or a :class:`Credentials` for one
+#: that expires), or ``None`` (``False``, ``""``, any false value) to refuse it. May be
+#: ``async``. It sees the headers, cookies and query of the handshake or request.
 Authenticate = Callable[[HTTPConnection], Union[Any, Awaitable[Any]]]
+
+# How a token travels in the browser client's handshake (see _gate.PROTOCOL).
+_BEARER = PROTOCOL + ".bearer."
+
+
+class Credentials:
+    """A principal whose credentials expire: what ``authenticate`` returns for a token or
+    session with a lifetime.
+
+    The router passes ``principal`` on (to ``authorize``), and at ``expires_at`` ends the
+    connection: a WebSocket is closed with **4401**, after which the browser client fetches
+    fresh credentials and reconnects; an SSE stream ends with ``{"type": "expired"}``.
+    Credentials that have already expired refuse the connection (4401; SSE: 401).
+
+    :param principal: who the client is; a false value refuses the connection, as usual.
+    :param expires_at: when the credentials stop being valid: seconds since the Unix epoch
+        (a JWT's ``exp``), or a timezone-aware :class:`~datetime.datetime`.
+    :raises TypeError: if ``expires_at`` is neither a number nor a ``datetime``.
+    :raises ValueError: for a naive ``datetime`` or a number that is not finite.
+    """
+
+    __slots__ = ("expires_at", "principal")
+
+    def __init__(self, principal: Any, expires_at: datetime | float) -> None:
+        if isinstance(expires_at, datetime):
+            if expires_at.utcoffset() is None:
+                raise ValueError(
+                    f"Credentials(expires_at=...) expected a timezone-aware datetime, got a naive one: "
+                    f"{expires_at!r}; use datetime.now(timezone.utc) + ..., or seconds since the epoch"
+                )
+            when = expires_at.timestamp()
+        elif isinstance(expires_at, (int, float)) and not isinstance(expires_at, bool):
+            when = float(expires_at)
+            if not math.isfinite(when):
+                raise ValueError(f"Credentials(expires_at=...) expected a finite number, got {expires_at!r}")
+        else:
+            raise TypeError(
+                f"Credentials(expires_at=...) expected seconds since the epoch or an aware datetime, "
+                f"got {type(expires_at).__name__}: {expires_at!r}"
+            )
+        self.principal = principal
+        #: seconds since the Unix epoch
+        self.expires_at = when
+
+    def __repr__(self) -> str:
+        return f"Credentials({self.principal!r}, expires_at={self.expires_at!r})"
+
+
+def bearer_token(conn: HTTPConnection, *, query: str | None = None) -> str | None:
+    """The token a client sent, or ``None``; call it from ``authenticate``.
+
+    Looked for, in order: in the ``Sec-WebSocket-Protocol`` offer of the browser client
+    (``connect(url, {auth: async () => ({token})})``), in an ``Authorization: Bearer ...``
+    header (clients that are not browsers; ``EventSource`` cannot send one), and, only if
+    ``query`` names a parameter, in the query string. **A token in the query string is
+    written to access logs** (uvicorn's included) and proxy logs: opt in only if you must.
+
+    :param conn: the WebSocket or the request.
+    :param query: the query parameter that may carry a token, e.g. ``"token"``; ``None``
+        (the default) ignores the query.
+    """
+    if isinstance(conn, WebSocket):
+        for offered in conn.scope.get("subprotocols") or ():
+            if offered.startswith(_BEARER):
+                encoded = offered[len(_BEARER):]
+                try:
+                    token = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+                except (binascii.Error, ValueError):
+                    return None  # malformed: no token, not another one
+                return token or None
+    scheme, _, credentials = conn.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    if query is not None:
+        return conn.query_params.get(query) or None
+    return None
+
 
 # anyio 4.1 renamed the flag that lets a thread be abandoned when its caller is cancelled.
 _ABANDON: dict[str, Any] = (
@@ -43,8 +129,11 @@ class Admission(NamedTuple):
     """The verdict on a connection."""
 
     principal: Any
-    #: ``None``: admitted; else ``"unauthenticated"``, ``"error"`` (the hook raised) or ``"timeout"``
+    #: ``None``: admitted; else ``"unauthenticated"``, ``"expired"`` (credentials that had
+    #: expired), ``"error"`` (the hook raised) or ``"timeout"``
     refusal: str | None
+    #: when the credentials expire (seconds since the epoch), if they do
+    expires_at: float | None = None
 
 
 ANYONE = Admission(None, None)
@@ -85,10 +174,16 @@ def authentication(
             gate.authentication_timeouts += 1
             gate.note("timeout", "authenticate did not answer within handshake_timeout=%s s; refused", timeout)
             return Admission(None, "timeout")
+        expires_at = None
+        if isinstance(principal, Credentials):
+            principal, expires_at = principal.principal, principal.expires_at
         if not principal:
             gate.refused_authentication += 1
             return Admission(None, "unauthenticated")
-        return Admission(principal, None)
+        if expires_at is not None and expires_at <= time.time():
+            gate.expired += 1
+            return Admission(None, "expired")
+        return Admission(principal, None, expires_at)
 
     if authenticate is None:
 

@@ -19,11 +19,30 @@ from ._origin import OriginPolicy
 from ._report import Throttle
 from . import _subscriber
 
-__all__ = ("CLOSE_POLICY_VIOLATION", "CLOSE_TRY_AGAIN_LATER", "Gate", "RouterStats")
+__all__ = (
+    "CLOSE_CREDENTIALS_EXPIRED", "CLOSE_POLICY_VIOLATION", "CLOSE_TRY_AGAIN_LATER", "PROTOCOL", "Gate",
+    "RouterStats", "accept",
+)
 
 logger = logging.getLogger("sqla_notify")
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
+# An application code (4000-4999), after HTTP's 401 as graphql-ws uses it: the credentials
+# expired; the client reconnects with fresh ones (unlike 1008, after which it gives up).
+CLOSE_CREDENTIALS_EXPIRED = 4401
+
+#: The WebSocket subprotocol of the browser client. A client that offers it is accepted with
+#: it. A client may also offer ``PROTOCOL + ".bearer." + base64url(token)`` (unpadded): the
+#: one header a browser lets a page set on a WebSocket handshake, and one that access logs
+#: do not record. That one is never chosen, so the token is never echoed.
+PROTOCOL = "sqla-notify"
+
+
+async def accept(websocket: WebSocket) -> None:
+    """Accept the handshake, choosing :data:`PROTOCOL` if the client offered it: a browser
+    fails a handshake whose offer of subprotocols was answered with none."""
+    offered = websocket.scope.get("subprotocols") or ()
+    await websocket.accept(subprotocol=PROTOCOL if PROTOCOL in offered else None)
 
 
 class RouterStats(msgspec.Struct, frozen=True):
@@ -40,6 +59,9 @@ class RouterStats(msgspec.Struct, frozen=True):
     refused_authentication: int
     #: ``authenticate`` calls that outlasted ``handshake_timeout``
     authentication_timeouts: int
+    #: connections refused because their :class:`~sqla_notify.fastapi.Credentials` had
+    #: expired, or ended when they did (WebSocket 4401; SSE 401, or the ``expired`` message)
+    expired: int
     #: exceptions raised by ``authenticate`` (other than ``HTTPException``): each refused its connection
     authenticate_errors: int
     #: exceptions raised by any ``authorize`` hook **in this process** (each denied its notification)
@@ -56,7 +78,7 @@ class Gate:
         self.connections = 0
         self.per_client: dict[str, int] = {}
         self.refused_origin = self.refused_limit = 0
-        self.refused_authentication = self.authentication_timeouts = 0
+        self.refused_authentication = self.authentication_timeouts = self.expired = 0
         self._throttle = Throttle()
 
     async def admit(self, conn: HTTPConnection) -> AsyncIterator[None]:
@@ -84,7 +106,7 @@ class Gate:
             self.refused_limit += 1
             self.note(over, "refused a connection: %s reached", over)
             if isinstance(conn, WebSocket):  # 1013 tells the browser client to retry later
-                await conn.accept()
+                await accept(conn)
                 raise WebSocketException(CLOSE_TRY_AGAIN_LATER, "too many connections")
             raise HTTPException(503, "too many connections", headers={"Retry-After": "10"})
         self.connections += 1
@@ -109,5 +131,5 @@ class Gate:
         """The counters now."""
         return RouterStats(
             self.connections, self.refused_origin, self.refused_limit, self.refused_authentication,
-            self.authentication_timeouts, authenticate_errors, _subscriber.AUTHORIZE_ERRORS.count,
+            self.authentication_timeouts, self.expired, authenticate_errors, _subscriber.AUTHORIZE_ERRORS.count,
         )

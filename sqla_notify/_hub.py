@@ -494,6 +494,13 @@ class Hub(Sink):
         """Forget a client (idempotent)."""
         self._subscribers.discard(sub)
 
+    def disconnect(self, sub: Subscriber, code: int) -> None:
+        """Stop sending to ``sub`` and end its stream: its transport closes with ``code``
+        once the frame being sent, if any, has gone (idempotent; the first code stays)."""
+        self._subscribers.discard(sub)
+        if sub.close_code is None:
+            sub._close(code)
+
     def stats(self) -> HubStats:
         """Counters since creation."""
         return HubStats(

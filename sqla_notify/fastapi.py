@@ -23,7 +23,8 @@ The wire protocol is in the README, "Wire protocol"; what keeps it safe, in "Sec
 Every connection passes, in order: the ``Origin`` check (a page of another site is refused
 with 403), the connection limits, then ``authenticate``. Only the ``collections`` named
 reach browsers. **Without** ``authenticate`` **and** ``authorize`` **those are open**:
-anyone who can reach the route sees every notification of them.
+anyone who can reach the route sees every notification of them. Credentials that expire
+(:class:`Credentials`) end the connection when they do (4401).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Collection, Coroutine
 from pathlib import Path
 from typing import Any, Literal
@@ -46,15 +48,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f'sqla_notify.fastapi needs FastAPI ({exc.name} is missing): pip install "sqla_notify[fastapi]"'
     ) from exc
 
-from ._auth import Admission, Authenticate, authentication
-from ._gate import CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, Gate, RouterStats
+from ._auth import Admission, Authenticate, Credentials, authentication, bearer_token
+from ._gate import CLOSE_CREDENTIALS_EXPIRED, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, Gate, RouterStats, accept
 from ._hub import Hub
 from ._origin import OriginPolicy
 from ._protocol import Subscribe, decode_client_message
 from ._report import HookErrors
 from ._subscriber import Authorize, Subscriber, _Entry
 
-__all__ = ("ALL", "Authenticate", "NotifyRouter", "RouterStats", "notify_router")
+__all__ = ("ALL", "Authenticate", "Credentials", "NotifyRouter", "RouterStats", "bearer_token", "notify_router")
 
 logger = logging.getLogger("sqla_notify")
 STATIC = Path(__file__).parent / "static"
@@ -63,14 +65,36 @@ CLOSE_INTERNAL_ERROR = 1011
 # browser client sees the code) and an SSE request.
 _WS_REFUSAL = {
     "unauthenticated": (CLOSE_POLICY_VIOLATION, "not authenticated"),  # the client does not retry
+    "expired": (CLOSE_CREDENTIALS_EXPIRED, "credentials expired"),  # it retries, with fresh ones
     "error": (CLOSE_INTERNAL_ERROR, "authentication failed"),
     "timeout": (CLOSE_TRY_AGAIN_LATER, "authentication timed out"),
 }
 _HTTP_REFUSAL = {
     "unauthenticated": (403, "not authenticated"),
+    "expired": (401, "credentials expired"),
     "error": (500, "authentication failed"),
     "timeout": (503, "authentication timed out"),
 }
+_HTTP_REFUSAL_HEADERS = {
+    503: {"Retry-After": "10"},
+    401: {"WWW-Authenticate": 'Bearer error="invalid_token", error_description="credentials expired"'},
+}
+# The last message of an SSE stream whose credentials expired (WebSocket: close code 4401).
+_SSE_EXPIRED = 'data: {"type":"expired"}\n\n'
+
+
+def _expire(hub: Hub, sub: Subscriber, gate: Gate) -> None:
+    """The connection's credentials expired: end it (a ``call_later`` callback)."""
+    if sub.close_code is None:
+        gate.expired += 1
+        hub.disconnect(sub, CLOSE_CREDENTIALS_EXPIRED)
+
+
+def _expiry_timer(hub: Hub, sub: Subscriber, gate: Gate, expires_at: float | None) -> asyncio.TimerHandle | None:
+    """One timer handle per connection whose credentials expire; cancel it when the connection ends."""
+    if expires_at is None:
+        return None
+    return asyncio.get_running_loop().call_later(max(0.0, expires_at - time.time()), _expire, hub, sub, gate)
 
 
 class NotifyRouter(APIRouter):
@@ -143,13 +167,26 @@ def notify_router(
     3. ``authenticate``. Refusal closes the WebSocket with 1008 (the browser client does not
        retry) or answers SSE with 403; a hook that raises, 1011 or 500; one that outlasts
        ``handshake_timeout``, 1013 or 503. The exception's message is never logged.
+       :class:`Credentials` that have expired close the WebSocket with 4401 (the browser
+       client reconnects with fresh credentials) or answer SSE with 401.
+
+    A connection admitted with :class:`Credentials` is ended when they expire: the
+    WebSocket is closed with 4401, the SSE stream ends with ``{"type": "expired"}``.
+
+    Where the credentials come from is up to ``authenticate``: a session cookie (browsers
+    send it with the WebSocket handshake and with ``EventSource``), or a token found by
+    :func:`bearer_token` (the browser client's ``auth`` option sends it in the
+    ``Sec-WebSocket-Protocol`` header, which access logs do not record; other clients may
+    send ``Authorization: Bearer``). The handshake of a client that offers the
+    ``sqla-notify`` subprotocol is accepted with it, never with a token.
 
     :param authenticate: who the client is: ``None`` (everyone, as principal ``None``), a
         callable ``authenticate(conn) -> principal`` (sync or async; a sync one runs in a
         worker thread), or a FastAPI dependency, ``Depends(get_current_user)``, whose own
         parameters (``Cookie``, ``Header``, ``HTTPConnection``, sub-dependencies) FastAPI
         resolves as for any route. ``None``, ``False``, ``""`` (any false value) and an
-        ``HTTPException`` refuse.
+        ``HTTPException`` refuse. Return ``Credentials(principal, expires_at)`` for
+        credentials that expire; ``authorize`` then receives ``principal``.
     :param authorize: ``authorize(principal, notification) -> bool``, applied to every
         notification for every client, replays included. One that raises denies that
         notification; it is counted (:meth:`NotifyRouter.stats`) and logged once per
@@ -229,7 +266,7 @@ def notify_router(
     async def websocket_endpoint(
         websocket: WebSocket, _place: None = Depends(gate.admit), admission: Admission = admitted
     ) -> None:
-        await websocket.accept()
+        await accept(websocket)
         if admission.refusal is not None:
             code, reason = _WS_REFUSAL[admission.refusal]
             await websocket.close(code=code, reason=reason)
@@ -244,6 +281,7 @@ def notify_router(
         writer = _Writer(websocket, sub, asyncio.current_task(), close_grace)
         sub.on_close = writer.close_soon
         sub._pump = writer.start
+        expiry = _expiry_timer(hub, sub, gate, admission.expires_at)
         try:
             writer.start()  # for the welcome (and replay) that subscribe() queued
             await _read(websocket, sub)
@@ -251,6 +289,8 @@ def notify_router(
             if not writer.reader_cancelled():
                 raise  # not ours: the server is shutting down, say
         finally:
+            if expiry is not None:
+                expiry.cancel()
             writer.done()
             hub.unsubscribe(sub)
 
@@ -303,13 +343,13 @@ def notify_router(
     ) -> StreamingResponse:
         if admission.refusal is not None:
             status, detail = _HTTP_REFUSAL[admission.refusal]
-            raise HTTPException(status, detail, headers={"Retry-After": "10"} if status == 503 else None)
+            raise HTTPException(status, detail, headers=_HTTP_REFUSAL_HEADERS.get(status))
         wanted, errors = initial(request)
         last_id = request.headers.get("last-event-id") or request.query_params.get("last_id") or None
         sub = hub.subscribe(wanted, last_id=last_id, principal=admission.principal, authorize=authorize)
         for error in errors:
             hub.send_error(sub, error)
-        return _EventStream(hub, sub, sse_keepalive, close_grace)
+        return _EventStream(hub, sub, sse_keepalive, close_grace, gate, admission.expires_at)
 
     @router.get("/sqla-notify.js")
     async def client_js() -> FileResponse:
@@ -332,7 +372,9 @@ class _EventStream(StreamingResponse):
     "ASGI callable returned without completing response").
     """
 
-    def __init__(self, hub: Hub, sub: Subscriber, keepalive: float, grace: float) -> None:
+    def __init__(
+        self, hub: Hub, sub: Subscriber, keepalive: float, grace: float, gate: Gate, expires_at: float | None
+    ) -> None:
         super().__init__(
             self._events(sub, keepalive), media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "close"},
@@ -343,6 +385,8 @@ class _EventStream(StreamingResponse):
         self.task: asyncio.Task[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.cancelling = False
+        self.gate = gate
+        self.expires_at = expires_at
 
     @staticmethod
     async def _events(sub: Subscriber, keepalive: float) -> Any:
@@ -354,6 +398,8 @@ class _EventStream(StreamingResponse):
                 f"id: {f.id}\ndata: {f.text}\n\n" if isinstance(f, _Entry) else f"data: {f}\n\n"
                 for f in batch
             )
+        if sub.close_code == CLOSE_CREDENTIALS_EXPIRED:
+            yield _SSE_EXPIRED
 
     def _close_soon(self) -> None:
         """The hub gave up on the client (``sub.on_close``)."""
@@ -369,6 +415,7 @@ class _EventStream(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.task = asyncio.current_task()
         self.sub.on_close = self._close_soon
+        expiry = _expiry_timer(self.hub, self.sub, self.gate, self.expires_at)
         try:
             await super().__call__(scope, receive, send)
         except asyncio.CancelledError:
@@ -378,6 +425,8 @@ class _EventStream(StreamingResponse):
                 self.task.uncancel()
         finally:
             self.task = None
+            if expiry is not None:
+                expiry.cancel()
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None

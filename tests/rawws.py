@@ -53,6 +53,15 @@ def handshake(
 ) -> tuple[int, socket.socket]:
     """Send a WebSocket handshake with ``headers`` (``Host`` defaults to 127.0.0.1:``port``);
     return the server's HTTP status (101: accepted) and the socket."""
+    status, _, sock = handshake_head(port, path, rcvbuf=rcvbuf, headers=headers, source=source)
+    return status, sock
+
+
+def handshake_head(
+    port: int, path: str = "/notify/ws", *, rcvbuf: int | None = None, headers: dict[str, str] | None = None,
+    source: str | None = None,
+) -> tuple[int, bytes, socket.socket]:
+    """:func:`handshake`, also returning the head of the server's response."""
     sock = open_socket(port, rcvbuf=rcvbuf, source=source)
     key = base64.b64encode(os.urandom(16)).decode()
     fields = {"Host": f"127.0.0.1:{port}", **(headers or {})}
@@ -61,8 +70,8 @@ def handshake(
         f"GET {path} HTTP/1.1\r\n{lines}Upgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
-    status, _ = read_head(sock)
-    return status, sock
+    status, head = read_head(sock)
+    return status, head, sock
 
 
 def _exactly(sock: socket.socket, n: int) -> bytes:

@@ -8,25 +8,30 @@ Stream that keeps ``APP_MAXLEN`` entries, default: the replay window), ``APP_PG`
 Security: ``APP_COLLECTIONS`` (the public ones, comma-separated; default forums,containers),
 ``APP_ALLOWED_ORIGINS`` (comma-separated), ``APP_MAX_CONNECTIONS``,
 ``APP_MAX_PER_CLIENT``, ``APP_HANDSHAKE_TIMEOUT``, and ``APP_AUTH=depends`` (authenticate
-with a FastAPI dependency reading the ``session`` cookie instead of the ``token`` query).
+with a FastAPI dependency reading the ``session`` cookie instead of a token).
+Expiring credentials: ``POST /tokens?name=...&ttl=...`` issues a token that authenticates
+``name`` until ``ttl`` seconds from now; ``GET /tokens/seen`` lists those authenticated, in order.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Cookie, Depends, FastAPI, HTTPException
+from fastapi.responses import HTMLResponse
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 from starlette.requests import HTTPConnection
 
 from sqla_notify import Broker, Hub, Notification, Notifier
-from sqla_notify.fastapi import notify_router
+from sqla_notify.fastapi import Credentials, bearer_token, notify_router
 
 from .models import Base, Forum
 
@@ -57,17 +62,25 @@ AsyncSession = notifier.attach(async_sessionmaker(async_engine))
 
 
 RELEASE = threading.Event()  # set at shutdown: a "slow" authentication returns
+TOKENS: dict[str, tuple[str, float]] = {}  # issued by POST /tokens: name, expiry
+SEEN: list[str] = []  # the issued tokens that authenticated a connection, in order
 
 
 def authenticate(conn: HTTPConnection) -> Any:
     """Token "secret-<name>" authenticates <name>; no token: anonymous (None is rejection).
+    The token travels as the browser client sends it, in ``Authorization: Bearer``, or in
+    the query (``?token=``: this app opts in). One issued by ``POST /tokens`` expires.
 
     Misbehaving hooks, by token: "false" and "empty" return ``False`` and ``""``; "slow"
     blocks its thread until shutdown; "raise-..." raises with the token in the message.
     """
-    token = conn.query_params.get("token")
+    token = bearer_token(conn, query="token")
     if token is None:
         return "anonymous"
+    if token in TOKENS:
+        SEEN.append(token)
+        name, expires_at = TOKENS[token]
+        return Credentials(name, expires_at)
     if token in ("false", "empty"):
         return {"false": False, "empty": ""}[token]
     if token == "slow":
@@ -117,6 +130,25 @@ router = notify_router(
     handshake_timeout=float(os.environ.get("APP_HANDSHAKE_TIMEOUT", "10")),
 )
 app.include_router(router, prefix="/notify")
+
+
+@app.post("/tokens")
+def issue_token(name: str, ttl: float) -> dict[str, str]:
+    """A token for ``name`` that expires ``ttl`` seconds from now (negative: already expired)."""
+    token = f"tok-{secrets.token_urlsafe(12)}"
+    TOKENS[token] = (name, time.time() + ttl)
+    return {"token": token}
+
+
+@app.get("/tokens/seen")
+def seen_tokens() -> list[str]:
+    return SEEN
+
+
+@app.get("/page")
+def page() -> HTMLResponse:
+    """An empty page of this origin, for a browser to run the client in."""
+    return HTMLResponse('<!doctype html><title>sqla_notify test</title><link rel="icon" href="data:,">')
 
 
 @app.post("/forums/sync")

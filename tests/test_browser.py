@@ -255,3 +255,55 @@ def test_two_pages_stay_in_sync_across_a_server_restart(browser: Browser, server
     assert not unexpected, "errors in the pages:\n" + "\n".join(map(str, unexpected))
     context_a.close()
     context_b.close()
+
+
+def test_the_client_fetches_a_fresh_token_after_its_credentials_expire(browser: Browser, tmp_path: Path) -> None:
+    """tests/server_app.py issues tokens that expire; the page's ``auth`` callback asks for one
+    before every connection. The first lives one second: the server closes with 4401, the
+    client calls ``auth`` again and is back, as alice, with the new token."""
+    from .test_server import Server  # the app of the raw-frame tests, with its token issuer
+
+    server = Server(tmp_path, UVICORN_ARGS="--log-level info")  # the access log is on
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT)
+        problems: list[str] = []
+        page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        urls: list[str] = []
+        page.on("websocket", lambda ws: urls.append(ws.url))
+        page.goto(f"{server.base}/page")
+        page.evaluate("""async () => {
+            const { connect } = await import("/notify/sqla-notify.js");
+            Object.assign(window, { tokens: [], states: [], received: [] });
+            window.client = connect("/notify/ws", {
+                minDelay: 100,
+                auth: async () => {
+                    const ttl = window.tokens.length === 0 ? 1 : 60;  // the first expires soon
+                    const response = await fetch(`/tokens?name=alice&ttl=${ttl}`, { method: "POST" });
+                    const { token } = await response.json();
+                    window.tokens.push(token);
+                    return { token };
+                },
+            });
+            client.onStateChange((state, detail) => window.states.push([state, detail?.code ?? null]));
+            client.subscribe("forums", (n) => window.received.push(n.data.name));
+        }""")
+        page.wait_for_function("window.tokens.length === 2 && window.client.state === 'open'", timeout=WAIT)
+        tokens = page.evaluate("window.tokens")
+        assert tokens[0] != tokens[1]
+        assert page.evaluate("window.states") == [["open", None], ["connecting", 4401], ["open", None]]
+        # The server authenticated the first token, then the fresh one: nothing else.
+        assert httpx.get(f"{server.base}/tokens/seen", timeout=5).json() == tokens
+        # Still alice: her private forums reach her.
+        httpx.post(f"{server.base}/burst", params={"count": 1, "name": "private-alice"}, timeout=5)
+        page.wait_for_function("window.received.includes('private-alice')", timeout=WAIT)
+        assert len(urls) == 2 and not [u for u in urls for t in tokens if t in u], urls
+        assert not problems, problems
+    finally:
+        context.close()
+        server.stop()
+    log = server.log.read_text()
+    assert log.count('"WebSocket /notify/ws?collections=forums') == 2 and log.count("[accepted]") == 2, log
+    assert not [t for t in tokens if t in log], log

@@ -35,7 +35,9 @@ def test_typed_package() -> None:
 def test_fastapi_module_surface() -> None:
     from sqla_notify import fastapi
 
-    assert fastapi.__all__ == ("ALL", "Authenticate", "NotifyRouter", "RouterStats", "notify_router")
+    assert fastapi.__all__ == (
+        "ALL", "Authenticate", "Credentials", "NotifyRouter", "RouterStats", "bearer_token", "notify_router",
+    )
     assert inspect.getdoc(fastapi.notify_router) and inspect.getdoc(fastapi)
 
 

@@ -10,6 +10,10 @@
  * client.onResync(() => reloadEverything());
  * ```
  *
+ * With tokens that expire, pass {@link ConnectOptions.auth}: it is called before every
+ * connection attempt, so a tab left open re-authenticates after the server closes an
+ * expired connection (code 4401).
+ *
  * @packageDocumentation
  */
 
@@ -51,19 +55,49 @@ export interface ServerErrorMessage {
  * - `"open"`: connected; notifications flow.
  * - `"closed"`: final. After {@link NotifyClient.close}, or when the server closed with
  *   code 1008 (not authenticated or not authorized). The client will not reconnect.
+ *   Code 4401 (credentials expired) is not final: the client reconnects, calling
+ *   {@link ConnectOptions.auth} for fresh credentials.
  */
 export type ConnectionState = "connecting" | "open" | "closed";
 
 /** Why the state changed, passed with `"closed"` and with `"connecting"` after a drop. */
 export interface StateChangeDetail {
-  /** The WebSocket close code, e.g. 1008 (policy violation), 1006 (connection lost). */
+  /**
+   * The WebSocket close code, e.g. 1008 (not authenticated: final), 4401 (credentials
+   * expired: reconnecting with fresh ones), 1013 (try again later), 1006 (connection lost,
+   * or `auth` failed).
+   */
   readonly code: number;
   readonly reason: string;
   /** Milliseconds until the next attempt; present when the state is `"connecting"`. */
   readonly retryIn?: number;
 }
 
+/**
+ * What {@link ConnectOptions.auth} returns.
+ *
+ * - `{ token }`: sent in the handshake's `Sec-WebSocket-Protocol` header (as
+ *   `sqla-notify.bearer.<base64url of the token>`, next to `sqla-notify`), where the server
+ *   reads it with `bearer_token(conn)`. Unlike a query parameter it is not written to
+ *   access logs. Browsers cannot send other headers (`Authorization`) with a WebSocket.
+ * - nothing (`undefined`, `null`, `{}`): no token; cookies go with the handshake as always.
+ *   E.g. `auth` refreshed the session cookie with a `fetch` first.
+ */
+export interface AuthCredentials {
+  readonly token?: string | null;
+}
+
 export interface ConnectOptions {
+  /**
+   * Called before every connection attempt, first and reconnections alike, so that each
+   * handshake carries fresh credentials: e.g. `async () => ({ token: await getToken() })`.
+   * When the server closes with 4401 (credentials expired), the client reconnects (within
+   * `minDelay` after a connection that lasted `stableAfter`) and calls it again. A call that
+   * throws or rejects is reported and counts as a failed attempt (retried with backoff); to
+   * stop, call {@link NotifyClient.close}. With `auth`, the socket opens once it resolves.
+   * Default: none (cookies only).
+   */
+  auth?: () => AuthCredentials | null | undefined | void | Promise<AuthCredentials | null | undefined | void>;
   /**
    * Resume after this notification id: e.g. a cursor the server rendered into the page
    * together with the data, so that nothing committed in between is missed.
@@ -79,8 +113,12 @@ export interface ConnectOptions {
    * Default 10000.
    */
   stableAfter?: number;
-  /** WebSocket implementation to use, e.g. in tests or outside a browser. Default `globalThis.WebSocket`. */
-  WebSocket?: new (url: string) => WebSocket;
+  /**
+   * WebSocket implementation to use, e.g. in tests or outside a browser. Default
+   * `globalThis.WebSocket`. Called as `new WebSocket(url)`, or `new WebSocket(url, protocols)`
+   * when `auth` supplied a token.
+   */
+  WebSocket?: new (url: string, protocols?: string | string[]) => WebSocket;
 }
 
 /** Removes the listener or subscription it was returned for. Calling it again does nothing. */
@@ -132,7 +170,9 @@ export interface NotifyClient {
   /**
    * Called on each state change, and again for each failed reconnection attempt (with the
    * delay before the next one). A `"closed"` state with `detail.code === 1008` means the
-   * server refused this user: sign in again, then create a new client.
+   * server refused this user: sign in again, then create a new client. A `"connecting"`
+   * state with `detail.code === 4401` means the credentials expired: the client is
+   * reconnecting with fresh ones from `auth`.
    */
   onStateChange(
     listener: (state: ConnectionState, detail?: StateChangeDetail) => void,
@@ -153,14 +193,16 @@ export interface NotifyClient {
  *
  * @param url WebSocket endpoint. A relative URL such as `"/notify/ws"` is resolved against
  *   `location`, `http:`/`https:` becoming `ws:`/`wss:`. A function is called before each
- *   connection attempt (e.g. to put a fresh token in the query). Query parameters of the
- *   URL are kept; `collections` and `last_id` are set by the client.
+ *   connection attempt. Query parameters of the URL are kept; `collections` and `last_id`
+ *   are set by the client. Do not put a token in the URL: it ends up in access logs. Use
+ *   `options.auth`.
  *
  * The socket opens in a microtask, so subscriptions made synchronously after `connect()`
  * are part of the first handshake rather than separate messages. With no callbacks at that
  * point the client connects subscribed to nothing and subscribes as callbacks arrive.
  *
- * @throws TypeError if `url` is not a valid http(s)/ws(s) URL or no WebSocket is available.
+ * @throws TypeError if `url` is not a valid http(s)/ws(s) URL, no WebSocket is available, or
+ *   `options.auth` is not a function.
  */
 export declare function connect(
   url: string | URL | (() => string | URL),

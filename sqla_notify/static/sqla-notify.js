@@ -7,6 +7,10 @@
 //   const client = connect("/notify/ws");
 //   const off = client.subscribe("forums", (n) => reload(n.data));
 //   client.onResync(() => reloadEverything());
+//
+// With a token: connect("/notify/ws", { auth: async () => ({ token: await getToken() }) })
+// calls `auth` before every connection attempt; the token travels in the handshake's
+// Sec-WebSocket-Protocol header (never in the URL, so never in access logs).
 
 /** The collection name that subscribes to every collection the server lets this client see. */
 export const ALL = "*";
@@ -14,6 +18,10 @@ export const ALL = "*";
 const OPEN = 1; // WebSocket.OPEN, without relying on the constructor's static fields
 const POLICY_VIOLATION = 1008; // not authenticated or not authorized: retrying will not help
 const TRY_AGAIN_LATER = 1013; // the server dropped us for being too slow
+const CREDENTIALS_EXPIRED = 4401; // reconnect with fresh credentials from options.auth
+// The subprotocol of this client, and how a token travels in the offer (base64url, no padding).
+const PROTOCOL = "sqla-notify";
+const BEARER = PROTOCOL + ".bearer.";
 
 /**
  * Create a client and start connecting. The socket opens in a microtask, so
@@ -26,6 +34,8 @@ export function connect(url, options = {}) {
 class NotifyClient {
   #url; // () => string | URL
   #WebSocket;
+  #auth; // null, or () => credentials, called before each connection attempt
+  #authorizing = false; // waiting for #auth
   #minDelay;
   #maxDelay;
   #stableAfter;
@@ -56,6 +66,10 @@ class NotifyClient {
     this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
     if (typeof this.#WebSocket !== "function") {
       throw new TypeError("sqla-notify: no WebSocket implementation available");
+    }
+    this.#auth = options.auth ?? null;
+    if (this.#auth !== null && typeof this.#auth !== "function") {
+      throw new TypeError("sqla-notify: options.auth must be a function returning { token } (or a promise of it)");
     }
     this.#minDelay = Math.max(0, options.minDelay ?? 500);
     this.#maxDelay = Math.max(this.#minDelay, options.maxDelay ?? 30000);
@@ -132,14 +146,45 @@ class NotifyClient {
 
   #open() {
     this.#timer = null;
-    if (this.#state === "closed" || this.#socket) return;
+    if (this.#state === "closed" || this.#socket || this.#authorizing) return;
     this.#setState("connecting");
+    if (this.#auth === null) {
+      this.#dial(null);
+      return;
+    }
+    // Fresh credentials for every attempt: a tab left open re-authenticates.
+    this.#authorizing = true;
+    new Promise((resolve) => resolve(this.#auth())).then(
+      (credentials) => {
+        this.#authorizing = false;
+        if (this.#state === "closed") return;
+        let protocols;
+        try {
+          protocols = offer(credentials);
+        } catch (err) {
+          report(err);
+          this.#retry({ code: 1006, reason: String(err?.message ?? err) });
+          return;
+        }
+        this.#dial(protocols);
+      },
+      (err) => {
+        this.#authorizing = false;
+        if (this.#state === "closed") return;
+        report(err);
+        this.#retry({ code: 1006, reason: `options.auth failed: ${err?.message ?? err}` });
+      },
+    );
+  }
+
+  #dial(protocols) {
+    // Read the subscriptions now, not before #auth: they may have changed meanwhile.
     this.#sentAll = this.#listeners.has(ALL);
     this.#sent = this.#sentAll ? new Set() : this.#wanted();
     let ws;
     try {
       const url = buildUrl(this.#url(), this.#sentAll ? null : this.#sent, this.#lastId);
-      ws = new this.#WebSocket(url);
+      ws = protocols ? new this.#WebSocket(url, protocols) : new this.#WebSocket(url);
     } catch (err) {
       report(err);
       this.#retry({ code: 1006, reason: String(err?.message ?? err) });
@@ -165,18 +210,23 @@ class NotifyClient {
     }
     // Only a connection that stayed up resets the backoff: a server that accepts and
     // then drops every connection at once must not be hammered at minDelay. A server
-    // that says "too slow" (1013) gets no reset either.
+    // that says "too slow" (1013) gets no reset either. Expired credentials (4401) are
+    // retried like a drop, through options.auth again: after a connection that lasted,
+    // within minDelay (jittered: credentials issued together expire together); when
+    // refused as already expired, with the usual backoff.
     const stable = this.#openedAt && Date.now() - this.#openedAt >= this.#stableAfter;
     if (stable && event.code !== TRY_AGAIN_LATER) this.#attempt = 0;
     this.#openedAt = 0;
-    this.#retry(detail);
+    this.#retry(detail, stable && event.code === CREDENTIALS_EXPIRED);
   }
 
-  #retry(detail) {
+  #retry(detail, soon = false) {
     // Exponential backoff with full jitter: uniform in [minDelay, cap], cap doubling per
     // failure up to maxDelay, so that clients dropped together do not return together.
     const cap = Math.min(this.#maxDelay, this.#minDelay * 2 ** (this.#attempt + 1));
-    const delay = Math.round(this.#minDelay + Math.random() * (cap - this.#minDelay));
+    const delay = Math.round(
+      soon ? Math.random() * this.#minDelay : this.#minDelay + Math.random() * (cap - this.#minDelay),
+    );
     this.#attempt += 1;
     this.#timer = setTimeout(() => this.#open(), delay);
     this.#setState("connecting", { ...detail, retryIn: delay }, true);
@@ -312,6 +362,20 @@ function resolveUrl(raw) {
   }
   url.hash = "";
   return url;
+}
+
+// The subprotocols to offer for what options.auth returned: none for no token (cookies),
+// else ours and the token, base64url-encoded (a subprotocol allows only a few characters).
+function offer(credentials) {
+  if (credentials == null) return null;
+  const token = credentials.token;
+  if (typeof credentials !== "object" || (token != null && typeof token !== "string")) {
+    throw new TypeError("sqla-notify: options.auth must return { token: string }, or nothing for cookies");
+  }
+  if (!token) return null;
+  let binary = "";
+  for (const byte of new TextEncoder().encode(token)) binary += String.fromCharCode(byte);
+  return [PROTOCOL, BEARER + btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "")];
 }
 
 // Keeps any query parameters of its own (e.g. a token) and sets ours. Built by hand

@@ -37,9 +37,10 @@ if "APP_PG" in os.environ:
 
     engine = create_engine(os.environ["APP_PG"])
     async_engine = create_async_engine(os.environ["APP_PG"])
-    broker = PostgresBroker(
-        os.environ["APP_PG"], channel=os.environ["APP_CHANNEL"], secret=os.environ.get("APP_PG_SECRET")
-    )
+    broker = PostgresBroker(os.environ["APP_PG"], channel=os.environ["APP_CHANNEL"])
+    if "APP_PG_SECRET" in os.environ:
+        broker = PostgresBroker(os.environ["APP_PG"], channel=os.environ["APP_CHANNEL"],
+                                secret=os.environ["APP_PG_SECRET"])
 else:
     engine = create_engine(f"sqlite:///{DB}", connect_args={"timeout": 30})
     async_engine = create_async_engine(f"sqlite+aiosqlite:///{DB}", connect_args={"timeout": 30})

@@ -51,6 +51,18 @@ a client may resume on any process whose replay window holds its last id. ``LIST
 ``NOTIFY`` keeps no log, though: a process started after that id, or a window that has moved
 past it, answers ``resync``.
 
+**Who may write to the channel.** PostgreSQL has no privileges on channels: *any* role
+that can connect to the database can ``LISTEN`` on the channel (and read every payload) and
+``NOTIFY`` on it (and make every process deliver notifications it made up, to every
+client). With ``secret=``, every payload carries an HMAC-SHA256 tag (see
+:mod:`sqla_notify._mac`) over the channel and its exact text, and a listener drops a payload
+whose tag is missing or wrong, and a copy of one of the last :data:`~sqla_notify._mac.SEEN`
+payloads it accepted: forged batches and gap markers are never delivered, and are counted
+(:attr:`PostgresBroker.rejected`) and logged at most once a minute per kind, without the
+payload. The secret does not hide payloads from roles that can ``LISTEN``, nor stop one from
+sending a copy of an older payload again (beyond that window), nor from filling the
+notification queue.
+
 **Starting and reconnecting.** ``start()`` waits for the listener's first attempt, at most
 ``connect_timeout`` seconds, so that normally the process listens before it serves. If a
 client connected before the first ``LISTEN`` succeeded (PostgreSQL was down at start), it
@@ -83,7 +95,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._broker import Broker, Item, Outbox, backoff, describe, stop_tasks
+from ._mac import TAG_LEN, Secret, Seen, Signer, untagged
 from ._notification import Notification, _lenient
+from ._report import Throttle
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -117,7 +131,7 @@ def _ascii(encoded: bytes) -> bytes:
 class _Payload(msgspec.Struct):
     """One NOTIFY payload: part of a batch (``i``: its id, ``o``: the offset of ``b``, ``n``:
     the batch's size, 0 from versions that did not send it), or a gap marker (``gap``: why
-    notifications were lost)."""
+    notifications were lost; ``i``: its own id, or none from older versions)."""
 
     i: str = ""
     o: int = 0
@@ -141,6 +155,13 @@ class PostgresBroker(Broker):
     :param max_pending: ``notify()`` batches kept while PostgreSQL is unreachable; beyond
         it the oldest are dropped and clients are told to ``resync``.
     :param connect_timeout: seconds before an attempt to connect counts as failed.
+    :param secret: authenticate payloads: a str or bytes of at least 16 bytes, the same in
+        every process (e.g. ``os.environ["SQLA_NOTIFY_SECRET"]``, made once with
+        ``secrets.token_urlsafe(32)``), or a list of them to change secrets (the first signs,
+        all are accepted). Payloads without a valid tag are dropped, as are copies of recent
+        ones (see the module's documentation). ``None``: any role that can connect to the
+        database can make every process deliver what it likes.
+    :raises ValueError, TypeError: for a bad channel name, ``max_pending`` or ``secret``.
     """
 
     transactional = True
@@ -152,6 +173,7 @@ class PostgresBroker(Broker):
         channel: str = "sqla_notify",
         max_pending: int = 10_000,
         connect_timeout: float = 2.0,
+        secret: Secret | None = None,
     ) -> None:
         if not isinstance(channel, str) or not channel or len(channel.encode()) > 63:
             raise ValueError(f"PostgresBroker(channel=...) expected a name of 1 to 63 bytes, got {channel!r}")
@@ -170,6 +192,12 @@ class PostgresBroker(Broker):
         self._stopping = False
         self._tried = asyncio.Event()  # set once the listener's first attempt is over
         self._partial: tuple[str, int, list[Notification]] | None = None  # id, size, parts so far
+        self._signer = None if secret is None else Signer(
+            secret, domain=f"sqla_notify postgres {channel}", owner="PostgresBroker(secret=...)"
+        )
+        self._seen = Seen()  # "<batch id>:<offset>" of the payloads accepted lately (with a secret)
+        self._rejected = 0
+        self._throttle = Throttle()
 
     def __repr__(self) -> str:
         return f"PostgresBroker(channel={self.channel!r}, state={self._state!r})"
@@ -183,22 +211,29 @@ class PostgresBroker(Broker):
         """Failed PostgreSQL calls so far (listening and ``notify()`` writes)."""
         return self._read_errors + self._outbox.errors
 
+    @property
+    def rejected(self) -> int:
+        """Payloads dropped so far because their tag was missing or wrong, or because they
+        were copies of payloads already delivered (only with ``secret``)."""
+        return self._rejected
+
     # -- writing --------------------------------------------------------------------------
 
     def payloads(self, notifications: list[Notification]) -> list[str]:
         """``notifications`` as ``NOTIFY`` payloads, each under :data:`MAX_PAYLOAD` bytes and
         pure ASCII: ``{"i": batch id, "o": offset of the first, "n": size of the batch,
-        "b": [notifications]}``. The batch id, random, names the batch the same way in every
-        process.
+        "b": [notifications]}``, with its tag in front if there is a ``secret``. The batch
+        id, random, names the batch the same way in every process.
 
         :raises TypeError: for data that cannot be encoded at all (a dict with tuple keys).
         """
         batch_id = uuid.uuid4().hex[:16]
         total = len(notifications)
+        room = MAX_PAYLOAD - (TAG_LEN if self._signer is not None else 0)
         encoded = []
         for n in notifications:
             one = _ascii(_encoder.encode(n))
-            if len(one) > MAX_PAYLOAD - _ENVELOPE:
+            if len(one) > room - _ENVELOPE:
                 logger.info("sqla_notify sent a %s %s without its data, too large for NOTIFY", n.collection, n.action)
                 one = _ascii(_encoder.encode(Notification(n.collection, n.action)))
             encoded.append(one)
@@ -206,14 +241,22 @@ class PostgresBroker(Broker):
         start = 0
         while start < len(encoded):
             end, size = start, _ENVELOPE
-            while end < len(encoded) and size + len(encoded[end]) + 1 <= MAX_PAYLOAD:
+            while end < len(encoded) and size + len(encoded[end]) + 1 <= room:
                 size += len(encoded[end]) + 1
                 end += 1
             end = max(end, start + 1)  # one always fits: see above
             body = b",".join(encoded[start:end]).decode()
-            out.append(f'{{"i":"{batch_id}","o":{start},"n":{total},"b":[{body}]}}')
+            out.append(self._sign(f'{{"i":"{batch_id}","o":{start},"n":{total},"b":[{body}]}}'))
             start = end
         return out
+
+    def _sign(self, payload: str) -> str:
+        return payload if self._signer is None else self._signer.sign(payload)
+
+    def _gap_payload(self, lost: str) -> str:
+        """A gap marker: other processes lost notifications because of ``lost``."""
+        marker = {"gap": lost, "i": uuid.uuid4().hex[:16]}  # named, to tell a copy
+        return self._sign(_ascii(_encoder.encode(marker)).decode())
 
     def publish_in_transaction(self, connection: Connection, notifications: list[Notification]) -> bool:
         """``pg_notify`` on the committing transaction's connection (PostgreSQL only).
@@ -240,7 +283,7 @@ class PostgresBroker(Broker):
         conn = await self._writer_connection()
         async with conn.transaction():  # one transaction: delivered together, in order
             if lost is not None:
-                await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, _encoder.encode({"gap": lost}).decode()))
+                await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, self._gap_payload(lost)))
             for _, batch in items:
                 for payload in self.payloads(batch):
                     await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
@@ -335,10 +378,21 @@ class PostgresBroker(Broker):
                 await asyncio.sleep(backoff(failures))
 
     def _deliver(self, hub: Hub, payload: str) -> None:
+        if self._signer is None:
+            payload = untagged(payload)  # signed by a process with a secret: unchecked here
+        else:
+            text = self._signer.verify(payload)
+            if text is None:
+                self._reject("its tag was missing or wrong (forged, or sent without this secret)")
+                return
+            payload = text
         try:
             part = _decoder.decode(payload)
         except msgspec.DecodeError as exc:
             logger.error("sqla_notify skipped a NOTIFY payload on %r that is not a batch: %s", self.channel, exc)
+            return
+        if self._signer is not None and not self._seen.add(f"{part.i}:{part.o}"):
+            self._reject("it was a copy of a payload delivered already")
             return
         partial = self._partial
         if partial is not None and (part.gap is not None or part.i != partial[0] or part.o != len(partial[2])):
@@ -366,6 +420,14 @@ class PostgresBroker(Broker):
         if len(got) >= size:
             self._partial = None
             self._dispatch(hub, part.i, 0, got)
+
+    def _reject(self, why: str) -> None:
+        # Anyone who can connect to the database can send these, as often as they like.
+        self._rejected += 1
+        missed = self._throttle.due(why)
+        if missed is not None:
+            logger.warning("sqla_notify dropped a NOTIFY payload on channel %r: %s%s", self.channel, why,
+                           f" ({missed} more since the last report)" if missed else "")
 
     @staticmethod
     def _dispatch(hub: Hub, batch_id: str, offset: int, notifications: list[Notification]) -> None:

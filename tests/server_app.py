@@ -4,7 +4,8 @@ Configured by environment variables, since it runs in a child process:
 ``APP_DB`` (SQLite file), ``APP_QUEUE_SIZE``, ``APP_REPLAY``, ``APP_CLOSE_GRACE``, ``APP_REDIS``,
 ``APP_STREAM`` and ``APP_MAXLEN`` (share notifications with other processes through a Redis
 Stream that keeps ``APP_MAXLEN`` entries, default: the replay window), ``APP_PG`` and ``APP_CHANNEL``
-(commit to PostgreSQL instead of SQLite, and share through LISTEN/NOTIFY).
+(commit to PostgreSQL instead of SQLite, and share through LISTEN/NOTIFY), ``APP_PG_SECRET``
+(authenticate its payloads with this secret).
 Security: ``APP_COLLECTIONS`` (the public ones, comma-separated; default forums,containers),
 ``APP_ALLOWED_ORIGINS`` (comma-separated), ``APP_MAX_CONNECTIONS``,
 ``APP_MAX_PER_CLIENT``, ``APP_HANDSHAKE_TIMEOUT``, and ``APP_AUTH=depends`` (authenticate
@@ -43,6 +44,9 @@ if "APP_PG" in os.environ:
     engine = create_engine(os.environ["APP_PG"])
     async_engine = create_async_engine(os.environ["APP_PG"])
     broker = PostgresBroker(os.environ["APP_PG"], channel=os.environ["APP_CHANNEL"])
+    if "APP_PG_SECRET" in os.environ:
+        broker = PostgresBroker(os.environ["APP_PG"], channel=os.environ["APP_CHANNEL"],
+                                secret=os.environ["APP_PG_SECRET"])
 else:
     engine = create_engine(f"sqlite:///{DB}", connect_args={"timeout": 30})
     async_engine = create_async_engine(f"sqlite+aiosqlite:///{DB}", connect_args={"timeout": 30})
@@ -189,9 +193,12 @@ async def burst(count: int, size: int = 0, name: str = "burst", collection: str 
 
 @app.get("/stats")
 async def stats() -> dict[str, int | str]:
-    """The hub's counters, and the router's prefixed with ``router_``."""
+    """The hub's counters, and the router's prefixed with ``router_``; ``broker_rejected``:
+    payloads a PostgreSQL broker dropped (forged or copied)."""
     hub_stats, router_stats = hub.stats(), router.stats()
+    rejected = getattr(broker, "rejected", None)
     return {
         **{f: getattr(hub_stats, f) for f in hub_stats.__struct_fields__},
         **{f"router_{f}": getattr(router_stats, f) for f in router_stats.__struct_fields__},
+        **({"broker_rejected": rejected} if isinstance(rejected, int) else {}),
     }

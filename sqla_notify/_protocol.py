@@ -13,6 +13,9 @@ Client → server::
     {"type": "subscribe", "collections": ["forums"]}
     {"type": "unsubscribe", "collections": ["forums"]}
 
+What a client may send, how often, and how much of it an ``error`` quotes: README,
+"Wire protocol" and "Security" ("Memory per client").
+
 Encoders and the decoder are built once (msgspec's advice); each notification is encoded once
 for every client, never once per client.
 """

@@ -67,7 +67,7 @@ import msgspec
 
 from ._broker import Broker
 from ._notification import Notification
-from ._protocol import Error, NotificationFrame, Resync, Subscribed, Welcome, encode
+from ._protocol import MAX_ERROR_LENGTH, Error, NotificationFrame, Resync, Subscribed, Welcome, clip, encode
 from ._sinks import Sink
 from ._subscriber import AUTHORIZE_ERRORS, Authorize, Frame, Subscriber, _Entry
 
@@ -80,6 +80,7 @@ logger = logging.getLogger("sqla_notify")
 
 Overflow = Literal["resync", "close"]
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_POLICY_VIOLATION = 1008
 _MAX_TRACKED_COLLECTIONS = 10_000
 # Writers started per event-loop step. Starting every client's writer in one step leaves
 # thousands of pending tasks alive at once: the collector's young generation overflows,
@@ -316,6 +317,8 @@ class Hub(Sink):
 
     def _offer(self, sub: Subscriber, frame: str) -> None:
         """Queue one control message (``resync``, ``subscribed``, ``error``) for ``sub``."""
+        if sub.close_code is not None:
+            return  # given up on: only the close frame is still to go
         if len(sub._queue) < self.queue_size + sub._allowance:
             sub._put(frame)
             self._frames += 1
@@ -349,6 +352,7 @@ class Hub(Sink):
         keep = 1 if sub._allowance and queue else 0
         self._dropped += len(queue) - keep + refused
         del queue[keep:]
+        sub._forget_replies()
         sub._put(encode(Resync(self.cursor, reason)))
         self._frames += 1
         self._resyncs += 1
@@ -482,24 +486,44 @@ class Hub(Sink):
         logger.warning("told %d client(s) to resync: %s", len(self._subscribers), reason)
 
     def update(self, sub: Subscriber, collections: frozenset[str] | None) -> None:
-        """Change what ``sub`` receives from now on, and confirm with ``subscribed``."""
+        """Change what ``sub`` receives from now on, and confirm with ``subscribed``.
+
+        A ``subscribed`` still waiting to be sent is replaced by the new one (it lists the
+        whole set), which goes to the end of the queue: what comes after it matches it.
+        """
+        if sub.close_code is not None:
+            return
         sub.collections = collections
-        self._offer(sub, encode(Subscribed(None if collections is None else sorted(collections))))
+        self._reply(sub, encode(Subscribed(None if collections is None else sorted(collections))), subscribed=True)
 
     def send_error(self, sub: Subscriber, message: str) -> None:
-        """Queue an ``error`` message for one client."""
-        self._offer(sub, encode(Error(message)))
+        """Queue an ``error`` message for one client, cut to ``MAX_ERROR_LENGTH`` characters."""
+        self._reply(sub, encode(Error(clip(message, MAX_ERROR_LENGTH))), subscribed=False)
+
+    def _reply(self, sub: Subscriber, frame: str, *, subscribed: bool) -> None:
+        """Queue a reply to the client's own message, within its ``reply_budget``: a client
+        that sends messages and does not read the replies is closed with 1008."""
+        if sub.close_code is not None:
+            return
+        if sub._admit_reply(frame, subscribed=subscribed):
+            self._offer(sub, frame)
+        else:
+            self.disconnect(sub, CLOSE_POLICY_VIOLATION, "too many replies waiting: read them")
+
+    def disconnect(self, sub: Subscriber, code: int, reason: str = "") -> None:
+        """Stop serving ``sub``: drop what waits for it and have its transport close with
+        ``code`` and ``reason`` (after the frame being sent, if the client reads it).
+        Idempotent: the first code stays."""
+        if sub.close_code is not None:
+            return
+        self._dropped += len(sub._queue)
+        sub._queue.clear()
+        self._subscribers.discard(sub)
+        sub._close(code, reason)
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Forget a client (idempotent)."""
         self._subscribers.discard(sub)
-
-    def disconnect(self, sub: Subscriber, code: int) -> None:
-        """Stop sending to ``sub`` and end its stream: its transport closes with ``code``
-        once the frame being sent, if any, has gone (idempotent; the first code stays)."""
-        self._subscribers.discard(sub)
-        if sub.close_code is None:
-            sub._close(code)
 
     def stats(self) -> HubStats:
         """Counters since creation."""

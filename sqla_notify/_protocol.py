@@ -13,19 +13,30 @@ Client → server::
     {"type": "subscribe", "collections": ["forums"]}
     {"type": "unsubscribe", "collections": ["forums"]}
 
+What a client may send, how often, and how much of it an ``error`` quotes: README,
+"Wire protocol" and "Security" ("Memory per client").
+
 Encoders and the decoder are built once (msgspec's advice); each notification is encoded once
 for every client, never once per client.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Collection
 from typing import Any, Union
 
 import msgspec
 
 from ._notification import _lenient
 
-__all__ = ("ClientMessage", "decode_client_message", "encode")
+__all__ = ("ClientMessage", "MAX_ERROR_LENGTH", "clip", "decode_client_message", "encode", "quote_names")
+
+#: the longest ``error`` message, in characters: an error quotes what the client sent, cut
+#: short, so that a client cannot make the server hold copies of its input
+MAX_ERROR_LENGTH = 400
+_QUOTED_NAMES = 5  # names an error quotes, at most
+_QUOTED_NAME_LENGTH = 40  # characters of each
 
 
 class NotificationFrame(msgspec.Struct, omit_defaults=True, gc=False):
@@ -83,3 +94,16 @@ def decode_client_message(text: str | bytes) -> Subscribe | Unsubscribe:
         return _decoder.decode(text)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
         raise ValueError(str(exc)) from None
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, marked with ``…`` where it was cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def quote_names(names: Collection[str]) -> str:
+    """``names`` as an error message quotes them: the first few, each cut short, and how many
+    more there were, e.g. ``['aaaa…', 'b'] and 3 more``."""
+    shown = [clip(n, _QUOTED_NAME_LENGTH) for n in itertools.islice(names, _QUOTED_NAMES)]
+    more = len(names) - len(shown)
+    return f"{shown!r}" + (f" and {more} more" if more else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from typing import Any, Callable, Protocol, Union
 
@@ -38,6 +39,10 @@ class _Entry:
 Frame = Union[_Entry, str]  # a notification, or an encoded control message
 
 
+#: the default of :attr:`Subscriber.reply_budget`, in bytes
+REPLY_BUDGET = 128 * 1024
+
+
 def _release(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -53,7 +58,8 @@ class Subscriber:
 
     __slots__ = (
         "collections", "principal", "authorize", "_queue", "_waiter", "_pump", "_writer", "_due", "_ready",
-        "_overflowed", "_allowance", "_busy", "close_code", "on_close", "__weakref__",
+        "_overflowed", "_allowance", "_busy", "close_code", "close_reason", "on_close", "reply_budget",
+        "_replies", "_replies_in", "_subscribed_at", "__weakref__",
     )
 
     def __init__(self, collections: frozenset[str] | None, principal: Any, authorize: Authorize | None) -> None:
@@ -82,9 +88,20 @@ class Subscriber:
         #: set when the hub has given up on this client (1013: too slow, 1001: shutting
         #: down); :meth:`frames` then ends and the transport closes with this code
         self.close_code: int | None = None
+        #: why, for the close frame ("" for the hub's own reasons: 1013 and 1001 say it all)
+        self.close_reason = ""
         #: set by the transport: called when the hub gives up on the client, to tear the
         #: connection down even if its writer is stuck sending to a client that stopped reading
         self.on_close: Callable[[], object] | None = None
+        #: the most memory, in bytes, that replies to the client's own messages (``subscribed``,
+        #: ``error``) may take while they wait in its queue; set by the transport
+        self.reply_budget = REPLY_BUDGET
+        # Those replies: their bytes, the queue list they are in (the writer swaps the list
+        # when it takes it, which makes the count stale without touching the send path), and
+        # where the latest ``subscribed`` waits in it (-1: none).
+        self._replies = 0
+        self._replies_in: list[Frame] | None = None
+        self._subscribed_at = -1
 
     def wants(self, notification: Notification) -> bool:
         """Whether this client subscribed to, and may see, ``notification``."""
@@ -100,6 +117,34 @@ class Subscriber:
             # the loop, and either may carry a secret.
             AUTHORIZE_ERRORS.record(exc, "the notification was not sent to that client")
             return False
+
+    def _admit_reply(self, frame: str, *, subscribed: bool) -> bool:
+        """Account for a reply about to be queued; ``False`` if it does not fit the budget.
+
+        A ``subscribed`` replaces one still waiting (it lists the whole set, so the older one
+        says nothing the newer does not): only what the transport has taken can pile up.
+        One reply always fits, however large, so that a budget smaller than the largest
+        ``subscribed`` cannot refuse every subscription.
+        """
+        queue = self._queue
+        if self._replies_in is not queue:  # the writer took what waited: start afresh
+            self._replies_in = queue
+            self._replies = 0
+            self._subscribed_at = -1
+        if subscribed and self._subscribed_at >= 0:
+            self._replies -= sys.getsizeof(queue.pop(self._subscribed_at))
+            self._subscribed_at = -1
+        size = sys.getsizeof(frame)
+        if self._replies and self._replies + size > self.reply_budget:
+            return False
+        self._replies += size
+        if subscribed:
+            self._subscribed_at = len(queue)  # where ``_put`` will append it
+        return True
+
+    def _forget_replies(self) -> None:
+        """The queue was cut short in place (the hub's overflow policy): recount from empty."""
+        self._replies_in = None
 
     def _put(self, frame: Frame) -> None:
         self._queue.append(frame)
@@ -126,8 +171,9 @@ class Subscriber:
         self._busy = True
         return batch
 
-    def _close(self, code: int) -> None:
+    def _close(self, code: int, reason: str = "") -> None:
         self.close_code = code
+        self.close_reason = reason
         self._wake()
         if self.on_close is not None:
             self.on_close()

@@ -52,9 +52,9 @@ from ._auth import Admission, Authenticate, Credentials, authentication, bearer_
 from ._gate import CLOSE_CREDENTIALS_EXPIRED, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, Gate, RouterStats, accept
 from ._hub import Hub
 from ._origin import OriginPolicy
-from ._protocol import Subscribe, decode_client_message
+from ._protocol import Subscribe, clip, decode_client_message, quote_names
 from ._report import HookErrors
-from ._subscriber import Authorize, Subscriber, _Entry
+from ._subscriber import REPLY_BUDGET, Authorize, Subscriber, _Entry
 
 __all__ = ("ALL", "Authenticate", "Credentials", "NotifyRouter", "RouterStats", "bearer_token", "notify_router")
 
@@ -108,12 +108,14 @@ class NotifyRouter(APIRouter):
         return self._gate.stats(self._authenticate_errors.count)
 
 
-def _check_positive(name: str, value: object, *, optional: bool = False, integer: bool = False) -> None:
+def _check_positive(
+    name: str, value: object, *, optional: bool = False, integer: bool = False, unit: str = "seconds"
+) -> None:
     if optional and value is None:
         return
     kind: tuple[type, ...] = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:  # type: ignore[operator]
-        expected = ("an int >= 1" if integer else "seconds > 0") + (" or None" if optional else "")
+        expected = ("an int >= 1" if integer else f"{unit} > 0") + (" or None" if optional else "")
         raise ValueError(f"notify_router({name}=...) expected {expected}, got {value!r}")
 
 
@@ -151,6 +153,9 @@ def notify_router(
     handshake_timeout: float = 10.0,
     max_message_size: int = 4096,
     max_collections: int = 256,
+    max_message_rate: float = 10.0,
+    max_message_burst: int = 50,
+    max_reply_bytes: int = REPLY_BUDGET,
     sse_keepalive: float = 15.0,
     close_grace: float = 10.0,
 ) -> NotifyRouter:
@@ -209,9 +214,19 @@ def notify_router(
         ``--forwarded-allow-ips`` naming it). ``None``: no limit.
     :param handshake_timeout: seconds ``authenticate`` may take. A sync one that times out
         cannot be stopped: its thread runs on, and its answer is ignored.
-    :param max_message_size: the largest client message, in bytes; larger ones get an
+    :param max_message_size: the largest client message, in characters; larger ones get an
         ``error`` and are ignored.
-    :param max_collections: the most collections one client may subscribe to.
+    :param max_collections: the most collections one client may subscribe to (each name is
+        1 to 200 characters).
+    :param max_message_rate: client messages per second, sustained, on one WebSocket;
+        ``max_message_burst`` may come at once. A client over the limit is closed with 1008
+        (the browser client does not retry) and reason ``too many messages: ...``.
+    :param max_message_burst: see ``max_message_rate``.
+    :param max_reply_bytes: the most memory, in bytes, that replies to one client's own
+        messages (``subscribed``, ``error``) may take while they wait to be sent. A client
+        that sends messages and does not read the replies is closed with 1008 and reason
+        ``too many replies waiting: ...``. A newer ``subscribed`` replaces one still waiting,
+        and an ``error`` quotes at most a few names, each cut short, so one reply is small.
     :param sse_keepalive: seconds of silence after which SSE sends a comment, so that
         proxies keep the stream open. (WebSocket keep-alive is uvicorn's ping, every 20 s.)
     :param close_grace: seconds a client that the hub gave up on (it stopped reading) has
@@ -221,7 +236,7 @@ def notify_router(
         reconnects with its last id and is replayed what it missed, or told to ``resync``.
     :raises TypeError: if ``hub`` is not a :class:`Hub`, ``collections`` was not given (or
         is a single name), or ``authenticate`` is neither a callable nor ``Depends(...)``.
-    :raises ValueError: for a limit or timeout that is not positive, or an entry of
+    :raises ValueError: for a limit, rate or timeout that is not positive, or an entry of
         ``allowed_origins`` that is not an origin.
     """
     if not isinstance(hub, Hub):
@@ -230,6 +245,12 @@ def notify_router(
     _check_positive("handshake_timeout", handshake_timeout)
     _check_positive("max_connections", max_connections, optional=True, integer=True)
     _check_positive("max_connections_per_client", max_connections_per_client, optional=True, integer=True)
+    _check_positive("max_message_size", max_message_size, integer=True)
+    _check_positive("max_collections", max_collections, integer=True)
+    _check_positive("max_message_rate", max_message_rate, unit="messages per second")
+    _check_positive("max_message_burst", max_message_burst, integer=True)
+    _check_positive("max_reply_bytes", max_reply_bytes, integer=True)
+    too_many = f"too many messages: over {max_message_burst} at once or {max_message_rate:g} per second"
     known = _public(collections)
     gate = Gate(OriginPolicy(allowed_origins), max_connections, max_connections_per_client)
     authenticate_errors = HookErrors("authenticate")
@@ -243,11 +264,11 @@ def notify_router(
         errors = []
         bad = [n for n in names if not n or len(n) > 200]
         if bad:
-            errors.append(f"collection names must be 1 to 200 characters, got {bad!r}")
+            errors.append(f"collection names must be 1 to 200 characters, got {quote_names(bad)}")
         good = {n for n in names if n and len(n) <= 200}
         if known is not None and good - known:
             unknown = sorted(good - known)
-            errors.append(f"unknown collection(s) {unknown}; expected any of {sorted(known)}")
+            errors.append(f"unknown collection(s) {quote_names(unknown)}; expected any of {quote_names(sorted(known))}")
             good &= known
         return good, errors
 
@@ -276,6 +297,7 @@ def notify_router(
             wanted, last_id=websocket.query_params.get("last_id") or None,
             principal=admission.principal, authorize=authorize,
         )
+        sub.reply_budget = max_reply_bytes
         for error in errors:
             hub.send_error(sub, error)
         writer = _Writer(websocket, sub, asyncio.current_task(), close_grace)
@@ -295,10 +317,25 @@ def notify_router(
             hub.unsubscribe(sub)
 
     async def _read(websocket: WebSocket, sub: Subscriber) -> None:
+        # A token bucket: ``max_message_burst`` messages at once, refilled at ``max_message_rate``
+        # per second. uvicorn reads the next message only once this one is taken, so waiting
+        # here would throttle, but a client that sends without reading would then wait too:
+        # over the limit, it is closed instead.
+        clock = asyncio.get_running_loop().time
+        tokens, last = float(max_message_burst), clock()
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            if sub.close_code is not None:
+                continue  # closing: what it says no longer matters
+            now = clock()
+            tokens = min(max_message_burst, tokens + (now - last) * max_message_rate)
+            last = now
+            if tokens < 1:
+                hub.disconnect(sub, CLOSE_POLICY_VIOLATION, too_many)
+                continue
+            tokens -= 1
             text = message.get("text")
             if text is None:
                 hub.send_error(sub, "expected a text frame holding JSON, got a binary frame")
@@ -310,7 +347,7 @@ def notify_router(
                 request = decode_client_message(text)
             except ValueError as exc:
                 hub.send_error(
-                    sub, f"invalid message: {exc}; expected "
+                    sub, f"invalid message: {clip(str(exc), 200)}; expected "
                     f'{{"type": "subscribe" or "unsubscribe", "collections": [names]}}'
                 )
                 continue
@@ -522,7 +559,7 @@ class _Writer:
                 # It goes out once the client reads again, within the grace (the reader is
                 # cancelled after that, which ends this too).
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.websocket.close(code=sub.close_code), self.grace)
+                    await asyncio.wait_for(self.websocket.close(sub.close_code, sub.close_reason), self.grace)
         except (WebSocketDisconnect, OSError):
             # The client went away; the reader sees it too and ends the connection.
             self.failed = True

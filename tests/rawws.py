@@ -101,18 +101,45 @@ def messages_until_close(sock: socket.socket) -> tuple[list[dict[str, Any]], int
     Returns the messages and the close code, or ``None`` if the connection ended without a
     close frame (what a browser reports as 1006).
     """
+    out, code, _ = until_close(sock)
+    return out, code
+
+
+def until_close(sock: socket.socket) -> tuple[list[dict[str, Any]], int | None, str]:
+    """:func:`messages_until_close`, and the close frame's reason."""
     out: list[dict[str, Any]] = []
     while True:
         try:
             opcode, payload = read_frame(sock)
         except (EOFError, ConnectionResetError):
-            return out, None
+            return out, None, ""
         if opcode == TEXT:
             out.append(json.loads(payload))
         elif opcode == CLOSE:
             code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
             send_close(sock, code)
-            return out, code
+            return out, code, payload[2:].decode()
+
+
+def frame(payload: str | bytes, opcode: int = TEXT) -> bytes:
+    """One masked client frame holding ``payload`` (a str goes as UTF-8)."""
+    data = payload.encode() if isinstance(payload, str) else payload
+    n = len(data)
+    mask = os.urandom(4)
+    key = (mask * (n // 4 + 1))[:n]
+    masked = (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+    if n < 126:
+        head = bytes([0x80 | opcode, 0x80 | n])
+    elif n < 65536:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + struct.pack("!Q", n)
+    return head + mask + masked
+
+
+def send_text(sock: socket.socket, *messages: str) -> None:
+    """Send ``messages``, one text frame each, in one write."""
+    sock.sendall(b"".join(frame(m) for m in messages))
 
 
 def send_close(sock: socket.socket, code: int = 1000) -> None:

@@ -8,7 +8,8 @@ Stream that keeps ``APP_MAXLEN`` entries, default: the replay window), ``APP_PG`
 (authenticate its payloads with this secret).
 Security: ``APP_COLLECTIONS`` (the public ones, comma-separated; default forums,containers),
 ``APP_ALLOWED_ORIGINS`` (comma-separated), ``APP_MAX_CONNECTIONS``,
-``APP_MAX_PER_CLIENT``, ``APP_HANDSHAKE_TIMEOUT``, and ``APP_AUTH=depends`` (authenticate
+``APP_MAX_PER_CLIENT``, ``APP_HANDSHAKE_TIMEOUT``, ``APP_MESSAGE_RATE``, ``APP_MESSAGE_BURST``,
+``APP_REPLY_BYTES``, and ``APP_AUTH=depends`` (authenticate
 with a FastAPI dependency reading the ``session`` cookie instead of a token).
 Expiring credentials: ``POST /tokens?name=...&ttl=...`` issues a token that authenticates
 ``name`` until ``ttl`` seconds from now; ``GET /tokens/seen`` lists those authenticated, in order.
@@ -122,6 +123,14 @@ def _optional_int(name: str) -> int | None:
     return int(os.environ[name]) if name in os.environ else None
 
 
+def _limits() -> dict[str, Any]:
+    """The per-client message limits named in the environment (the router's defaults otherwise)."""
+    names = {"APP_MESSAGE_RATE": "max_message_rate", "APP_MESSAGE_BURST": "max_message_burst",
+             "APP_REPLY_BYTES": "max_reply_bytes"}
+    return {option: float(os.environ[var]) if var == "APP_MESSAGE_RATE" else int(os.environ[var])
+            for var, option in names.items() if var in os.environ}
+
+
 app = FastAPI(lifespan=lifespan)
 router = notify_router(
     hub, collections=os.environ.get("APP_COLLECTIONS", "forums,containers").split(","),
@@ -132,6 +141,7 @@ router = notify_router(
     max_connections=_optional_int("APP_MAX_CONNECTIONS"),
     max_connections_per_client=_optional_int("APP_MAX_PER_CLIENT"),
     handshake_timeout=float(os.environ.get("APP_HANDSHAKE_TIMEOUT", "10")),
+    **_limits(),
 )
 app.include_router(router, prefix="/notify")
 

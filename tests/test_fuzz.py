@@ -125,7 +125,8 @@ def test_fuzzed_messages_and_query_in_process(tmp_path: Path, caplog: pytest.Log
 
 
 def test_fuzzed_messages_and_query_against_uvicorn(tmp_path: Path) -> None:
-    server = Server(tmp_path, APP_COLLECTIONS=f"forums,containers,{SENTINEL}")  # its log is checked for tracebacks when it stops
+    # Its log is checked for tracebacks when it stops; the sentinel is one of its public collections.
+    server = Server(tmp_path, APP_COLLECTIONS=f"forums,containers,{SENTINEL}")
 
     @settings(FUZZ, max_examples=40)
     @given(query, st.lists(messages, max_size=5))

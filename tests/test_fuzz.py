@@ -67,6 +67,14 @@ query = st.fixed_dictionaries({}, optional={
 })
 
 
+def _fits_a_request_line(params: dict[str, str]) -> bool:
+    """Whether a browser could send it: servers cap the request line (nginx at 8 KiB; under
+    uvicorn, a handshake whose request line was tens of KiB long got no answer within 10 s
+    here, and uvicorn logged a traceback for it at shutdown: a server matter, which happens
+    before the router sees the request)."""
+    return len(urlencode(params)) < 6000
+
+
 def _path(base: str, params: dict[str, str]) -> str:
     return f"{base}?{urlencode(params)}" if params else base
 
@@ -129,7 +137,7 @@ def test_fuzzed_messages_and_query_against_uvicorn(tmp_path: Path) -> None:
     server = Server(tmp_path, APP_COLLECTIONS=f"forums,containers,{SENTINEL}")
 
     @settings(FUZZ, max_examples=40)
-    @given(query, st.lists(messages, max_size=5))
+    @given(query.filter(_fits_a_request_line), st.lists(messages, max_size=5))
     def check(params: dict[str, str], sent: list[str | bytes]) -> None:
         sock = rawws.connect(server.port, _path("/notify/ws", params))
 

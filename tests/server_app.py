@@ -6,7 +6,8 @@ Configured by environment variables, since it runs in a child process:
 Stream that keeps ``APP_MAXLEN`` entries, default: the replay window), ``APP_PG`` and ``APP_CHANNEL``
 (commit to PostgreSQL instead of SQLite, and share through LISTEN/NOTIFY), ``APP_PG_SECRET``
 (authenticate its payloads with this secret).
-Security: ``APP_COLLECTIONS`` (the public ones, comma-separated; default forums,containers),
+Security: ``APP_COLLECTIONS`` (the public ones, comma-separated, or ``*`` for all; default
+forums,containers),
 ``APP_ALLOWED_ORIGINS`` (comma-separated), ``APP_MAX_CONNECTIONS``,
 ``APP_MAX_PER_CLIENT``, ``APP_HANDSHAKE_TIMEOUT``, ``APP_MESSAGE_RATE``, ``APP_MESSAGE_BURST``,
 ``APP_REPLY_BYTES``, and ``APP_AUTH=depends`` (authenticate
@@ -33,7 +34,7 @@ from sqlalchemy.orm import sessionmaker
 from starlette.requests import HTTPConnection
 
 from sqla_notify import Broker, Hub, Notification, Notifier
-from sqla_notify.fastapi import Credentials, bearer_token, notify_router
+from sqla_notify.fastapi import ALL, Credentials, bearer_token, notify_router
 
 from .models import Base, Forum
 
@@ -131,9 +132,10 @@ def _limits() -> dict[str, Any]:
             for var, option in names.items() if var in os.environ}
 
 
+PUBLIC = os.environ.get("APP_COLLECTIONS", "forums,containers")
 app = FastAPI(lifespan=lifespan)
 router = notify_router(
-    hub, collections=os.environ.get("APP_COLLECTIONS", "forums,containers").split(","),
+    hub, collections=ALL if PUBLIC == "*" else PUBLIC.split(","),
     authenticate=Depends(get_current_user) if os.environ.get("APP_AUTH") == "depends" else authenticate,
     authorize=authorize,
     close_grace=float(os.environ.get("APP_CLOSE_GRACE", "10")),

@@ -15,14 +15,14 @@ from ._notification import encode as encode
 from ._notifier import Notifier as Notifier
 from ._notifier import NotifierStats as NotifierStats
 from ._options import NotifyOptions as NotifyOptions
-from ._options import PayloadFunction as PayloadFunction
-from ._options import PayloadMode as PayloadMode
 from ._sinks import CallbackSink as CallbackSink
 from ._sinks import FanoutSink as FanoutSink
 from ._sinks import Sink as Sink
-from ._sinks import SinkCallable as SinkCallable
-from ._subscriber import Authorize as Authorize
 from ._subscriber import Subscriber as Subscriber
+from .types import Authorize as Authorize
+from .types import PayloadFunction as PayloadFunction
+from .types import PayloadMode as PayloadMode
+from .types import SinkCallable as SinkCallable
 
 __version__ = "0.1.0"
 

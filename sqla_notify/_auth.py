@@ -30,15 +30,11 @@ from starlette.requests import HTTPConnection
 
 from ._gate import PROTOCOL, Gate
 from ._report import HookErrors
+from .types import Authenticate
 
-__all__ = ("Admission", "Authenticate", "Credentials", "authentication", "bearer_token")
+__all__ = ("Admission", "Credentials", "authentication", "bearer_token")
 
 logger = logging.getLogger("sqla_notify")
-
-#: Returns the principal for a connection (any object, or a :class:`Credentials` for one
-#: that expires), or ``None`` (``False``, ``""``, any false value) to refuse it. May be
-#: ``async``. It sees the headers, cookies and query of the handshake or request.
-Authenticate = Callable[[HTTPConnection], Union[Any, Awaitable[Any]]]
 
 # How a token travels in the browser client's handshake (see _gate.PROTOCOL).
 _BEARER = PROTOCOL + ".bearer."

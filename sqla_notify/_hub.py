@@ -69,7 +69,8 @@ from ._broker import Broker
 from ._notification import Notification
 from ._protocol import MAX_ERROR_LENGTH, Error, NotificationFrame, Resync, Subscribed, Welcome, clip, encode
 from ._sinks import Sink
-from ._subscriber import AUTHORIZE_ERRORS, Authorize, Frame, Subscriber, _Entry
+from ._subscriber import AUTHORIZE_ERRORS, Frame, Subscriber, _Entry
+from .types import Authorize
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection

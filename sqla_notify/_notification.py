@@ -6,6 +6,8 @@ from typing import Any
 
 import msgspec
 
+from ._json import ENCODER
+
 __all__ = ("Notification", "encode")
 
 
@@ -31,20 +33,10 @@ class Notification(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     data: dict[str, Any] | None = None
 
 
-def _lenient(value: Any) -> Any:
-    # msgspec natively handles datetime, date, time, timedelta, Decimal, UUID, Enum, bytes,
-    # set and friends. Anything else becomes its str() rather than failing the whole batch:
-    # one odd column type must not cost every client its notification.
-    return str(value)
-
-
-_encoder = msgspec.json.Encoder(enc_hook=_lenient)
-
-
 def encode(notification: Notification) -> bytes:
     """Encode ``notification`` as compact JSON.
 
     Values msgspec cannot encode natively are written as their ``str()``, so encoding never
     fails because of a column's type.
     """
-    return _encoder.encode(notification)
+    return ENCODER.encode(notification)

@@ -16,7 +16,8 @@ from ._capture import Recorder
 from ._errors import NotAttachedError
 from ._report import HookErrors
 from ._notification import Notification
-from ._sinks import CallbackSink, Sink, SinkCallable, as_sink
+from ._sinks import CallbackSink, Sink, as_sink
+from .types import SinkCallable
 
 __all__ = ("Notifier", "NotifierStats")
 

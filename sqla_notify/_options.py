@@ -5,34 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from sqlalchemy.orm import Mapper
 
-__all__ = ("NotifyOptions", "PayloadFunction", "PayloadMode")
+from .types import PayloadFunction, PayloadMode
+
+__all__ = ("NotifyOptions",)
 
 logger = logging.getLogger("sqla_notify")
 
-PayloadMode = Literal["pk", "changes", "row"]
 _MODES = ("pk", "changes", "row")
 
 #: Name of the model attribute that holds its :class:`NotifyOptions` (or ``False``).
 OPTIONS_ATTRIBUTE = "__sqla_notify__"
-
-
-class PayloadFunction(Protocol):
-    """Computes a custom payload for one captured row.
-
-    Called during the flush (the only time the row's values are safe to read; the session
-    may run SQL here if it must, e.g. to load a relationship) with the ORM instance, the
-    row's net action within the transaction and the attribute keys that changed (every
-    loaded column for an insert, none for a delete). Return a mapping, or ``None`` for no
-    payload. Keys listed in :attr:`NotifyOptions.exclude` are removed from the result.
-    """
-
-    def __call__(
-        self, obj: Any, action: str, changed: frozenset[str], /
-    ) -> Mapping[str, Any] | None: ...
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any, Union
 
 import msgspec
 
-from ._notification import _lenient
+from ._json import ENCODER
 
 __all__ = ("ClientMessage", "MAX_ERROR_LENGTH", "clip", "decode_client_message", "encode", "quote_names")
 
@@ -75,7 +75,7 @@ class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="type", forbid_un
 
 ClientMessage = Union[Subscribe, Unsubscribe]
 
-_encoder = msgspec.json.Encoder(enc_hook=_lenient)
+_encoder = ENCODER
 _decoder: msgspec.json.Decoder[Subscribe | Unsubscribe] = msgspec.json.Decoder(ClientMessage)
 
 

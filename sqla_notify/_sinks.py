@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ._errors import SinkError
 from ._notification import Notification
+from .types import SinkCallable
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-__all__ = ("CallbackSink", "FanoutSink", "Sink", "SinkCallable")
-
-#: Any plain callable taking one transaction's notifications can serve as a sink.
-SinkCallable = Callable[[list[Notification]], object]
-
+__all__ = ("CallbackSink", "FanoutSink", "Sink")
 
 class Sink(abc.ABC):
     """Receives the notifications of each committed transaction.

@@ -5,21 +5,16 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator
-from typing import Any, Callable, Protocol, Union
+from typing import Any, Callable, Union
 
 from ._notification import Notification
 from ._report import HookErrors
+from .types import Authorize
 
-__all__ = ("Authorize", "Frame", "Subscriber")
+__all__ = ("Frame", "Subscriber")
 
 #: exceptions raised by ``authorize`` hooks in this process; each denied its notification
 AUTHORIZE_ERRORS = HookErrors("authorize")
-
-
-class Authorize(Protocol):
-    """Decides whether ``principal`` may see ``notification``; must be fast and not block."""
-
-    def __call__(self, principal: Any, notification: Notification, /) -> bool: ...
 
 
 class _Entry:

@@ -96,7 +96,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._broker import Broker, Item, Outbox, backoff, describe, stop_tasks
 from ._mac import TAG_LEN, Secret, Seen, Signer, untagged
-from ._notification import Notification, _lenient
+from ._json import ENCODER
+from ._notification import Notification
 from ._report import Throttle
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ logger = logging.getLogger("sqla_notify")
 #: PostgreSQL refuses payloads of 8,000 bytes or more.
 MAX_PAYLOAD = 7999
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
-_encoder = msgspec.json.Encoder(enc_hook=_lenient)
+_encoder = ENCODER
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 

@@ -74,7 +74,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._broker import Broker, Item, Outbox, backoff, describe, stop_tasks
-from ._notification import Notification, _lenient
+from ._json import ENCODER
+from ._notification import Notification
 from ._protocol import NotificationFrame, encode
 from ._subscriber import _Entry
 
@@ -113,7 +114,7 @@ _CATCH_UP_READS = 10
 _CONFIRM_SCAN = 10_000
 _INDEX_BITS = 24  # notifications per entry, in the ordering key
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]  # what XRANGE and XREAD return, per stream
-_batch_encoder = msgspec.json.Encoder(enc_hook=_lenient)  # as the hub encodes: never fails
+_batch_encoder = ENCODER  # as the hub encodes: never fails
 _batch_decoder = msgspec.json.Decoder(list[Notification])
 _ADD_SHA = hashlib.sha1(_ADD.encode()).hexdigest()
 

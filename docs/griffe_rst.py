@@ -13,10 +13,13 @@ that ``mkdocs build --strict`` checks them; any other role becomes inline code.
 
 from __future__ import annotations
 
+import ast
 import re
-from typing import Any
+from pathlib import Path
+from collections.abc import Iterator
+from typing import Any, Callable
 
-from griffe import Attribute, Docstring, Extension, Object
+from griffe import Alias, Attribute, Docstring, Extension, Module, Object
 
 # :class:`~sqla_notify.Hub`, :meth:`.Hub.subscribe`, :func:`_written`, :mod:`._bulk` ...
 _ROLE = re.compile(r":(?:py:)?(?:class|func|meth|attr|mod|data|exc|obj|const|type):`([^`]+)`")
@@ -28,7 +31,19 @@ _HEADING_LEVEL = {"=": "###", "-": "####", "~": "#####"}
 _RAISES_SEVERAL = re.compile(r"^(\s*):raises ([\w.]+(?:, [\w.]+)+):(.*)$", re.M)
 
 
-def _role(match: re.Match[str]) -> str:
+def _exported() -> frozenset[str]:
+    """``sqla_notify.__all__``, read from the source so that new names link by themselves."""
+    tree = ast.parse((Path(__file__).parent.parent / "sqla_notify" / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+            return frozenset(ast.literal_eval(node.value))
+    return frozenset()
+
+
+_EXPORTED = _exported()
+
+
+def _role(match: re.Match[str], exists: Callable[[str], bool]) -> str:
     target = match.group(1).strip()
     shown = target
     if "<" in target and target.endswith(">"):  # :class:`text <target>`
@@ -37,7 +52,9 @@ def _role(match: re.Match[str]) -> str:
         target = target[1:]
         shown = target.rsplit(".", 1)[-1]
     target = target.lstrip(".")
-    if target.startswith("sqla_notify.") and not any(part.startswith("_") for part in target.split(".")):
+    if target.split(".", 1)[0] in _EXPORTED:  # :class:`Hub`, :meth:`Hub.subscribe`
+        target = "sqla_notify." + target
+    if exists(target):
         return f"[`{shown}`][{target}]"
     return f"`{shown.lstrip('.')}`"
 
@@ -108,10 +125,11 @@ def _lists(lines: list[str]) -> list[str]:
     return out
 
 
-def convert(text: str) -> str:
-    """``text``, a docstring in reST, as Markdown (its field lists left for the parser)."""
+def convert(text: str, exists: Callable[[str], bool] = lambda target: False) -> str:
+    """``text``, a docstring in reST, as Markdown (its field lists left for the parser).
+    A role becomes a link when ``exists(its target)``, else inline code."""
     lines = _lists(_titles(_blocks(text.splitlines())))
-    text = _ROLE.sub(_role, "\n".join(lines))
+    text = _ROLE.sub(lambda match: _role(match, exists), "\n".join(lines))
     return _RAISES_SEVERAL.sub(_raises, text)
 
 
@@ -121,14 +139,35 @@ def _raises(match: re.Match[str]) -> str:
 
 
 class RstToMarkdown(Extension):
-    """Rewrites every docstring once the package is loaded."""
+    """Rewrites every docstring of the package once it is loaded."""
 
-    def on_object(self, *, obj: Object, **kwargs: Any) -> None:
-        """Convert ``obj``'s docstring in place."""
-        if obj.docstring is None and isinstance(obj, Attribute):
-            _comment_docstring(obj)
-        if obj.docstring is not None:
-            obj.docstring.value = convert(obj.docstring.value)
+    def on_package(self, *, pkg: Module, **kwargs: Any) -> None:
+        """Convert the docstrings of ``pkg`` and everything in it, in place."""
+        objects = list(_walk(pkg))
+        for obj in objects:  # first, so that links to #:-documented attributes resolve
+            if obj.docstring is None and isinstance(obj, Attribute):
+                _comment_docstring(obj)
+
+        def exists(target: str) -> bool:
+            # Rendered, so a link resolves: public, and with a docstring (mkdocs.yml shows
+            # nothing without one).
+            if not target.startswith("sqla_notify.") or any(p.startswith("_") for p in target.split(".")):
+                return False
+            try:
+                return pkg[target.removeprefix("sqla_notify.")].docstring is not None
+            except Exception:  # griffe raises KeyError, or alias resolution errors
+                return False
+
+        for obj in objects:
+            if obj.docstring is not None:
+                obj.docstring.value = convert(obj.docstring.value, exists)
+
+
+def _walk(obj: Object) -> Iterator[Object]:
+    yield obj
+    for member in obj.members.values():
+        if not isinstance(member, Alias):
+            yield from _walk(member)
 
 
 def _comment_docstring(attr: Attribute) -> None:

@@ -9,6 +9,6 @@ venv_for .venv -e ".[example]"
 # Browsers always offer per-message deflate; for small JSON it doubles the send cost and
 # adds memory per connection, so it is off. uvicorn reads a whole WebSocket message into
 # memory before the app sees it, up to --ws-max-size (16 MiB by default): the protocol's
-# client messages are tiny, so 64 KiB bounds that. See README, "Serving".
+# client messages are tiny, so 64 KiB bounds that. See docs/hub.md, "Serving".
 exec .venv/bin/python -m uvicorn examples.fastapi_app.app:app --ws-per-message-deflate false \
   --ws-max-size 65536 "$@"

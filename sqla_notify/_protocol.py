@@ -1,20 +1,7 @@
-"""The wire protocol between the hub and its clients: one JSON object per message.
+"""The wire protocol between the hub and its clients: its messages, as msgspec structs.
 
-Server → client::
-
-    {"id": "<cursor>", "collection": "forums", "action": "insert", "data": {"id": 7}}
-    {"type": "welcome", "cursor": "<cursor>"}
-    {"type": "subscribed", "collections": ["forums"]}        (null: every collection)
-    {"type": "error", "message": "..."}
-    {"type": "resync", "cursor": "<cursor>", "reason": "..."}
-
-Client → server::
-
-    {"type": "subscribe", "collections": ["forums"]}
-    {"type": "unsubscribe", "collections": ["forums"]}
-
-What a client may send, how often, and how much of it an ``error`` quotes: README,
-"Wire protocol" and "Security" ("Memory per client").
+The protocol itself (messages both ways, cursors, resync, limits, close codes) is described
+once, in the docs: ``docs/protocol.md``.
 
 Encoders and the decoder are built once (msgspec's advice); each notification is encoded once
 for every client, never once per client.

@@ -30,7 +30,7 @@ class Sink(abc.ABC):
       :class:`~sqlalchemy.ext.asyncio.AsyncSession` it is the event loop's thread. Calls for
       different transactions may therefore run concurrently.
     * **Order**: ``notifications`` are in the order the changes happened within the
-      transaction (see the README, "Ordering").
+      transaction (see ``docs/capture.md``, "Ordering").
 
     Obligations of implementations:
 

@@ -18,7 +18,8 @@
 
 Routes (relative to the prefix): ``GET /ws`` (WebSocket), ``GET /events`` (the same stream as
 Server-Sent Events), ``GET /sqla-notify.js`` (the browser client) and ``/sqla-notify.d.ts``.
-The wire protocol is in the README, "Wire protocol"; what keeps it safe, in "Security".
+The wire protocol is described once, in the docs (``docs/protocol.md``); what keeps it safe,
+in ``docs/security.md``.
 
 Every connection passes, in order: the ``Origin`` check (a page of another site is refused
 with 403), the connection limits, then ``authenticate``. Only the ``collections`` named

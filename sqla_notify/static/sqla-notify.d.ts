@@ -14,6 +14,9 @@
  * connection attempt, so a tab left open re-authenticates after the server closes an
  * expired connection (code 4401).
  *
+ * The wire protocol this client speaks (messages, cursors, close codes) is described once,
+ * in the project's docs/protocol.md; Angular and React recipes are in docs/client.md.
+ *
  * @packageDocumentation
  */
 

@@ -1,7 +1,9 @@
 // sqla-notify.js: the browser client for sqla_notify's WebSocket notifications.
 //
 // Dependency-free ES module; load it with <script type="module"> or `import`.
-// The public API is documented in sqla-notify.d.ts next to this file.
+// The public API is documented in sqla-notify.d.ts next to this file; the wire protocol it
+// speaks (messages, cursors, close codes) in the project's docs/protocol.md, and recipes for
+// Angular and React in docs/client.md.
 //
 //   import { connect } from "/notify/sqla-notify.js";
 //   const client = connect("/notify/ws");

@@ -1,6 +1,6 @@
 """Who may write to a PostgresBroker's channel (issue 11, item 6): any role that can connect
 to the database can LISTEN and NOTIFY on it. A second role, created by the test, sends
-forged payloads; without ``secret`` they are delivered (the README says so), with it they
+forged payloads; without ``secret`` they are delivered (docs/processes.md says so), with it they
 are dropped and counted, and so are copies of valid payloads sent again. End to end, through
 two real uvicorn servers, a forged id with a newline never reaches an SSE stream."""
 
@@ -169,7 +169,7 @@ async def test_with_a_secret_forged_payloads_are_dropped_counted_and_logged_once
 
 async def test_with_a_secret_copies_of_valid_payloads_are_dropped(admin: Engine) -> None:
     """A role that LISTENs sees valid payloads, and may send them again: a copy of one of
-    the last 10,000 payloads is dropped (the README says what this leaves open)."""
+    the last 10,000 payloads is dropped (docs/processes.md says what this leaves open)."""
     with role(admin) as mallory, database(admin) as url:
         channel = unique("c")
         broker = PostgresBroker(libpq(url), channel=channel, secret=SECRET)

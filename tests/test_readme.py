@@ -71,3 +71,31 @@ def test_first_example_serves_notifications(tmp_path: Path, monkeypatch: pytest.
         assert client.post("/forums", params={"name": "general"}).json() == {"id": 1}
         message = json.loads(ws.receive_text())
         assert (message["collection"], message["action"], message["data"]) == ("forums", "insert", {"id": 1})
+
+
+def test_readme_is_a_landing_page_that_links_to_existing_docs_pages() -> None:
+    text = README.read_text()
+    assert len(text.splitlines()) <= 250, "README.md: at most 250 lines; reference material goes to docs/"
+    links = re.findall(r"\]\((docs/[^)#]+)", text)
+    assert links, "README.md links to no docs page"
+    missing = [link for link in links if not (ROOT / link).exists()]
+    assert not missing, f"README.md links to docs pages that do not exist: {missing}"
+
+
+def test_the_extra_the_readme_installs_for_the_example_includes_a_server() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    match = re.search(r'pip install -e "\./sqla_notify\[(\w+)\]"\s+# what the first example needs', README.read_text())
+    assert match, "README.md's Install section names no extra for the first example"
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+    def requirements(extra: str) -> list[str]:
+        found: list[str] = []
+        for requirement in extras[extra]:
+            inner = re.fullmatch(r"sqla_notify\[([\w,]+)\]", requirement)
+            found += [r for name in inner.group(1).split(",") for r in requirements(name)] if inner else [requirement]
+        return found
+
+    assert any(r.startswith("uvicorn[standard]") for r in requirements(match.group(1))), (
+        f"the {match.group(1)!r} extra must install uvicorn[standard] (WebSocket support) to run the "
+        f"README's example; it holds {requirements(match.group(1))}"
+    )

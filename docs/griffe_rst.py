@@ -24,6 +24,7 @@ from griffe import Alias, Attribute, Docstring, Extension, Module, Object
 # :class:`~sqla_notify.Hub`, :meth:`.Hub.subscribe`, :func:`_written`, :mod:`._bulk` ...
 _ROLE = re.compile(r":(?:py:)?(?:class|func|meth|attr|mod|data|exc|obj|const|type):`([^`]+)`")
 _DIRECTIVE = re.compile(r"^(\s*)\.\. code-block::\s*(\w*)\s*$")
+_ADMONITION = re.compile(r"^(\s*)\.\. (note|warning|tip|important|caution|danger|seealso)::\s*(.*)$")
 _TITLE_UNDERLINE = re.compile(r"^(=+|-+|~+)\s*$")
 _LIST_ITEM = re.compile(r"^((?:\d+\.|[*-]) )")
 _HEADING_LEVEL = {"=": "###", "-": "####", "~": "#####"}
@@ -65,6 +66,19 @@ def _blocks(lines: list[str]) -> list[str]:
     i = 0
     while i < len(lines):
         line = lines[i]
+        admonition = _ADMONITION.match(line)
+        if admonition:  # ".. note:: text" and its indented body: a Material admonition
+            indent, kind, first = admonition.groups()
+            out.append(f"{indent}!!! {'info' if kind == 'seealso' else kind}")
+            note = [first] if first else []
+            i += 1
+            while i < len(lines) and (not lines[i].strip() or lines[i].startswith(indent + " ")):
+                note.append(lines[i].strip())
+                i += 1
+            while note and not note[-1]:
+                note.pop()
+            out += ["", *(f"{indent}    {b}" if b else "" for b in note), ""]
+            continue
         directive = _DIRECTIVE.match(line)
         literal = line.rstrip().endswith("::") and not line.strip().startswith("..")
         if directive or literal:

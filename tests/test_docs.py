@@ -59,3 +59,8 @@ def test_several_exception_types_in_one_raises_field_are_split() -> None:
     assert convert(":raises ValueError, TypeError: for a bad name.") == (
         ":raises ValueError: for a bad name.\n:raises TypeError: for a bad name."
     )
+
+
+def test_note_and_warning_directives_become_admonitions() -> None:
+    text = "Before.\n\n.. warning:: Unsafe with cookies.\n   Really.\n\nAfter."
+    assert convert(text) == "Before.\n\n!!! warning\n\n    Unsafe with cookies.\n    Really.\n\nAfter."

@@ -23,10 +23,18 @@ from sqla_notify import Notification, Notifier
 from .models import Base
 
 DEFAULT_PG_URL = "postgresql+psycopg://127.0.0.1/test"
+REDIS_URL = os.environ.get("SQLA_NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--pg-url", default=None, help="SQLAlchemy URL of a PostgreSQL test database")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio only: the hub and SQLAlchemy's asyncio extension are
+    asyncio objects (anyio's own fixture would also try trio where it is installed)."""
+    return "asyncio"
 
 
 def pg_url(config: pytest.Config) -> str:
@@ -92,6 +100,18 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         Base.metadata.drop_all(eng)
     finally:
         eng.dispose()  # also when setting up failed: no connection is left to the GC
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The machine's Redis (``SQLA_NOTIFY_REDIS_URL``), or skip (fail under CI=true)."""
+    import redis  # here, not at the top: the core tests run where the redis extra is not installed
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        require_service("Redis", f"{REDIS_URL}: {exc}")
+    return REDIS_URL
 
 
 class Recorder:

@@ -18,11 +18,6 @@ from .models import Base, Container, User
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # SQLAlchemy's asyncio extension is asyncio-only
-
-
 @pytest.fixture(params=["aiosqlite", "asyncpg", "psycopg"])
 async def async_engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     if request.param == "aiosqlite":

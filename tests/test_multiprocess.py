@@ -19,15 +19,9 @@ import redis
 import websockets
 
 from .conftest import _pg_engine, pg_url
-from .test_redis import redis_url as redis_url  # the fixture: Redis or skip/fail
 from .test_server import Server, recv
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @contextmanager

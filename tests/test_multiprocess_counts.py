@@ -21,11 +21,6 @@ from .test_server import recv
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_every_row_reaches_every_client_once_whole_and_in_order(
     tmp_path: Path, private_redis: PrivateRedis
 ) -> None:

@@ -21,11 +21,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
     # Queues larger than everything the test commits: this test is about the broker, not slow clients.
     with two_pg_servers(tmp_path, request.config, "tests.pg_batch_app:app", APP_QUEUE_SIZE="10000") as servers:

@@ -24,11 +24,6 @@ from .test_redis import frames, receive, until
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Base(DeclarativeBase):
     pass
 

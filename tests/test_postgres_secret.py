@@ -35,11 +35,6 @@ pytestmark = pytest.mark.anyio
 SECRET = "a shared secret of more than 16 bytes"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def forged(batch_id: str = "f0f0f0f0f0f0f0f0", collection: str = "fault_notes", row: int = 666,
            action: str = "insert") -> str:
     """A payload as a process would send it, made up by someone else."""

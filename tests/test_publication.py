@@ -21,11 +21,6 @@ from .test_server import Server
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def test_an_excluded_primary_key_never_leaves(factory: sessionmaker[Session], sink: Recorder) -> None:
     with factory.begin() as session:
         session.add(ApiKey(key="sk-SECRET", owner="ann"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -28,12 +27,6 @@ from .conftest import require_service
 from .models import Base, Forum
 
 pytestmark = pytest.mark.anyio
-REDIS_URL = os.environ.get("SQLA_NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -42,15 +35,6 @@ def _reachable(host: str, port: int) -> bool:
         return True
     except OSError:
         return False
-
-
-@pytest.fixture
-def redis_url() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        require_service("Redis", f"{REDIS_URL}: {exc}")
-    return REDIS_URL
 
 
 @pytest.fixture

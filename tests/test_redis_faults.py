@@ -25,16 +25,11 @@ import websockets
 from sqla_notify import Hub
 from sqla_notify.redis import RedisBroker
 
-from .test_redis import N, PrivateRedis, frames, private_redis as private_redis, receive, redis_url as redis_url
+from .test_redis import N, PrivateRedis, frames, private_redis as private_redis, receive
 from .test_redis import stream as stream, until
 from .test_server import Server, recv
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @contextmanager

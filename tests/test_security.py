@@ -26,11 +26,6 @@ pytestmark = pytest.mark.anyio
 EVIL = "https://evil.example"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _ws_status(server: Server, path: str = "/notify/ws", **headers: str) -> int:
     status, sock = rawws.handshake(server.port, path, headers=headers)
     sock.close()

@@ -26,11 +26,6 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).parent.parent
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

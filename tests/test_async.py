@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sqla_notify import Notifier
 
-from .conftest import Recorder, pg_url, require_service, sqlite_savepoint_recipe
 from .models import Base, Container, User
+from .support.recording import Recorder
+from .support.services import pg_url, require_service, sqlite_savepoint_recipe
 
 pytestmark = pytest.mark.anyio
 

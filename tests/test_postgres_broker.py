@@ -18,8 +18,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqla_notify import Hub, Notification, Notifier, NotifyOptions
 from sqla_notify.postgres import MAX_PAYLOAD, PostgresBroker
 
-from .conftest import _pg_engine, pg_url
-from .test_redis import frames, receive, until
+from .support.hubs import frames, receive, until
+from .support.services import pg_engine, pg_url
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +39,7 @@ class Note(Base):
 
 @pytest.fixture
 def pg(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    engine = _pg_engine(request.config)
+    engine = pg_engine(request.config)
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS broker_notes"))
         conn.execute(text(

@@ -14,9 +14,9 @@ from sqla_notify import Hub
 from sqla_notify.fastapi import ALL, notify_router
 
 from . import rawws
-from .conftest import Recorder
 from .models import Account, ApiKey, ResetCode
-from .test_server import Server
+from .support.recording import Recorder
+from .support.servers import Server
 
 pytestmark = pytest.mark.anyio
 

@@ -26,7 +26,7 @@ from sqla_notify.postgres import MAX_PAYLOAD, PostgresBroker
 
 from .models import Container
 from .support.hubs import frames, listening, receive, until
-from .support.pg import Note, database, libpq, role, unique
+from .support.pg import Note, commit_split_batch, database, libpq, role, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -237,14 +237,7 @@ async def test_a_split_batch_reaches_the_hub_in_one_handover(admin: Engine) -> N
             sub = b.subscribe()
             frames(sub)
             sessions = Notifier(a).attach(sessionmaker(engine))
-
-            def work() -> None:
-                with sessions.begin() as s:
-                    s.add_all([Note(id=i, body="€" * 100) for i in range(1, 61)])  # ~40 kB as ASCII
-                with sessions.begin() as s:
-                    s.add(Note(id=100, body="small"))
-
-            await asyncio.to_thread(work)
+            await asyncio.to_thread(commit_split_batch, sessions)
             got = await receive(sub, lambda got: len(got) == 61, "all 61")
             assert [m["data"]["id"] for m in got] == [*range(1, 61), 100]
             await until(lambda: len(a.handovers) == 2, "A's listener too")  # it may lag behind B's

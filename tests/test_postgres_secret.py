@@ -26,7 +26,7 @@ from sqla_notify._mac import TAG_LEN, Signer
 from sqla_notify.postgres import MAX_PAYLOAD, PostgresBroker
 
 from .support.hubs import frames, listening, receive, until
-from .support.pg import Note, database, libpq, role, unique
+from .support.pg import commit_split_batch, database, libpq, role, unique
 from .support.servers import Server, two_pg_servers
 from .support.services import pg_engine, pg_url
 
@@ -138,10 +138,7 @@ async def test_with_a_secret_forged_payloads_are_dropped_counted_and_logged_once
             sessions = Notifier(a).attach(sessionmaker(engine))
 
             def work() -> None:
-                with sessions.begin() as s:
-                    s.add_all([Note(id=i, body="€" * 100) for i in range(1, 61)])  # ~40 kB as ASCII
-                with sessions.begin() as s:
-                    s.add(Note(id=100, body="small"))
+                commit_split_batch(sessions)
                 Notifier(a).notify("fault_notes", "reload")  # not in a transaction: the broker's connection
 
             await asyncio.to_thread(work)

@@ -1,6 +1,6 @@
 """PostgreSQL things of a test's own, dropped afterwards: a database holding the
-``fault_notes`` table (the ``Note`` model), a role; and the libpq form of a URL, as the
-brokers take it."""
+``fault_notes`` table (the ``Note`` model), a role; the libpq form of a URL, as the brokers
+take it; and a batch too large for one NOTIFY."""
 
 from __future__ import annotations
 
@@ -9,22 +9,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import URL, Engine, String, create_engine, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from sqla_notify import NotifyOptions
+
+
+class NoteColumns:
+    """The columns of a note, announced with its whole row: mixed into each module's model,
+    whose table and metadata are its own."""
+
+    __sqla_notify__ = NotifyOptions(payload="row")
+    id: Mapped[int] = mapped_column(primary_key=True)
+    body: Mapped[str] = mapped_column(String)
 
 
 class NotesBase(DeclarativeBase):
     """What :func:`database` creates: the ``fault_notes`` table only."""
 
 
-class Note(NotesBase):
-    """A note, announced with its whole row."""
+class Note(NoteColumns, NotesBase):
+    """A note in the ``fault_notes`` table of a :func:`database`."""
 
     __tablename__ = "fault_notes"
-    __sqla_notify__ = NotifyOptions(payload="row")
-    id: Mapped[int] = mapped_column(primary_key=True)
-    body: Mapped[str] = mapped_column(String)
 
 
 def unique(prefix: str) -> str:
@@ -65,3 +71,12 @@ def role(admin: Engine, options: str = "LOGIN") -> Iterator[str]:
 def libpq(url: URL) -> str:
     """``url`` as libpq (and so the brokers) take it, password included."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def commit_split_batch(sessions: sessionmaker[Session]) -> None:
+    """Commit notes 1 to 60 of 100 "€" each in one transaction (about 40 kB as ASCII, so
+    NOTIFY carries it in several parts), then note 100, small, in another."""
+    with sessions.begin() as s:
+        s.add_all([Note(id=i, body="€" * 100) for i in range(1, 61)])
+    with sessions.begin() as s:
+        s.add(Note(id=100, body="small"))

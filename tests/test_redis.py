@@ -206,7 +206,8 @@ async def test_connection_killed_but_redis_kept_its_data_means_no_resync(private
     """The reader proves continuity on reconnection (its last entry is still in the
     stream): a dropped connection alone costs the clients nothing."""
     private_redis.start()
-    async with Hub(broker=RedisBroker(private_redis.url)) as hub:
+    broker = RedisBroker(private_redis.url)
+    async with Hub(broker=broker) as hub:
         await until(lambda: hub.stats().broker == "connected", "the reader")
         sub = hub.subscribe()
         frames(sub)
@@ -214,8 +215,7 @@ async def test_connection_killed_but_redis_kept_its_data_means_no_resync(private
         await receive(sub, bool, "the first")
         killed = redis.Redis.from_url(private_redis.url).client_kill_filter(_type="normal", skipme=True)
         assert killed >= 2  # the reader's and the writer's connections
-        await until(lambda: hub.stats().broker == "disconnected" or hub._broker.errors > 0,  # type: ignore[union-attr]
-                    "the reader to notice")
+        await until(lambda: hub.stats().broker == "disconnected" or broker.errors > 0, "the reader to notice")
         await until(lambda: hub.stats().broker == "connected", "the reader to reconnect", timeout=15)
         hub.publish([N(2)])
         got = await receive(sub, bool, "the next one", timeout=15)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--pg-url``: the PostgreSQL test database (else ``SQLA_NOTIFY_PG_URL``, else the default)."""
     parser.addoption("--pg-url", default=None, help="SQLAlchemy URL of a PostgreSQL test database")
 
 

@@ -12,15 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sqla_notify import Notifier
 
-from .conftest import Recorder, pg_url, require_service, sqlite_savepoint_recipe
 from .models import Base, Container, User
+from .support.recording import Recorder
+from .support.services import pg_url, require_service, sqlite_savepoint_recipe
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # SQLAlchemy's asyncio extension is asyncio-only
 
 
 @pytest.fixture(params=["aiosqlite", "asyncpg", "psycopg"])

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import require_service
+from .support.services import require_service
 
 try:
     from playwright.sync_api import (
@@ -261,7 +261,7 @@ def test_the_client_fetches_a_fresh_token_after_its_credentials_expire(browser: 
     """tests/server_app.py issues tokens that expire; the page's ``auth`` callback asks for one
     before every connection. The first lives one second: the server closes with 4401, the
     client calls ``auth`` again and is back, as alice, with the new token."""
-    from .test_server import Server  # the app of the raw-frame tests, with its token issuer
+    from .support.servers import Server  # tests/server_app.py, with its token issuer
 
     server = Server(tmp_path, UVICORN_ARGS="--log-level info")  # the access log is on
     context = browser.new_context()

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import delete, exc, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from .conftest import Recorder
 from .models import Container, Forum, Tag
+from .support.recording import Recorder
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sqla_notify import Notifier
 
-from .conftest import Recorder
 from .models import AuditLog, Container, Forum, Tag
+from .support.recording import Recorder
 
 
 def test_commit_publishes_one_batch(factory: sessionmaker[Session], sink: Recorder) -> None:

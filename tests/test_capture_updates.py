@@ -15,12 +15,11 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from .conftest import Recorder
-
 Note = tuple[str, str, "dict[str, Any] | None"]
 from .models import (
     Article, Color, Doubled, EagerStamped, Event, Forum, Node, Stamped, User, Versioned,
 )
+from .support.recording import Recorder
 
 
 def _sorted(batches: list[list[Note]]) -> list[Note]:

@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket
 from sqla_notify.fastapi import Credentials, bearer_token
 
 from . import rawws
-from .test_server import Server
+from .support.servers import Server
 
 EXPIRED = 4401
 TTL = 1.0  # seconds: short, so that tests wait little; the connection is up well before

@@ -6,13 +6,11 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,18 +22,7 @@ from sqla_notify import Hub, Notification, Notifier
 from sqla_notify.fastapi import ALL, notify_router
 
 from .models import Base, Container, Forum
-
-
-def make_app(hub: Hub, **router_options: Any) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with hub:
-            yield
-
-    app = FastAPI(lifespan=lifespan)
-    router_options.setdefault("collections", ALL)
-    app.include_router(notify_router(hub, **router_options), prefix="/notify")
-    return app
+from .support.apps import make_app
 
 
 class World:

@@ -23,8 +23,8 @@ from sqla_notify._protocol import MAX_ERROR_LENGTH
 from sqla_notify.fastapi import notify_router
 
 from . import rawws
-from .test_fastapi import make_app
-from .test_server import Server
+from .support.apps import make_app
+from .support.servers import Server
 
 FUZZ = settings(
     max_examples=150, deadline=None, derandomize=True, database=None,

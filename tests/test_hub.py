@@ -16,11 +16,6 @@ from sqla_notify._hub import _START_CHUNK
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # the hub is an asyncio object
-
-
 def N(collection: str = "forums", id: int = 1, action: str = "insert") -> Notification:
     return Notification(collection, action, {"id": id})
 

@@ -18,8 +18,8 @@ from sqla_notify._protocol import MAX_ERROR_LENGTH
 from sqla_notify.fastapi import notify_router
 
 from . import rawws
-from .test_fastapi import make_app
-from .test_server import Server
+from .support.apps import make_app
+from .support.servers import Server
 
 # The longest names, as many as one client may hold: each ``subscribed`` lists them all (~52 KB).
 NAMES = [f"{i:03d}" + "n" * 197 for i in range(256)]

@@ -5,59 +5,20 @@ PostgreSQL LISTEN/NOTIFY (APP_PG: both commit to PostgreSQL, in a schema of the 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import make_url, text
 import pytest
 import redis
 import websockets
 
-from .conftest import _pg_engine, pg_url
-from .test_redis import redis_url as redis_url  # the fixture: Redis or skip/fail
-from .test_server import Server, recv
+from .support.servers import Server, connected, server_pair, two_pg_servers
+from .support.ws import recv
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@contextmanager
-def two_pg_servers(
-    tmp_path: Path, config: pytest.Config, app: str = "tests.server_app:app", **env: str
-) -> Iterator[tuple[Server, Server]]:
-    """Two uvicorn processes serving ``app``, committing to PostgreSQL in a schema of their
-    own (dropped afterwards) and sharing through LISTEN/NOTIFY on a channel named after it."""
-    engine = _pg_engine(config)  # PostgreSQL or skip/fail
-    schema = f"sqla_mp_{uuid.uuid4().hex[:10]}"
-    with engine.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(pg_url(config)).update_query_dict({"options": f"-csearch_path={schema}"})
-    env = {"APP_PG": url.render_as_string(hide_password=False), "APP_CHANNEL": schema, **env}
-    try:
-        a = Server(tmp_path, app, **env)
-        try:
-            b = Server(tmp_path, app, **env)
-        except Exception:
-            a.stop()
-            raise
-        try:
-            yield a, b
-        finally:
-            a.stop()
-            b.stop()
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        engine.dispose()
 
 
 @pytest.fixture
@@ -69,27 +30,11 @@ def pg_servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple
 @pytest.fixture
 def servers(tmp_path: Path, redis_url: str) -> Iterator[tuple[Server, Server]]:
     stream = f"sqla_notify_test:{uuid.uuid4().hex}"
-    a = Server(tmp_path, APP_REDIS=redis_url, APP_STREAM=stream)
     try:
-        b = Server(tmp_path, APP_REDIS=redis_url, APP_STREAM=stream)
-    except Exception:
-        a.stop()
-        raise
-    try:
-        yield a, b
+        with server_pair(tmp_path, APP_REDIS=redis_url, APP_STREAM=stream) as pair:
+            yield pair
     finally:
-        a.stop()
-        b.stop()
         redis.Redis.from_url(redis_url).delete(stream)
-
-
-async def connected(server: Server) -> None:
-    """Wait (bounded) until the server's broker reader is connected."""
-    deadline = time.monotonic() + 10
-    async with httpx.AsyncClient(base_url=server.base, timeout=5) as http:
-        while (await http.get("/stats")).json()["broker"] != "connected":
-            assert time.monotonic() < deadline, "the broker reader did not connect"
-            await asyncio.sleep(0.02)
 
 
 async def test_commit_on_a_reaches_client_on_b_and_a_client_moves(servers: tuple[Server, Server]) -> None:

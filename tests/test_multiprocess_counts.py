@@ -14,16 +14,11 @@ import pytest
 import redis
 import websockets
 
-from .test_redis import PrivateRedis, private_redis as private_redis
-from .test_redis_faults import clients, two_servers
-from .test_server import recv
+from .support.servers import two_servers
+from .support.services import PrivateRedis
+from .support.ws import clients, recv
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 async def test_every_row_reaches_every_client_once_whole_and_in_order(

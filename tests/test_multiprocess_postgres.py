@@ -14,15 +14,10 @@ import httpx
 import pytest
 import websockets
 
-from .test_multiprocess import connected, two_pg_servers
-from .test_server import Server, recv
+from .support.servers import Server, connected, two_pg_servers
+from .support.ws import recv
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from sqla_notify import NotAttachedError, Notification, Notifier, NotifierStats
 
-from .conftest import Recorder
 from .models import Container
+from .support.recording import Recorder
 
 
 def _insert(sm: Any, id: int) -> None:
@@ -205,4 +205,4 @@ def test_stats_count_deliveries(factory: sessionmaker[Session], notifier: Notifi
 
 
 def test_repr(notifier: Notifier) -> None:
-    assert repr(notifier).startswith("Notifier(CallbackSink(<tests.conftest.Recorder")
+    assert repr(notifier).startswith("Notifier(CallbackSink(<tests.support.recording.Recorder")

@@ -16,8 +16,8 @@ from sqla_notify import _capture
 from sqla_notify._report import HookErrors
 from sqla_notify import Notifier, NotifyOptions, encode
 
-from .conftest import Recorder
 from .models import Article, Color, Employee, Engineer, Event, Manager, User
+from .support.recording import Recorder
 
 
 def test_changes_mode(factory: sessionmaker[Session], sink: Recorder) -> None:

@@ -15,36 +15,29 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from sqla_notify import Hub, Notification, Notifier, NotifyOptions
+from sqla_notify import Hub, Notification, Notifier
 from sqla_notify.postgres import MAX_PAYLOAD, PostgresBroker
 
-from .conftest import _pg_engine, pg_url
-from .test_redis import frames, receive, until
+from .support.hubs import frames, receive, until
+from .support.pg import NoteColumns
+from .support.services import pg_engine, pg_url
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class Base(DeclarativeBase):
     pass
 
 
-class Note(Base):
+class Note(NoteColumns, Base):
     __tablename__ = "broker_notes"
-    __sqla_notify__ = NotifyOptions(payload="row")
-    id: Mapped[int] = mapped_column(primary_key=True)
-    body: Mapped[str] = mapped_column(String)
     # Checked at COMMIT: a violation makes the commit itself fail, after the NOTIFY ran.
     code: Mapped[str | None] = mapped_column(String, nullable=True)
 
 
 @pytest.fixture
 def pg(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    engine = _pg_engine(request.config)
+    engine = pg_engine(request.config)
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS broker_notes"))
         conn.execute(text(

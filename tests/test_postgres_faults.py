@@ -13,41 +13,22 @@ import json
 import logging
 import socket
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import URL, Connection, Engine, String, create_engine, event, select, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, select, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from sqla_notify import Hub, Notification, Notifier, NotifyOptions, Sink
+from sqla_notify import Hub, Notification, Notifier, Sink
 from sqla_notify.postgres import MAX_PAYLOAD, PostgresBroker
 
-from .conftest import _pg_engine
 from .models import Container
-from .test_redis import frames, receive, until
+from .support.hubs import frames, listening, receive, until
+from .support.pg import Note, commit_split_batch, database, libpq, role, unique
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Note(Base):
-    __tablename__ = "fault_notes"
-    __sqla_notify__ = NotifyOptions(payload="row")
-    id: Mapped[int] = mapped_column(primary_key=True)
-    body: Mapped[str] = mapped_column(String)
 
 
 class CountingHub(Hub):
@@ -60,57 +41,6 @@ class CountingHub(Hub):
     def _dispatch(self, notifications: list[Notification], ids: list[str] | None = None) -> None:
         self.handovers.append(len(notifications))
         super()._dispatch(notifications, ids)
-
-
-@pytest.fixture
-def admin(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    """The superuser on the test server, in autocommit (CREATE DATABASE, CREATE ROLE)."""
-    engine = _pg_engine(request.config)  # PostgreSQL or skip/fail
-    yield engine.execution_options(isolation_level="AUTOCOMMIT")
-    engine.dispose()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-@contextmanager
-def database(admin: Engine, options: str = "") -> Iterator[URL]:
-    """A new database with the ``fault_notes`` table; its URL (as the superuser)."""
-    name = unique("sqla_nf")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name} {options}"))
-    url = admin.url.set(database=name)
-    try:
-        engine = create_engine(url)
-        Base.metadata.create_all(engine)
-        engine.dispose()
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-
-
-@contextmanager
-def role(admin: Engine, options: str = "LOGIN") -> Iterator[str]:
-    name = unique("sqla_nf_role")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE ROLE {name} {options}"))
-    try:
-        yield name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP ROLE {name}"))  # after its database: nothing it owns is left
-
-
-async def listening(*hubs: Hub) -> None:
-    """Wait (bounded) for the listeners. ``start()`` waits for them already; this keeps the
-    tests about their own subject when run against versions whose ``start()`` did not."""
-    await until(lambda: all(h.stats().broker == "connected" for h in hubs), "the listeners")
-
-
-def libpq(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def rows(url: URL) -> list[tuple[int, str]]:
@@ -307,14 +237,7 @@ async def test_a_split_batch_reaches_the_hub_in_one_handover(admin: Engine) -> N
             sub = b.subscribe()
             frames(sub)
             sessions = Notifier(a).attach(sessionmaker(engine))
-
-            def work() -> None:
-                with sessions.begin() as s:
-                    s.add_all([Note(id=i, body="€" * 100) for i in range(1, 61)])  # ~40 kB as ASCII
-                with sessions.begin() as s:
-                    s.add(Note(id=100, body="small"))
-
-            await asyncio.to_thread(work)
+            await asyncio.to_thread(commit_split_batch, sessions)
             got = await receive(sub, lambda got: len(got) == 61, "all 61")
             assert [m["data"]["id"] for m in got] == [*range(1, 61), 100]
             await until(lambda: len(a.handovers) == 2, "A's listener too")  # it may lag behind B's

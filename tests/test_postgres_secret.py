@@ -25,19 +25,13 @@ from sqla_notify import Hub, Notification, Notifier
 from sqla_notify._mac import TAG_LEN, Signer
 from sqla_notify.postgres import MAX_PAYLOAD, PostgresBroker
 
-from .conftest import _pg_engine, pg_url
-from .test_multiprocess import two_pg_servers
-from .test_postgres_faults import Note, admin, database, libpq, listening, role, unique  # noqa: F401 - the fixture
-from .test_redis import frames, receive, until
-from .test_server import Server
+from .support.hubs import frames, listening, receive, until
+from .support.pg import commit_split_batch, database, libpq, role, unique
+from .support.servers import Server, two_pg_servers
+from .support.services import pg_engine, pg_url
 
 pytestmark = pytest.mark.anyio
 SECRET = "a shared secret of more than 16 bytes"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def forged(batch_id: str = "f0f0f0f0f0f0f0f0", collection: str = "fault_notes", row: int = 666,
@@ -144,10 +138,7 @@ async def test_with_a_secret_forged_payloads_are_dropped_counted_and_logged_once
             sessions = Notifier(a).attach(sessionmaker(engine))
 
             def work() -> None:
-                with sessions.begin() as s:
-                    s.add_all([Note(id=i, body="€" * 100) for i in range(1, 61)])  # ~40 kB as ASCII
-                with sessions.begin() as s:
-                    s.add(Note(id=100, body="small"))
+                commit_split_batch(sessions)
                 Notifier(a).notify("fault_notes", "reload")  # not in a transaction: the broker's connection
 
             await asyncio.to_thread(work)
@@ -286,7 +277,7 @@ async def _forge_on_servers(tmp_path: Path, config: pytest.Config, secret: str |
     holds an SSE line, then a batch that looks valid; A commits for real."""
     channel = unique("sqla_secret")
     env = {"APP_CHANNEL": channel, **({} if secret is None else {"APP_PG_SECRET": secret})}
-    admin_engine = _pg_engine(config).execution_options(isolation_level="AUTOCOMMIT")
+    admin_engine = pg_engine(config).execution_options(isolation_level="AUTOCOMMIT")
     try:
         with role(admin_engine) as mallory, two_pg_servers(tmp_path, config, **env) as (a, b):
             events = Events(b)

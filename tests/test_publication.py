@@ -14,16 +14,11 @@ from sqla_notify import Hub
 from sqla_notify.fastapi import ALL, notify_router
 
 from . import rawws
-from .conftest import Recorder
 from .models import Account, ApiKey, ResetCode
-from .test_server import Server
+from .support.recording import Recorder
+from .support.servers import Server
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def test_an_excluded_primary_key_never_leaves(factory: sessionmaker[Session], sink: Recorder) -> None:

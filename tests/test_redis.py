@@ -5,14 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import socket
-import subprocess
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
@@ -21,75 +15,14 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
-from sqla_notify import Hub, Notification, Notifier, Subscriber
+from sqla_notify import Hub, Notifier
 from sqla_notify.redis import RedisBroker
 
-from .conftest import require_service
 from .models import Base, Forum
+from .support.hubs import N, frames, receive, until
+from .support.services import PrivateRedis
 
 pytestmark = pytest.mark.anyio
-REDIS_URL = os.environ.get("SQLA_NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def redis_url() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        require_service("Redis", f"{REDIS_URL}: {exc}")
-    return REDIS_URL
-
-
-@pytest.fixture
-def stream(redis_url: str) -> Iterator[str]:
-    """A stream of its own for each test, deleted afterwards."""
-    name = f"sqla_notify_test:{uuid.uuid4().hex}"
-    yield name
-    redis.Redis.from_url(redis_url).delete(name)
-
-
-async def until(condition: Any, what: str, timeout: float = 10.0) -> None:
-    """Wait, bounded, for ``condition()`` (the hubs' readers run as background tasks)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
-def frames(sub: Subscriber) -> list[dict[str, Any]]:
-    """What is queued for ``sub``, decoded; empties its queue."""
-    return [json.loads(f if isinstance(f, str) else f.text) for f in sub._take()]
-
-
-async def receive(
-    sub: Subscriber, done: Callable[[list[dict[str, Any]]], bool], what: str, timeout: float = 10.0
-) -> list[dict[str, Any]]:
-    """Frames for ``sub`` until ``done(frames so far)``, bounded by ``timeout``."""
-    got: list[dict[str, Any]] = []
-
-    def check() -> bool:
-        got.extend(frames(sub))
-        return done(got)
-
-    await until(check, what, timeout)
-    return got
-
-
-def N(i: int, collection: str = "forums") -> Notification:
-    return Notification(collection, "insert", {"id": i})
 
 
 @pytest.fixture
@@ -230,44 +163,6 @@ def test_broker_url_is_checked() -> None:
 # -- faults, against a private redis-server ----------------------------------------------------
 
 
-class PrivateRedis:
-    """A redis-server of our own on a free port, which tests may stop and restart."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.dir = tmp_path
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not _reachable("127.0.0.1", self.port):
-            assert self.proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        require_service("redis-server", "not on PATH (apt-get install redis-server)")
-    server = PrivateRedis(tmp_path)
-    yield server
-    server.stop()
-
-
 async def test_redis_down_at_startup_then_up(private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture) -> None:
     async with Hub(broker=RedisBroker(private_redis.url)) as hub:
         sub = hub.subscribe()
@@ -311,7 +206,8 @@ async def test_connection_killed_but_redis_kept_its_data_means_no_resync(private
     """The reader proves continuity on reconnection (its last entry is still in the
     stream): a dropped connection alone costs the clients nothing."""
     private_redis.start()
-    async with Hub(broker=RedisBroker(private_redis.url)) as hub:
+    broker = RedisBroker(private_redis.url)
+    async with Hub(broker=broker) as hub:
         await until(lambda: hub.stats().broker == "connected", "the reader")
         sub = hub.subscribe()
         frames(sub)
@@ -319,8 +215,7 @@ async def test_connection_killed_but_redis_kept_its_data_means_no_resync(private
         await receive(sub, bool, "the first")
         killed = redis.Redis.from_url(private_redis.url).client_kill_filter(_type="normal", skipme=True)
         assert killed >= 2  # the reader's and the writer's connections
-        await until(lambda: hub.stats().broker == "disconnected" or hub._broker.errors > 0,  # type: ignore[union-attr]
-                    "the reader to notice")
+        await until(lambda: hub.stats().broker == "disconnected" or broker.errors > 0, "the reader to notice")
         await until(lambda: hub.stats().broker == "connected", "the reader to reconnect", timeout=15)
         hub.publish([N(2)])
         got = await receive(sub, bool, "the next one", timeout=15)

@@ -12,48 +12,23 @@ import random
 import signal
 import socket
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import websockets
 
 from sqla_notify import Hub
 from sqla_notify.redis import RedisBroker
 
-from .test_redis import N, PrivateRedis, frames, private_redis as private_redis, receive, redis_url as redis_url
-from .test_redis import stream as stream, until
-from .test_server import Server, recv
+from .support.hubs import N, frames, receive, until
+from .support.servers import Server, two_servers
+from .support.services import PrivateRedis
+from .support.ws import clients, recv
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@contextmanager
-def two_servers(tmp_path: Path, **env: str) -> Iterator[tuple[Server, Server]]:
-    """Two uvicorn processes sharing one stream; stopped (and resumed first, if the test
-    left one stopped) at the end."""
-    env = {"APP_STREAM": f"sqla_notify_test:{uuid.uuid4().hex}", **env}
-    a = Server(tmp_path, **env)
-    try:
-        b = Server(tmp_path, **env)
-    except Exception:
-        a.stop()
-        raise
-    try:
-        yield a, b
-    finally:
-        for server in (a, b):
-            os.kill(server.proc.pid, signal.SIGCONT)
-            server.stop()
 
 
 @contextmanager
@@ -64,19 +39,6 @@ def stopped(server: Server) -> Iterator[None]:
         yield
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
-
-
-@asynccontextmanager
-async def clients(*servers: Server) -> AsyncIterator[list[websockets.ClientConnection]]:
-    """One WebSocket client per server, past its welcome."""
-    # Unbounded: a client that leaves frames unread still reads the close frame behind them.
-    sockets = [await websockets.connect(server.ws, max_queue=None) for server in servers]
-    try:
-        for ws in sockets:
-            assert (await recv(ws))["type"] == "welcome"
-        yield sockets
-    finally:
-        await asyncio.gather(*(ws.close() for ws in sockets))
 
 
 async def stats(server: Server) -> dict[str, Any]:

@@ -20,15 +20,10 @@ from sqla_notify import Hub, Notification, _report, _subscriber
 from sqla_notify.fastapi import ALL, notify_router
 
 from . import rawws
-from .test_server import Server, _wait_stats, server  # noqa: F401 - the fixture
+from .support.servers import Server, wait_stats
 
 pytestmark = pytest.mark.anyio
 EVIL = "https://evil.example"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def _ws_status(server: Server, path: str = "/notify/ws", **headers: str) -> int:
@@ -271,7 +266,7 @@ async def test_an_sse_client_the_hub_dropped_is_disconnected(tmp_path: Path) -> 
         async with httpx.AsyncClient(base_url=server.base, timeout=10) as http:
             for _ in range(30):  # far more than its socket and queue hold: it is given up on
                 await http.post("/burst", params={"count": 10, "size": 20_000})
-            await _wait_stats(http, "slow_disconnects", 1)
+            await wait_stats(http, "slow_disconnects", 1)
 
             def read_to_the_end() -> bytes:
                 data = b""

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,77 +17,16 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from . import rawws
+from .support.servers import Server, wait_stats
+from .support.ws import recv
 
 pytestmark = pytest.mark.anyio
-ROOT = Path(__file__).parent.parent
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """uvicorn serving ``app`` (default: tests.server_app) in a child process."""
-
-    def __init__(self, tmp_path: Path, app: str = "tests.server_app:app", **env: str) -> None:
-        """``env``: for the app; ``UVICORN_ARGS``, more options for uvicorn (space-separated)."""
-        uvicorn_args = env.pop("UVICORN_ARGS", "").split()
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.ws = f"ws://127.0.0.1:{self.port}/notify/ws"
-        self.log = tmp_path / f"uvicorn-{self.port}.log"
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", app, "--port", str(self.port),
-                 "--ws-per-message-deflate", "false", "--log-level", "warning", *uvicorn_args],
-                cwd=ROOT, env={**os.environ, "APP_DB": str(tmp_path / "server.db"), **env},
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 20
-        while True:  # ready when it answers
-            try:
-                httpx.get(f"{self.base}/stats", timeout=1).raise_for_status()
-                return
-            except httpx.HTTPError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("uvicorn did not start") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        """Stop it; fail if it logged an exception (a client's behaviour must never cause one)."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        log = self.log.read_text(errors="replace")
-        assert "Traceback" not in log, f"the server logged an exception:\n{log}"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path)
-    yield s
-    s.stop()
 
 
 @pytest.fixture
 async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.base, timeout=10) as client:
         yield client
-
-
-async def recv(ws: ClientConnection) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(ws.recv(), 10))  # type: ignore[no-any-return]
 
 
 async def test_sync_and_async_commits_reach_client(server: Server, http: httpx.AsyncClient) -> None:
@@ -246,17 +181,6 @@ async def test_server_restart_means_resync(tmp_path: Path) -> None:
         server.stop()
 
 
-async def _wait_stats(http: httpx.AsyncClient, field: str, value: int, timeout: float = 10) -> dict[str, Any]:
-    """Poll the server's counters until ``field`` reaches ``value`` (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        stats: dict[str, Any] = (await http.get("/stats")).json()
-        if stats[field] >= value:
-            return stats
-        assert time.monotonic() < deadline, f"{field} stayed at {stats[field]}, expected {value}: {stats}"
-        await asyncio.sleep(0.05)
-
-
 async def test_client_given_up_on_sees_1013_when_it_reads_again(tmp_path: Path) -> None:
     server = Server(tmp_path, APP_QUEUE_SIZE="16")
     stalled = _stalled_client(server.port)
@@ -264,7 +188,7 @@ async def test_client_given_up_on_sees_1013_when_it_reads_again(tmp_path: Path) 
         async with httpx.AsyncClient(base_url=server.base, timeout=10) as http:
             for _ in range(30):  # far more than its socket and queue hold: it is given up on
                 await http.post("/burst", params={"count": 10, "size": 20_000})
-            await _wait_stats(http, "slow_disconnects", 1)
+            await wait_stats(http, "slow_disconnects", 1)
             # The scenario: the client resumes reading two seconds later (more than the
             # one second after which the connection used to be cut without a close frame).
             await asyncio.sleep(2)

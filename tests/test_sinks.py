@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sqla_notify import CallbackSink, FanoutSink, Notification, Notifier, Sink, SinkError
 
-from .conftest import Recorder
 from .models import Container
+from .support.recording import Recorder
 
 N = [Notification("forums", "insert", {"id": 1})]
 

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from sqla_notify import Notifier
 
-from .conftest import Recorder
 from .models import Container, Forum
+from .support.recording import Recorder
 
 THREADS = 6
 TRANSACTIONS = 20

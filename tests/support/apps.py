@@ -1,0 +1,27 @@
+"""A FastAPI app around a hub, for in-process tests with ``TestClient``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from sqla_notify import Hub
+from sqla_notify.fastapi import ALL, notify_router
+
+
+def make_app(hub: Hub, **router_options: Any) -> FastAPI:
+    """An app that runs ``hub`` for its lifespan and serves its router under ``/notify``
+    (``collections`` defaults to ``ALL``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with hub:
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    router_options.setdefault("collections", ALL)
+    app.include_router(notify_router(hub, **router_options), prefix="/notify")
+    return app

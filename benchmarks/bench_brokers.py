@@ -627,8 +627,10 @@ def _versions(r: redis.Redis, pg_url: str | None) -> dict[str, Any]:
     return found
 
 
-async def _main(args: argparse.Namespace, cfgs: list[Config], r: redis.Redis) -> tuple[dict[str, Any], dict[str, Any]]:
-    started = time.monotonic()
+async def _main(
+    args: argparse.Namespace, cfgs: list[Config], r: redis.Redis, started: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``started``: when the servers were started; the ramp's time budget counts from it."""
     try:
         for cfg in cfgs:
             await _connect(cfg, args.clients)
@@ -722,13 +724,14 @@ def main() -> None:
     except ImportError:
         pass
     try:
+        started = time.monotonic()
         for cfg in cfgs:
             _start(cfg)
         for cfg in cfgs:
             _ready(cfg)
         loop = loop_factory() if loop_factory else asyncio.new_event_loop()
         try:
-            lat, thr = loop.run_until_complete(_main(args, cfgs, r))
+            lat, thr = loop.run_until_complete(_main(args, cfgs, r, started))
         finally:
             loop.close()
     finally:

@@ -1,8 +1,8 @@
 """Commit → client latency through the hub: SQLite and PostgreSQL, sync and async sessions.
 
-**The modes.** One uvicorn process (``latency_server.py`` in a ``harness.Server``: ``--ws-per-message-deflate false``,
-uvicorn's other settings default: uvloop and httptools when installed) serves one ``Hub`` and
-four ways to commit one row:
+**The modes.** One uvicorn process (``latency_server.py``, started by ``harness.Server``:
+``--ws-per-message-deflate false``, uvicorn's other settings default: uvloop and httptools
+when installed) serves one ``Hub`` and four ways to commit one row:
 
 * SQLite, a sync ``Session`` in a ``def`` endpoint (FastAPI runs it in a worker thread);
 * SQLite, an ``AsyncSession`` (aiosqlite) in an ``async def`` endpoint;

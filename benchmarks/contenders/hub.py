@@ -8,8 +8,9 @@ the stream (pipelined ``XADD``); the hub delivers it to this process's clients o
 ``redis`` contender when ``BENCH_REDIS_URL`` and ``BENCH_REDIS_STREAM`` are set; its lifespan
 waits (``BENCH_REDIS_CONNECT`` seconds, default 10) until the broker has connected.
 
-A benchmark's licence: the hub keeps its subscribers private; this module reads a few of
-their fields (checked when built, so a change fails clearly) to know when every frame is in
+A benchmark's licence: the hub keeps its set of subscribers private; this module reads it
+(and, before the public Subscriber interface, their private fields; checked when built, so
+a change fails clearly) to know when every frame is in
 a transport and to fill the stalled clients' queues. It also works against older checkouts
 (``PYTHONPATH``), for comparisons in one run.
 """
@@ -47,9 +48,32 @@ def _authenticate(conn: HTTPConnection) -> str:
     return STALL if conn.scope["query_string"] == STALL_QUERY else HEALTHY
 
 
-def _idle(sub: Subscriber) -> bool:
-    """Nothing queued and no writer task running: every frame is in the transport."""
-    return not sub._queue and sub._writer is None
+# Whether a subscriber has frames queued, and whether its writer runs: public since the
+# Subscriber interface (issue 13), private fields before it (older checkouts, --against).
+if hasattr(Subscriber, "pending") and hasattr(Subscriber, "writing"):
+    FIELDS: tuple[str, ...] = ()
+
+    def _queued(sub: Subscriber) -> bool:
+        return sub.pending != 0
+
+    def _writing(sub: Subscriber) -> bool:
+        return bool(sub.writing)
+
+    def _idle(sub: Subscriber) -> bool:
+        """Nothing queued and no writer task running: every frame is in the transport."""
+        return sub.pending == 0 and not sub.writing
+else:
+    FIELDS = ("_queue", "_writer")
+
+    def _queued(sub: Subscriber) -> bool:
+        return bool(sub._queue)
+
+    def _writing(sub: Subscriber) -> bool:
+        return sub._writer is not None
+
+    def _idle(sub: Subscriber) -> bool:
+        """Nothing queued and no writer task running: every frame is in the transport."""
+        return not sub._queue and sub._writer is None
 
 
 class HubContender(Contender):
@@ -64,7 +88,7 @@ class HubContender(Contender):
             broker = RedisBroker(redis[0], stream=redis[1])
         self.hub = Hub(queue_size=QUEUE_SIZE) if broker is None else Hub(queue_size=QUEUE_SIZE, broker=broker)
         self.target = 0
-        missing = [a for a in ("_queue", "_writer", "principal") if a not in Subscriber.__slots__]
+        missing = [a for a in (*FIELDS, "principal") if not hasattr(Subscriber, a) and a not in Subscriber.__slots__]
         if missing or not isinstance(getattr(self.hub, "_subscribers", None), set):
             raise RuntimeError(f"contenders/hub.py needs updating: Hub/Subscriber internals changed ({missing})")
 
@@ -108,7 +132,7 @@ class HubContender(Contender):
         # policy is not involved; straight into the queues, so both hubs fill alike.
         h = self.hub
         return await prefill_queues(
-            [(id(s), lambda s=s: not s._queue, lambda s=s: s._writer is not None,
+            [(id(s), lambda s=s: not _queued(s), lambda s=s: _writing(s),
               lambda s=s: [h.send_error(s, FILLER) for _ in range(200)])
              for s in list(h._subscribers) if s.principal is STALL],
             deadline,

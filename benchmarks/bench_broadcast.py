@@ -1,66 +1,28 @@
 """WebSocket broadcast: sqla_notify's hub, in-process and through Redis, against a bare loop,
 FastAPI's ConnectionManager, encode/broadcaster and python-socketio.
 
-The six contenders run side by side in one uvicorn process (``broadcast_server.py``); each
-sends every client the same ~100-byte notification, encoded once per notification.
+The contenders (``contenders/``, one module each) run side by side in one uvicorn process
+(``broadcast_server.py``); each sends every client the same ~100-byte notification, encoded
+once per notification. The load generator is separate processes (``loadgen.py``).
+Measured, rounds interleaved (the order rotates every round), every ratio paired with the
+bare loop of the same server and round:
 
-The hub appears twice, behind the same ``notify_router`` and client protocol: in-process
-(``Hub()``), and through Redis (``Hub(broker=RedisBroker(url, stream=...))``). The latter's
-``publish`` only queues the notification for the broker, which writes it to a Redis Stream
-(pipelined ``XADD``); the hub's reader gets it back (a blocked ``XREAD`` returns) and only
-then delivers it to this process's clients. Every figure for it therefore includes that
-round trip: its clock starts, as for the others, when the server starts to publish, and
-stops when the clients have the frames. Each server gets a stream of its own
-(``bench_broadcast:<pid>-<random>:<n>``, deleted when the server stops), so it starts
-empty, as the in-process hub does, and nothing else using the same Redis interferes; the
-server is used only once its broker has connected. Redis comes from ``--redis-url``
-(default ``$SQLA_NOTIFY_REDIS_URL`` or ``redis://127.0.0.1:6379/0``); unreachable, or without
-redis-py, the contender is skipped and the output says why. Redis runs on the same CPUs:
-its CPU time over each burst is reported beside the server's.
+* **throughput**: 1,000, 100 and 5,000 clients (``--clients``), bursts *back to back* and
+  (at the first count) *paced*, one notification per event-loop turn; at 5,000 clients the
+  contenders take turns in threes, each turn with the bare loop, the two hubs together;
+* **stalled clients**: the same burst to 990 clients, then with 10 more whose buffers are full;
+* **one notification**: publish → last of 990 clients, then with 10 more stalled;
+* **memory per idle connection**: RSS before and after 1,000 idle connections.
 
-Measured, for each contender, rounds interleaved (the order rotates every round):
-
-* **throughput**: 1,000, 100 and 5,000 connected clients (``--clients``), a burst of
-  ``--messages`` notifications of about 100 bytes (fewer above 1,000 clients, so that
-  clients × messages stays at 200,000). Deliveries/s = clients × messages / the time from the broadcast request
-  until the last client has received its last frame (clock read by the clients; all processes
-  share CLOCK_MONOTONIC). The server's own hand-off time (until every frame is in a socket's
-  transport) is reported beside it, with the server's and the clients' CPU time over the
-  burst, to show who the bottleneck was. Two kinds of burst at 1,000 clients: *back to back*
-  (all ``publish`` calls in one go, so the hub's writers send many frames per wake-up) and
-  *paced* (``await asyncio.sleep(0)`` after each notification, so they wake once per
-  notification, as when commits arrive one at a time; through Redis the broker's writer
-  coalesces what was queued while its last write was in flight, so paced notifications
-  reach the clients in batches again). At 5,000 clients the file-descriptor limit (20,000)
-  does not let all six connect at once: they take turns in threes, each turn with the bare
-  loop, the two hubs in the same turn (bare, hub, hub via Redis | bare, manager, broadcaster
-  | bare, python-socketio), and the clients run in ``--big-client-procs`` processes. A burst
-  that does not finish within ``--burst-timeout`` marks its contender "not measured" there.
-* **stalled clients**: 990 clients, one burst as above; then 10 more clients that never read
-  (``SO_RCVBUF`` shrunk, reading paused) connect, their buffers are filled until sending to
-  them blocks (the steady state of a client that stopped reading a while ago), and the same
-  burst runs again. Reported: the healthy clients' completion time in both, or, when they
-  never complete, "stalled" with the share delivered before ``--stall-timeout``. A fresh
-  server per contender and round.
-* **one notification**: the time from the server starting to publish one notification to
-  the last of 990 clients receiving it, ``--single-repeats`` times one at a time; then the
-  same with 10 more clients stalled as above (1%). A contender blocked behind them is
-  reported as such (``--single-timeout``). A fresh server per contender and round.
-* **memory per idle connection**: the server's RSS before and after opening 1,000 idle
-  connections, divided by 1,000. A fresh server per contender and round.
-
-The load generators are separate processes (``--client-procs``) running asyncio protocols
-that do the handshake and then only walk frame headers to count frames (and answer pings),
-cheap enough that the server stays the bottleneck (its CPU share is in the table). Socket.IO
-clients speak Engine.IO v4 (join the namespace with ``40``, answer pings with ``3``) and
-count only event frames (``42[...]``). The ConnectionManager does the same work as the bare
-loop: its ratio to it is the noise floor.
+The hub via Redis gets a stream per server (``bench_broadcast:<pid>-<random>:<n>``, deleted
+after); Redis comes from ``--redis-url``; unreachable, that contender is skipped with the
+reason. ``results/broadcast.md`` (the notes above its tables) and ``benchmarks/README.md``
+describe the method in full.
 
     python benchmarks/bench_broadcast.py              # about 28 minutes
     python benchmarks/bench_broadcast.py --quick      # about 5–6 minutes, noisier
     python benchmarks/bench_broadcast.py --quick --clients 1000 100   # about 3.5 minutes
     python benchmarks/bench_broadcast.py --quick --contenders notify redis   # with the bare loop
-    python benchmarks/bench_broadcast.py --redis-url redis://host:6379/1
     python benchmarks/bench_broadcast.py --profile /tmp/prof   # cProfile one burst per contender
 
 Writes ``benchmarks/results/broadcast.json`` and ``broadcast.md``, and with matplotlib
@@ -70,33 +32,22 @@ Writes ``benchmarks/results/broadcast.json`` and ``broadcast.md``, and with matp
 from __future__ import annotations
 
 import argparse
-import asyncio
-import concurrent.futures
-import http.client
-import json
-import multiprocessing
-import multiprocessing.connection
 import os
-import platform
 import pstats
 import resource
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from _measure import free_port, percentile, process_cpu  # benchmarks/_measure.py
-from _meta import git_state  # benchmarks/_meta.py
+from contenders import ORDER as CONTENDERS
+from harness import RESULTS, base_meta, git_state, log as _log, percentile, raise_nofile, rotation as _rotation
+from harness import Server as _Server, spread as _spread, write
+from loadgen import HUBS, Clients
 
-HERE = Path(__file__).parent
-RESULTS = HERE / "results"
-CONTENDERS = ("bare", "manager", "notify", "redis", "broadcaster", "socketio")
-HUBS = ("notify", "redis")  # sqla_notify's hub, in-process and through Redis: the same router
 MODES = {"burst": "back to back", "paced": "paced"}
 LABELS = {
     "bare": "bare `await ws.send_text` loop",
@@ -106,313 +57,7 @@ LABELS = {
     "broadcaster": "broadcaster `memory://` (its README's endpoint)",
     "socketio": "python-socketio `sio.emit` to all",
 }
-PATHS = {
-    "bare": "/bare/ws", "manager": "/manager/ws", "notify": "/notify/ws", "redis": "/redis/ws",
-    "broadcaster": "/broadcaster/ws",
-    "socketio": "/socket.io/?EIO=4&transport=websocket",
-}
 SERVER_LOG = Path(f"/tmp/bench_broadcast-{os.getpid()}.log")  # the servers' stderr
-
-
-def _raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 65536
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-# == the load generator (runs in child processes) ============================================
-
-HANDSHAKE = (
-    "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Version: 13\r\n{extensions}\r\n"
-)
-# --deflate: the clients offer per-message compression as browsers do, and the server accepts
-# it. The clients count frames by their headers, so they need not inflate anything.
-DEFLATE_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
-
-
-def _deflate() -> bool:
-    return os.environ.get("BENCH_DEFLATE") == "1"
-
-
-
-class Group:
-    """The clients of one contender in one worker process."""
-
-    def __init__(self) -> None:
-        self.clients: list[Client] = []
-        self.pending = 0
-        self.done: asyncio.Future[None] | None = None
-
-
-# Socket.IO over Engine.IO v4, the packets a client sees: "0{...}" open (answer "40" to join
-# the default namespace), "40{"sid":...}" joined, "2" ping (answer "3"), "42[...]" an event.
-SIO_JOIN = b"\x81\x82\0\0\0\x0040"  # masked text frames, zero mask key
-SIO_PONG = b"\x81\x81\0\0\0\x003"
-
-
-class Client(asyncio.Protocol):
-    """A WebSocket client that counts data frames by walking headers, and answers pings.
-
-    Server frames are unmasked, so a frame is 2, 4 or 10 bytes of header then the payload:
-    skipping payloads costs a few operations per frame, whatever their content. A Socket.IO
-    client (``sio``) also reads the first two bytes of each text frame: it counts only events
-    (``42``), answers Engine.IO pings and joins the namespace when the server opens.
-    """
-
-    def __init__(self, group: Group, path: bytes, stall: bool, wait_welcome: bool, sio: bool = False) -> None:
-        self.group = group
-        self.request = path
-        self.stall = stall
-        self.sio = sio  # ready once joined ("40{...}"); a stalled one stops reading then
-        self.wait_welcome = wait_welcome or sio  # the hub's first frame says it has subscribed us
-        self.transport: asyncio.Transport | None = None
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.is_open = False
-        self.buffer = b""  # the handshake response, then a partial frame header
-        self.skip = 0  # payload bytes of the current frame still to come
-        self.frames = 0  # data frames received
-        self.base = 0  # frames when armed
-        self.target = 0  # 0: not armed
-        self.done_at = 0.0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.transport.write(self.request)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError(f"connection lost during handshake: {exc}"))
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        if self.is_open:
-            self.feed(data)
-            return
-        self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head, rest = self.buffer[:end], self.buffer[end + 4:]
-        self.buffer = b""
-        if not head.startswith(b"HTTP/1.1 101"):
-            self.ready.set_exception(ConnectionError(head.decode(errors="replace")))
-            return
-        self.is_open = True
-        assert self.transport is not None
-        if self.stall and not self.sio:
-            self.transport.pause_reading()  # and never read again
-            self.ready.set_result(None)
-            return
-        if not self.wait_welcome:
-            self.ready.set_result(None)
-        if rest:
-            self.feed(rest)
-
-    def feed(self, data: bytes) -> None:
-        if self.buffer:
-            data = self.buffer + data
-            self.buffer = b""
-        n = len(data)
-        i = self.skip
-        if i >= n:
-            self.skip = i - n
-            return
-        count = 0
-        sio = self.sio
-        while True:
-            if i + 2 > n:
-                self.buffer = data[i:]
-                self.skip = 0
-                break
-            op = data[i] & 0x0F
-            length = data[i + 1]
-            if length < 126:
-                start = i + 2
-            elif length == 126:
-                if i + 4 > n:
-                    self.buffer = data[i:]
-                    self.skip = 0
-                    break
-                length = (data[i + 2] << 8) | data[i + 3]
-                start = i + 4
-            else:
-                if i + 10 > n:
-                    self.buffer = data[i:]
-                    self.skip = 0
-                    break
-                length = int.from_bytes(data[i + 2:i + 10], "big")
-                start = i + 10
-            end = start + length
-            if op == 1 or op == 2:
-                if not sio:
-                    count += 1
-                else:  # Socket.IO: look at the packet type
-                    if start + min(length, 2) > n:
-                        self.buffer = data[i:]
-                        self.skip = 0
-                        break
-                    kind = data[start:start + min(length, 2)]
-                    if kind == b"42":
-                        count += 1
-                    else:
-                        self.engineio(kind)
-            elif op >= 8:  # control frame (at most 125 bytes): wait for all of it
-                if end > n:
-                    self.buffer = data[i:]
-                    self.skip = 0
-                    break
-                self.control(op, data[start:end])
-            if end >= n:
-                self.skip = end - n
-                break
-            i = end
-        if count:
-            self.frames += count
-            if not self.ready.done() and not sio:
-                self.ready.set_result(None)  # the welcome
-        if self.target and self.frames >= self.target and self.skip == 0 and not self.done_at:
-            self.done_at = time.perf_counter()
-            group = self.group
-            group.pending -= 1
-            if group.pending == 0 and group.done is not None and not group.done.done():
-                group.done.set_result(None)
-
-    def engineio(self, kind: bytes) -> None:
-        """A Socket.IO client's non-event packet (by its first two bytes)."""
-        assert self.transport is not None
-        if kind == b"2":  # ping
-            self.transport.write(SIO_PONG)
-        elif kind == b"0{":  # open: join the default namespace
-            self.transport.write(SIO_JOIN)
-        elif kind == b"40" and not self.ready.done():  # joined: from now on in every emit
-            self.ready.set_result(None)
-            if self.stall:
-                self.transport.pause_reading()  # and never read again
-
-    def control(self, op: int, payload: bytes) -> None:
-        assert self.transport is not None
-        if op == 9:  # ping -> pong, masked with a zero key
-            self.transport.write(bytes((0x8A, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
-        elif op == 8:  # close
-            self.transport.close()
-
-
-class Worker:
-    """One load-generating process: obeys the driver's commands on a pipe."""
-
-    def __init__(self, conn: multiprocessing.connection.Connection, port: int) -> None:
-        self.conn = conn
-        self.port = port
-        self.groups: dict[str, Group] = {c: Group() for c in CONTENDERS}
-        self.commands: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.conn.fileno(), lambda: self.commands.put_nowait(self.conn.recv()))
-        while True:
-            cmd, *args = await self.commands.get()
-            if cmd == "quit":
-                return
-            try:
-                reply = await getattr(self, "do_" + cmd)(*args)
-            except Exception as exc:  # noqa: BLE001 - reported to the driver, which stops
-                reply = {"error": f"{type(exc).__name__}: {exc}"}
-            self.conn.send(reply)
-
-    async def _open(self, contender: str, stall: bool) -> Client:
-        loop = asyncio.get_running_loop()
-        group = self.groups[contender]
-        path = PATHS[contender] + (("&" if "?" in PATHS[contender] else "?") + "role=stall" if stall else "")
-        request = HANDSHAKE.format(path=path, port=self.port, extensions=DEFLATE_OFFER if _deflate() else "").encode()
-        client = Client(group, request, stall, wait_welcome=contender in HUBS, sio=contender == "socketio")
-        if stall:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # the kernel's minimum
-            sock.setblocking(False)
-            await loop.sock_connect(sock, ("127.0.0.1", self.port))
-            await loop.create_connection(lambda: client, sock=sock)
-        else:
-            await loop.create_connection(lambda: client, "127.0.0.1", self.port)
-        await asyncio.wait_for(client.ready, 30)
-        group.clients.append(client)
-        return client
-
-    async def do_connect(self, contender: str, healthy: int, stalled: int) -> dict[str, Any]:
-        limit = asyncio.Semaphore(64)
-
-        async def one(stall: bool) -> None:
-            async with limit:
-                await self._open(contender, stall)
-
-        await asyncio.gather(*(one(False) for _ in range(healthy)), *(one(True) for _ in range(stalled)))
-        return {"connected": len(self.groups[contender].clients)}
-
-    async def do_arm(self, contender: str, count: int, timeout: float) -> dict[str, Any]:
-        """Expect ``count`` more frames on every healthy client; reply, then report when done."""
-        group = self.groups[contender]
-        healthy = [c for c in group.clients if not c.stall]
-        group.pending = len(healthy)
-        group.done = asyncio.get_running_loop().create_future()
-        for c in healthy:
-            c.base = c.frames
-            c.target = c.frames + count
-            c.done_at = 0.0
-        if not healthy:
-            group.done.set_result(None)
-        cpu0 = time.process_time()
-        self.conn.send({"armed": len(healthy)})
-        try:
-            await asyncio.wait_for(asyncio.shield(group.done), timeout)
-            timed_out = False
-        except asyncio.TimeoutError:
-            timed_out = True
-        cpu = time.process_time() - cpu0
-        for c in healthy:
-            c.target = 0
-        return {
-            "clients": len(healthy),
-            "timed_out": timed_out,
-            "done_at": [c.done_at for c in healthy if c.done_at],
-            "frames": sum(min(c.frames - c.base, count) for c in healthy),
-            "extra": sum(max(0, c.frames - c.base - count) for c in healthy),
-            "cpu": cpu,
-        }
-
-    async def do_close(self, contender: str) -> dict[str, Any]:
-        group = self.groups[contender]
-        for c in group.clients:
-            if c.transport is not None:
-                c.transport.close()
-        if group.clients:
-            await asyncio.wait([c.lost for c in group.clients], timeout=10)
-        closed = len(group.clients)
-        group.clients.clear()
-        return {"closed": closed}
-
-
-def worker_main(conn: multiprocessing.connection.Connection, port: int) -> None:
-    """Entry point of a load-generating process."""
-    _raise_nofile()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops us
-    try:
-        import uvloop
-
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()  # the cheaper client
-    except ImportError:
-        loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(Worker(conn, port).run())
-    finally:
-        loop.close()
-
-
-# == the driver ==============================================================================
 
 
 class RedisUnavailable(RuntimeError):
@@ -485,8 +130,9 @@ def _connect_redis(url: str) -> RedisTarget | str:
         return f"Redis unreachable at {url}: {type(exc).__name__}: {exc}"
 
 
-class Server:
-    """A uvicorn process serving broadcast_server:app on a free loopback port.
+
+class Server(_Server):
+    """A uvicorn process serving broadcast_server:app, with every contender.
 
     ``redis``: also serve the Redis contender, on a stream of its own (see
     :class:`RedisTarget`); the server is ready once its broker has connected.
@@ -495,222 +141,41 @@ class Server:
     """
 
     def __init__(self, queue_size: int, redis: bool = False) -> None:
-        self.port = free_port()
-        env = dict(os.environ, BENCH_QUEUE_SIZE=str(queue_size))
-        for key in ("BENCH_REDIS_URL", "BENCH_REDIS_STREAM"):
-            env.pop(key, None)
+        env = {"BENCH_QUEUE_SIZE": str(queue_size)}
         self.stream: str | None = None
-        self.started = False  # answering HTTP
         if redis:
             if REDIS is None:
                 raise RedisUnavailable("no Redis for this run")
             self.stream = REDIS.new_stream()
             env.update(BENCH_REDIS_URL=REDIS.url, BENCH_REDIS_STREAM=self.stream)
-        self.log = SERVER_LOG.open("ab")
-        self.log_start = self.log.tell()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "uvicorn", "broadcast_server:app", "--app-dir", str(HERE),
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--ws-per-message-deflate", "true" if _deflate() else "false", "--log-level", "warning",
-            ],
-            env=env, start_new_session=True,  # inherits the raised RLIMIT_NOFILE
-            stdout=self.log, stderr=self.log,
-        )
-        try:  # whatever interrupts the start (Ctrl-C, SIGTERM too) stops the process
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    self.info = self.get("/info")
-                    self.started = True
-                    break
-                except OSError:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("the benchmark server did not start") from None
-                    time.sleep(0.1)
-            assert self.info["pid"] == self.proc.pid
-            if redis and self.info["redis"]["broker"] != "connected":
-                raise RedisUnavailable(
-                    f"the server's Redis broker did not connect to {env['BENCH_REDIS_URL']} within 10 s "
-                    f"(state: {self.info['redis']['broker']})"
-                )
-        except BaseException:
+        # cwd inherited: PYTHONPATH may pick the sqla_notify checkout to measure.
+        super().__init__("broadcast_server:app", SERVER_LOG, env=env, cwd=None,
+                         deflate=os.environ.get("BENCH_DEFLATE") == "1")
+        if self.info["pid"] != self.proc.pid:
             self.stop()
-            raise
-
-    def request(self, method: str, path: str, timeout: float = 30) -> Any:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request(method, path)
-            response = conn.getresponse()
-            body = response.read()
-            if response.status != 200:
-                raise RuntimeError(f"{method} {path}: {response.status} {body[:200]!r}")
-            return json.loads(body)
-        finally:
-            conn.close()
-
-    def get(self, path: str) -> Any:
-        return self.request("GET", path)
-
-    def post(self, path: str, timeout: float = 30) -> Any:
-        return self.request("POST", path, timeout)
-
-    def cpu(self) -> float:
-        """User + system CPU seconds of the server process so far."""
-        return process_cpu(self.proc.pid)
+            raise RuntimeError(f"expected the server's pid {self.proc.pid} at port {self.port}, got {self.info['pid']}")
+        if redis and self.info["redis"]["broker"] != "connected":
+            self.stop()
+            raise RedisUnavailable(
+                f"the server's Redis broker did not connect to {env['BENCH_REDIS_URL']} within 10 s "
+                f"(state: {self.info['redis']['broker']})"
+            )
 
     def stop(self) -> dict[str, int]:
-        """Stop the server; count the errors it logged (tracebacks go to SERVER_LOG) and, with
-        the Redis contender, its broker's failed calls and gaps; delete its stream."""
+        """Stop the server; count the errors it logged and, with the Redis contender, its
+        broker's failed calls and gaps; delete its stream."""
         broker: dict[str, int] = {}
-        if self.stream is not None and self.started and self.proc.poll() is None:
+        if self.stream is not None and self.info is not None and self.proc.poll() is None:
             try:
                 s = self.get("/stats?contender=redis")
                 broker = {"redis_errors": int(s["broker_errors"]), "redis_gaps": int(s["gaps"])}
             except (OSError, RuntimeError, KeyError) as exc:
                 _log(f"  could not read the Redis hub's counters: {exc!r}")
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        counts = super().stop()
         if self.stream is not None and REDIS is not None:
             REDIS.drop(self.stream)
-        with SERVER_LOG.open("rb") as f:
-            f.seek(self.log_start)
-            text = f.read()
-        return {
-            "asgi_exceptions": text.count(b"Exception in ASGI application"),
-            "error_lines": text.count(b"ERROR:"),
-            "warning_lines": text.count(b"WARNING:"),
-            **broker,
-        }
-
-
-class Clients:
-    """The load-generating processes, driven over pipes."""
-
-    def __init__(self, procs: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.procs = procs
-        self.ctx = ctx
-        self.pipes: list[multiprocessing.connection.Connection] = []
-        self.workers: list[Any] = []
-        self.port = 0
-        self.pool = concurrent.futures.ThreadPoolExecutor(2)
-
-    def start(self, port: int) -> None:
-        """(Re)start the workers for a server on ``port``."""
-        self.stop()
-        self.port = port
-        for _ in range(self.procs):
-            parent, child = self.ctx.Pipe()
-            proc = self.ctx.Process(target=worker_main, args=(child, port), daemon=True)
-            proc.start()
-            self.pipes.append(parent)
-            self.workers.append(proc)
-
-    def stop(self) -> None:
-        for pipe in self.pipes:
-            try:
-                pipe.send(("quit",))
-            except OSError:
-                pass
-        for proc in self.workers:
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-        self.pipes.clear()
-        self.workers.clear()
-
-    def _all(self, *cmd: Any) -> list[Any]:
-        for pipe in self.pipes:
-            pipe.send(cmd)
-        replies = [pipe.recv() for pipe in self.pipes]
-        for r in replies:
-            if "error" in r:
-                raise RuntimeError(f"client worker: {r['error']}")
-        return replies
-
-    def _split(self, n: int) -> list[int]:
-        return [n // self.procs + (1 if i < n % self.procs else 0) for i in range(self.procs)]
-
-    def connect(self, contender: str, healthy: int, stalled: int = 0) -> None:
-        for pipe, h, s in zip(self.pipes, self._split(healthy), self._split(stalled)):
-            pipe.send(("connect", contender, h, s))
-        for pipe in self.pipes:
-            reply = pipe.recv()
-            if "error" in reply:
-                raise RuntimeError(f"client worker: {reply['error']}")
-
-    def close(self, contender: str) -> None:
-        self._all("close", contender)
-
-    def burst(
-        self, server: Server, contender: str, count: int, timeout: float, paced: bool = False,
-    ) -> dict[str, Any]:
-        """One broadcast of ``count`` messages, timed from the request to the last frame."""
-        gc0 = server.get("/gc")
-        armed = self._all("arm", contender, count, timeout)
-        clients = sum(a["armed"] for a in armed)
-        redis_cpu0 = REDIS.cpu() if contender == "redis" and REDIS is not None else None
-        cpu0 = server.cpu()
-        t0 = time.perf_counter()
-        future = self.pool.submit(
-            server.post,
-            f"/broadcast/{contender}?count={count}&timeout={timeout}&paced={str(paced).lower()}",
-            timeout + 5,
-        )
-        reports = [pipe.recv() for pipe in self.pipes]
-        server_cpu = server.cpu() - cpu0
-        redis_cpu1 = REDIS.cpu() if REDIS is not None and redis_cpu0 is not None else None
-        redis_cpu = redis_cpu1 - redis_cpu0 if redis_cpu0 is not None and redis_cpu1 is not None else None
-        for r in reports:
-            if "error" in r:
-                raise RuntimeError(f"client worker: {r['error']}")
-        done = [t - t0 for r in reports for t in r["done_at"]]
-        timed_out = any(r["timed_out"] for r in reports)
-        try:
-            response = future.result(timeout=2 if timed_out else timeout + 5)
-        except (concurrent.futures.TimeoutError, OSError, RuntimeError) as exc:  # stuck behind a stalled client
-            response = {"error": repr(exc)}
-        elapsed = max(done) if done and not timed_out else time.perf_counter() - t0
-        started_at = response.get("started_at")
-        # From the server starting to publish to the last client's last frame (one clock).
-        publish_to_last = (
-            max(t for r in reports for t in r["done_at"]) - started_at
-            if done and not timed_out and started_at is not None else None
-        )
-        gc1 = server.get("/gc") if not timed_out else gc0
-        frames = sum(r["frames"] for r in reports)
-        result = {
-            "contender": contender,
-            "paced": paced,
-            "clients": clients,
-            "messages": count,
-            "timed_out": timed_out,
-            "delivered_share": frames / (clients * count) if clients else 0.0,
-            "extra_frames": sum(r["extra"] for r in reports),
-            "completion_s": elapsed,
-            "publish_to_last_s": publish_to_last,
-            "median_client_s": statistics.median(done) if done else None,
-            "server_handoff_s": response.get("seconds") if response.get("ok") else None,
-            "server_clients": response.get("clients"),
-            "server_response": response if not response.get("ok") else None,
-            "deliveries_per_s": clients * count / elapsed if not timed_out else None,
-            "server_cpu_s": server_cpu,
-            "redis_cpu_s": redis_cpu,  # Redis's own CPU over the burst (Redis contender only)
-            # Garbage collection in the server during the burst (and the HTTP requests around it).
-            "server_gc_s": sum(gc1["seconds"]) - sum(gc0["seconds"]),
-            "server_gc_count": [b - a for a, b in zip(gc0["count"], gc1["count"])],
-            "client_cpu_s": [r["cpu"] for r in reports],
-        }
-        if not timed_out and response.get("clients") not in (None, clients):
-            raise RuntimeError(f"server broadcast to {response.get('clients')} clients, expected {clients}")
-        return result
+            self.stream = None
+        return {**counts, **broker}
 
 
 NOTES = """\
@@ -755,15 +220,6 @@ first, as above. p99 pools every round; per-round figures
 show the spread (with 30 to 90 samples, p99 is the largest or next to it)."""
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _rotation(r: int, contenders: tuple[str, ...] | list[str]) -> list[str]:
-    contenders = tuple(contenders)
-    k = r % len(contenders)
-    return list(contenders[k:] + contenders[:k])
-
 
 def _fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -784,9 +240,6 @@ def _groups(n: int, contenders: list[str]) -> list[list[str]]:
     others = sorted((c for c in contenders if c != "bare"), key=lambda c: c not in HUBS)  # stable
     return [["bare", *others[i:i + fit - 1]] for i in range(0, len(others), fit - 1)]
 
-
-def _spread(values: list[float]) -> tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)
 
 
 def _start(queue_size: int, contender: str) -> Server | None:
@@ -1441,7 +894,9 @@ def main() -> None:
                         help="run only these (the bare loop always runs: every ratio is to it)")
     args = parser.parse_args()
     args.messages = args.messages or (100 if args.quick else 200)
-    _raise_nofile()
+    raise_nofile()
+    for key in ("BENCH_REDIS_URL", "BENCH_REDIS_STREAM"):  # each server gets its own, or none
+        os.environ.pop(key, None)
     if args.deflate:
         os.environ["BENCH_DEFLATE"] = "1"  # before the client processes start
     name = args.out or ("broadcast-deflate" if args.deflate else "broadcast")
@@ -1459,7 +914,7 @@ def main() -> None:
             REDIS = target
     # A SIGTERM (run_all.py's time limit) unwinds like Ctrl-C: servers stopped, streams deleted.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    clients = Clients(args.client_procs)
+    clients = Clients(args.client_procs, None if REDIS is None else REDIS.cpu)
     try:
         if args.profile is not None:
             run_profile(clients, args.clients[0], args.messages, args.profile, args.queue_size, contenders)
@@ -1491,7 +946,7 @@ def _measure(
         # ones long bursts and connections: fewer.
         block_rounds = rounds if n == first else 3 * rounds if n < first else max(1, (rounds + 1) // 2)
         messages = args.messages if n <= 1000 else max(10, args.messages * 1000 // n)
-        block_clients = clients if n <= 2000 else Clients(max(args.client_procs, args.big_client_procs))
+        block_clients = clients if n <= 2000 else Clients(max(args.client_procs, args.big_client_procs), clients.redis_cpu)
         throughput.append(run_throughput(
             block_clients, n, messages, block_rounds, args.queue_size, paced, args.burst_timeout, contenders,
         ))
@@ -1517,13 +972,9 @@ def _measure(
     table = render(summary, stalled, memory, single)
     print(table)
 
-    RESULTS.mkdir(exist_ok=True)
     server = throughput[0]["server"]
     meta = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "git": code,
+        **base_meta(code),
         **{k: server[k] for k in (
             "fastapi", "starlette", "uvicorn", "websockets", "msgspec", "sqla_notify", "broadcaster",
             "python-socketio", "python-engineio",
@@ -1553,14 +1004,11 @@ def _measure(
         },
         "quick": args.quick,
         "duration_s": round(time.monotonic() - started),
-        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    (RESULTS / f"{name}.json").write_text(json.dumps(
+    write(
+        name,
         {"meta": meta, "summary": summary, "throughput": throughput, "stalled": stalled, "memory": memory,
          "single": single},
-        indent=2,
-    ) + "\n")
-    (RESULTS / f"{name}.md").write_text(
         f"# bench_broadcast ({meta['when']})\n\n"
         f"Python {meta['python']}, FastAPI {meta['fastapi']}, uvicorn {meta['uvicorn']} "
         f"(websockets {meta['websockets']}, loop {meta['server_loop']}, per-message deflate {deflate}), "
@@ -1578,7 +1026,8 @@ def _measure(
         + f". Stalled: {stall_rounds} rounds; one broadcast: {single_rounds} rounds of {args.single_repeats}; "
         f"memory: {memory_rounds} rounds; spread = min–max over rounds. "
         f"Server/client CPU = CPU seconds over the burst's duration. {meta['duration_s']} s in all.\n\n"
-        f"{NOTES}\n\n{table}\n"
+        f"{NOTES}\n\n{table}\n",
+        indent=2,
     )
     _log(f"\nwrote {RESULTS / name}.json and {name}.md ({meta['duration_s']} s)")
     try:

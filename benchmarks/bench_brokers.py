@@ -63,15 +63,11 @@ import asyncio
 import functools
 import gc
 import importlib
-import importlib.metadata
-import json
 import math
 import os
 import platform
-import resource
 import secrets
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -85,11 +81,9 @@ import sqlalchemy
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, text
 
 import sqla_notify
-from _measure import free_port, machine_cpu, own_cpu, percentile, process_cpu  # benchmarks/_measure.py
-from _meta import git_state  # benchmarks/_meta.py
+from harness import Server, git_state, machine_cpu, own_cpu, percentile, presets, process_cpu, raise_nofile
+from harness import versions, write
 
-ROOT = Path(__file__).parent.parent
-RESULTS = Path(__file__).parent / "results"
 LAG_BOUND = 1.0  # s: a step holds only if every notification arrives within this
 LATE_BOUND = 0.5  # s: ... and the commits keep to their schedule within this
 MAX_COMMITS = 100  # commits/s over both processes; beyond, several rows per commit
@@ -225,8 +219,7 @@ class Config:
     broker: str  # BENCH_BROKER
     table: str
     env: dict[str, str]
-    ports: list[int] = field(default_factory=list)
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    servers: list[Server] = field(default_factory=list)
     clients: list[list[Client]] = field(default_factory=list)  # per server
     http: list[httpx.AsyncClient] = field(default_factory=list)
 
@@ -247,39 +240,25 @@ def postgres_available() -> str | None:
     return None
 
 
-def _start(cfg: Config, log: Any) -> None:
+def _start(cfg: Config) -> None:
+    """Start two servers (not waiting for them: all configurations start at once)."""
     for _ in range(2):
-        port = free_port()
-        cfg.ports.append(port)
-        cfg.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "benchmarks.brokers_server:app", "--port", str(port),
-             "--ws-per-message-deflate", "false", "--log-level", "warning"],
-            cwd=ROOT, env={**os.environ, **cfg.env, "BENCH_BROKER": cfg.broker, "BENCH_TABLE": cfg.table},
-            stdout=log, stderr=log,
+        cfg.servers.append(Server(
+            "brokers_server:app", SERVER_LOG, ready=None,
+            env={**cfg.env, "BENCH_BROKER": cfg.broker, "BENCH_TABLE": cfg.table},
         ))
 
 
-async def _ready(cfg: Config, deadline: float) -> None:
-    """Wait until both servers answer and their brokers are connected."""
-    for port, proc in zip(cfg.ports, cfg.procs):
-        http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
-        cfg.http.append(http)
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"the {cfg.key} server exited ({proc.returncode}); see {SERVER_LOG}")
-            try:
-                if (await http.get("/stats")).json()["broker"] in ("none", "connected"):
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the {cfg.key} server was not ready in time; see {SERVER_LOG}")
-            await asyncio.sleep(0.1)
+def _ready(cfg: Config) -> None:
+    """Wait until both servers answer and their hubs' brokers are connected (up to 60 s each)."""
+    for server in cfg.servers:
+        server.wait("/stats", lambda stats: stats["broker"] in ("none", "connected"), seconds=60)
+        cfg.http.append(httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=10))
 
 
 async def _connect(cfg: Config, clients: int) -> None:
     loop = asyncio.get_running_loop()
-    for port in cfg.ports:
+    for port in (server.port for server in cfg.servers):
         request = (
             f"GET /notify/ws?collections={cfg.table} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -298,7 +277,7 @@ async def _stats(cfg: Config) -> list[dict[str, Any]]:
 
 
 def _snapshot(cfg: Config, r: redis.Redis) -> dict[str, Any]:
-    cpu: dict[str, Any] = {"wall": time.monotonic(), "servers": [process_cpu(p.pid) for p in cfg.procs]}
+    cpu: dict[str, Any] = {"wall": time.monotonic(), "servers": [s.cpu() for s in cfg.servers]}
     cpu["clients"] = own_cpu()
     cpu["machine"] = machine_cpu()
     cpu["postgres"] = _postgres_cpu()
@@ -638,30 +617,22 @@ def report(meta: dict[str, Any], lat: dict[str, Any], thr: dict[str, Any], skipp
 
 
 def _versions(r: redis.Redis, pg_url: str | None) -> dict[str, Any]:
-    versions = {name: importlib.metadata.version(name) for name in
-                ("fastapi", "uvicorn", "starlette", "redis", "psycopg", "msgspec", "uvloop", "httptools", "websockets")
-                if _installed(name)}
-    versions.update(python=sys.version.split()[0], sqlalchemy=sqlalchemy.__version__, sqla_notify=sqla_notify.__version__)
-    versions["redis_server"] = r.info("server")["redis_version"]
+    found: dict[str, Any] = versions(
+        "fastapi", "uvicorn", "starlette", "redis", "psycopg", "msgspec", "uvloop", "httptools", "websockets")
+    found.update(python=sys.version.split()[0], sqlalchemy=sqlalchemy.__version__, sqla_notify=sqla_notify.__version__)
+    found["redis_server"] = r.info("server")["redis_version"]
     if pg_url is not None:
         with create_engine(pg_url).connect() as conn:
-            versions["postgresql_server"] = str(conn.execute(text("SHOW server_version")).scalar())
-    return versions
+            found["postgresql_server"] = str(conn.execute(text("SHOW server_version")).scalar())
+    return found
 
 
-def _installed(name: str) -> bool:
-    try:
-        importlib.metadata.version(name)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
-async def _main(args: argparse.Namespace, cfgs: list[Config], r: redis.Redis) -> tuple[dict[str, Any], dict[str, Any]]:
-    started = time.monotonic()
+async def _main(
+    args: argparse.Namespace, cfgs: list[Config], r: redis.Redis, started: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``started``: when the servers were started; the ramp's time budget counts from it."""
     try:
         for cfg in cfgs:
-            await _ready(cfg, time.monotonic() + 60)
             await _connect(cfg, args.clients)
             for rows in (1, 4):  # warm-up: connections, caches, statements
                 await run(cfg, r, commits_per_s=50, rows=rows, seconds=0.4, record_all=False)
@@ -699,11 +670,8 @@ def main() -> None:
     args = parser.parse_args()
     quick = {"seconds": 2.5, "rounds": 2, "step_seconds": 1.5, "start_rate": 200.0, "factor": 2.0, "budget": 75.0}
     full = {"seconds": 5.0, "rounds": 3, "step_seconds": 3.0, "start_rate": 200.0, "factor": math.sqrt(2), "budget": 300.0}
-    for name, value in (quick if args.quick else full).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    presets(args, quick, full)
+    raise_nofile(8192)
 
     run_id = f"{os.getpid():x}{secrets.token_hex(3)}"
     code = git_state()  # before the run: what the servers import
@@ -756,24 +724,20 @@ def main() -> None:
     except ImportError:
         pass
     try:
-        with SERVER_LOG.open("ab") as log:
-            for cfg in cfgs:
-                _start(cfg, log)
+        started = time.monotonic()
+        for cfg in cfgs:
+            _start(cfg)
+        for cfg in cfgs:
+            _ready(cfg)
         loop = loop_factory() if loop_factory else asyncio.new_event_loop()
         try:
-            lat, thr = loop.run_until_complete(_main(args, cfgs, r))
+            lat, thr = loop.run_until_complete(_main(args, cfgs, r, started))
         finally:
             loop.close()
     finally:
         for cfg in cfgs:
-            for proc in cfg.procs:
-                proc.terminate()
-            for proc in cfg.procs:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            for server in cfg.servers:
+                server.stop()
         metadata.drop_all(engine)
         engine.dispose()
         r.delete(stream)
@@ -795,9 +759,7 @@ def main() -> None:
     }
     table = report(meta, lat, thr, skipped)
     print(table)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "latency": lat, "throughput": thr}, indent=1) + "\n")
-    (RESULTS / f"{args.out}.md").write_text(f"# bench_brokers ({meta['when']}, {meta['mode']})\n\n{table}\n")
+    write(args.out, {"meta": meta, "latency": lat, "throughput": thr}, f"# bench_brokers ({meta['when']}, {meta['mode']})\n\n{table}\n")
     log_lines = SERVER_LOG.read_text(errors="replace").splitlines()
     if log_lines:
         errors = sum(1 for line in log_lines if "Traceback" in line or "ERROR" in line)

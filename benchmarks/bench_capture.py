@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import msgspec
@@ -38,9 +35,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 import sqla_notify
 from sqla_notify import Notification, Notifier
 
-from _meta import git_state  # benchmarks/_meta.py
+from harness import RESULTS, base_meta, git_state, write
 
-RESULTS = Path(__file__).parent / "results"
 DEFAULT_PG = "postgresql+psycopg://127.0.0.1/test"
 
 
@@ -281,25 +277,19 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
 
-    RESULTS.mkdir(exist_ok=True)
     meta = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "git": code,
+        **base_meta(code),
         "sqlalchemy": sqlalchemy.__version__,
         "msgspec": msgspec.__version__,
         "sqla_notify": sqla_notify.__version__,
         "rounds": args.rounds,
-        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    (RESULTS / "capture.json").write_text(
-        json.dumps({"meta": meta, "capture": rows, "notify": notify}, indent=2) + "\n"
-    )
-    (RESULTS / "capture.md").write_text(
+    write(
+        "capture", {"meta": meta, "capture": rows, "notify": notify},
         f"# bench_capture ({meta['when']})\n\n"
         f"Python {meta['python']}, SQLAlchemy {meta['sqlalchemy']}, {meta['cpus']} CPUs, "
-        f"median of {args.rounds} rounds; spread = min–max of per-round ratios.\n\n{table}\n"
+        f"median of {args.rounds} rounds; spread = min–max of per-round ratios.\n\n{table}\n",
+        indent=2,
     )
     print(f"\nwrote {RESULTS / 'capture.json'} and capture.md", file=sys.stderr)
 

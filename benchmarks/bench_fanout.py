@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
-HERE = Path(__file__).resolve().parent.parent
+from harness import ROOT as HERE, write
+
 CLIENTS = 1000
 
 
@@ -85,10 +85,8 @@ def main() -> None:
             lines.append(f"\nthis / against, {what}: {ratio:.2f}")
     table = "\n".join(lines)
     print(table)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fanout.json").write_text(json.dumps({"checkouts": {k: str(v) for k, v in checkouts.items()},
-                                                       "python": sys.version.split()[0], "runs": runs}, indent=1))
-    (RESULTS / "fanout.md").write_text(table + "\n")
+    write("fanout", {"checkouts": {k: str(v) for k, v in checkouts.items()}, "python": sys.version.split()[0],
+                     "runs": runs}, table + "\n")
 
 
 if __name__ == "__main__":

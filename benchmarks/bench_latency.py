@@ -1,8 +1,8 @@
 """Commit → client latency through the hub: SQLite and PostgreSQL, sync and async sessions.
 
-**The modes.** One uvicorn process (``latency_server.py``, ``--ws-per-message-deflate false``,
-uvicorn's other settings default: uvloop and httptools when installed) serves one ``Hub`` and
-four ways to commit one row:
+**The modes.** One uvicorn process (``latency_server.py``, started by ``harness.Server``:
+``--ws-per-message-deflate false``, uvicorn's other settings default: uvloop and httptools
+when installed) serves one ``Hub`` and four ways to commit one row:
 
 * SQLite, a sync ``Session`` in a ``def`` endpoint (FastAPI runs it in a worker thread);
 * SQLite, an ``AsyncSession`` (aiosqlite) in an ``async def`` endpoint;
@@ -53,14 +53,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import os
 import platform
 import secrets
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -76,11 +74,10 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, 
 from sqlalchemy.engine import URL, make_url
 
 import sqla_notify
-from _measure import free_port, machine_cpu, own_cpu, percentile, process_cpu, quantiles  # benchmarks/_measure.py
-from _meta import git_state  # benchmarks/_meta.py
+from harness import RESULTS, Server, git_state, machine_cpu, own_cpu, percentile, presets, process_cpu, quantiles
+from harness import versions, write
 
-ROOT = Path(__file__).parent.parent
-RESULTS = Path(__file__).parent / "results"
+SERVER_LOG = Path(f"/tmp/bench_latency-{os.getpid()}.log")  # the server's stderr
 DEFAULT_PG = "postgresql+psycopg://127.0.0.1/test"
 SQLITE_TABLE = "bench_latency_items"
 DRAIN_TIMEOUT = 5.0  # s: how long a mode's last notifications may take before they count as missing
@@ -251,25 +248,6 @@ async def _run(modes: list[Mode], port: int, server_pid: int, args: argparse.Nam
 # == the server and the databases ============================================================
 
 
-def _start_server(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    # cwd=ROOT: the child imports this checkout's benchmarks.latency_server (and sqla_notify).
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "benchmarks.latency_server:app", "--port", str(port),
-         "--ws-per-message-deflate", "false", "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, **env},
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    proc.wait()
-    raise SystemExit(f"the latency server did not start (exit code {proc.returncode}); its errors are above")
-
-
 def _table(metadata: MetaData, name: str) -> Table:
     return Table(name, metadata, Column("id", Integer, primary_key=True), Column("name", String(20)))
 
@@ -291,14 +269,8 @@ def _postgres(url_text: str) -> tuple[URL | None, str | None, str | None]:
 
 
 def _versions() -> dict[str, str]:
-    versions = {"python": sys.version.split()[0], "sqlalchemy": sqlalchemy.__version__,
-                "sqla_notify": sqla_notify.__version__, "sqlite": sqlite3.sqlite_version}
-    for name in VERSIONS:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
+    return {"python": sys.version.split()[0], "sqlalchemy": sqlalchemy.__version__,
+            "sqla_notify": sqla_notify.__version__, "sqlite": sqlite3.sqlite_version, **versions(*VERSIONS)}
 
 
 def _loadavg() -> list[float]:
@@ -412,9 +384,7 @@ def main() -> None:
     parser.add_argument("--pg-url", default=os.environ.get("SQLA_NOTIFY_PG_URL", DEFAULT_PG))
     parser.add_argument("--no-pg", action="store_true", help="SQLite only")
     args = parser.parse_args()
-    for name, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    presets(args, QUICK, FULL)
     if args.rounds < 1 or args.seconds <= 0 or args.rate <= 0 or args.clients < 1:
         parser.error("--rounds, --seconds, --rate and --clients must be positive")
 
@@ -442,17 +412,11 @@ def main() -> None:
             env = {"BENCH_SQLITE_PATH": str(sqlite_path), "BENCH_SQLITE_TABLE": SQLITE_TABLE,
                    "BENCH_PG_URL": pg_url.render_as_string(hide_password=False) if pg_url else "",
                    "BENCH_PG_TABLE": pg_table or ""}
-            port = free_port()
-            server = _start_server(port, env)
+            server = Server("latency_server:app", SERVER_LOG, env=env, ready="/openapi.json")
             try:
-                unexpected = asyncio.run(_run(modes, port, server.pid, args))
+                unexpected = asyncio.run(_run(modes, server.port, server.proc.pid, args))
             finally:
-                server.terminate()
-                try:
-                    server.wait(10)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
+                server.stop()
         finally:
             if pg_engine is not None:
                 pg_metadata.drop_all(pg_engine)
@@ -476,10 +440,7 @@ def main() -> None:
     rows = [_row(m) for m in modes]
     table = report(meta, rows)
     print(table)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latency.json").write_text(json.dumps({"meta": meta, "latency": rows}, indent=1) + "\n")
-    (RESULTS / "latency.md").write_text(f"# bench_latency ({meta['when']}, {meta['mode']})\n\n{table}\n")
-    written = ["latency.json", "latency.md"]
+    written = write("latency", {"meta": meta, "latency": rows}, f"# bench_latency ({meta['when']}, {meta['mode']})\n\n{table}\n")
     try:
         from plots import plot_latency  # matplotlib: the bench extra
     except ImportError as exc:

@@ -7,7 +7,7 @@ ones and set off full collections, each as long as the heap is large. The hub th
 starts them ``_START_CHUNK`` (32) at a time. This script measures that choice against the
 one it replaced, side by side in one run.
 
-Each round starts ``broadcast_server.py`` (uvicorn, per-message deflate off) twice, once
+Each round starts ``broadcast_server.py`` (``harness.Server``: uvicorn, per-message deflate off) twice, once
 per setting (``BENCH_START_CHUNK``; "all in one step" is a chunk larger than the client
 count), the order alternating by round. ``--clients`` clients (the ``websockets`` library,
 in this process, reading everything) connect to the hub; then, per server:
@@ -27,12 +27,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -41,42 +37,22 @@ import httpx
 import websockets
 
 import sqla_notify
-from _measure import free_port, percentile  # benchmarks/_measure.py
-from _meta import git_state  # benchmarks/_meta.py
+from harness import RESULTS, Server, base_meta, git_state, log as _log, percentile, write
 from sqla_notify._hub import _START_CHUNK
 
-ROOT = Path(__file__).parent.parent
-RESULTS = Path(__file__).parent / "results"
+SERVER_LOG = Path(f"/tmp/bench_writer_start-{os.getpid()}.log")  # the servers' stderr
 ALL_AT_ONCE = 1_000_000  # a chunk larger than any client count: the behaviour before chunking
 SETTINGS = {"chunked": _START_CHUNK, "all at once": ALL_AT_ONCE}
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 async def _measure(chunk: int, args: argparse.Namespace) -> dict[str, Any]:
     """One server with the hub starting ``chunk`` writers per step: a paced burst, then singles."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "benchmarks.broadcast_server:app", "--port", str(port),
-         "--ws-per-message-deflate", "false", "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, "BENCH_START_CHUNK": str(chunk)},
-    )
+    server = Server("broadcast_server:app", SERVER_LOG, env={"BENCH_START_CHUNK": str(chunk)})
+    port = server.port
     sockets: list[Any] = []
     readers: list[asyncio.Task[None]] = []
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    await http.get("/info")
-                    break
-                except httpx.HTTPError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit("the benchmark server did not start") from None
-                    await asyncio.sleep(0.1)
-
             async def read(ws: Any) -> None:
                 async for _ in ws:
                     pass
@@ -107,8 +83,7 @@ async def _measure(chunk: int, args: argparse.Namespace) -> dict[str, Any]:
             task.cancel()
         for ws in sockets:
             ws.transport.abort()
-        server.terminate()
-        server.wait(10)
+        server.stop()
     return {
         "chunk": chunk, "paced_burst_s": burst, "paced_burst_gc_s": gc1 - gc0,
         "singles_s": singles, "singles_gc_s": gc2 - gc1,
@@ -165,17 +140,14 @@ def main() -> None:
                 f"(GC {result['paced_burst_gc_s'] * 1e3:.0f} ms), one notification max {singles[-1] * 1e3:.1f} ms"
             )
     meta = {
-        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": sys.version.split()[0],
-        "platform": platform.platform(), "cpus": os.cpu_count(), "git": code,
+        **base_meta(code),
         "sqla_notify": sqla_notify.__version__, "websockets": websockets.__version__,
         "clients": args.clients, "rounds": args.rounds, "messages": args.messages, "singles": args.singles,
         "settings": SETTINGS, "duration_s": round(time.monotonic() - started, 1),
     }
     table = report(meta, runs)
     print(table)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "writer-start.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=1) + "\n")
-    (RESULTS / "writer-start.md").write_text(f"# bench_writer_start ({meta['when']})\n\n{table}\n")
+    write("writer-start", {"meta": meta, "runs": runs}, f"# bench_writer_start ({meta['when']})\n\n{table}\n")
     _log(f"wrote writer-start.json and writer-start.md in {RESULTS} ({meta['duration_s']:.0f} s)")
 
 

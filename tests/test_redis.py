@@ -332,15 +332,15 @@ async def test_a_write_whose_reply_was_lost_is_not_sent_twice(redis_url: str, st
     """A pipeline that reached Redis although the call failed (the reply was lost) is
     recognised by its tokens and not written again: no duplicate, no needless resync."""
     broker = RedisBroker(redis_url, stream=stream)
-    real_write = broker._write
+    real_write = broker.write
     failures = [ConnectionError("reply lost")]
 
-    async def reply_lost(items: list[Any], lost: str | None) -> None:
-        await real_write(items, lost)
+    async def reply_lost(batches: list[tuple[int, list[Notification]]], lost: str | None) -> None:
+        await real_write(batches, lost)
         if failures:
             raise failures.pop()
 
-    broker._write = reply_lost  # type: ignore[method-assign]
+    broker.write = reply_lost  # type: ignore[method-assign]
     async with Hub(broker=broker) as hub:
         await until(lambda: hub.stats().broker == "connected", "the reader")
         sub = hub.subscribe()

@@ -88,12 +88,15 @@ class Broker(abc.ABC):
     :param max_pending: batches kept while the broker is unreachable; beyond it the oldest
         are dropped, and :meth:`write` is told so (``lost``).
     :param connect_timeout: the longest :meth:`start` waits for the first read attempt.
+    :raises ValueError: for a ``max_pending`` below 1.
     """
 
     #: the broker's name in log lines ("lost Redis (...)")
     what: str = "the broker"
 
     def __init__(self, *, max_pending: int = 10_000, connect_timeout: float = 2.0) -> None:
+        if not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError(f"{type(self).__name__}(max_pending=...) expected an int >= 1, got {max_pending!r}")
         self.connect_timeout = connect_timeout
         self._outbox = Outbox(max_pending, self.what)
         self._state = "stopped"
@@ -133,7 +136,12 @@ class Broker(abc.ABC):
         """What the broker reads, until :meth:`stop`: :meth:`read` again and again, with
         backoff (:data:`~sqla_notify._outbox.MAX_BACKOFF` at most) after a failure, one
         warning per outage, and every failure counted in :attr:`errors`. The writer starts
-        after the first :class:`Ready`: what this process writes is then read as news."""
+        after the first :class:`Ready`: what this process writes is then read as news.
+
+        :raises RuntimeError: if another task is pulling this broker's events already.
+        """
+        if self._reader is not None and not self._reader.done():
+            raise RuntimeError(f"this {type(self).__name__}'s events are pulled already; give each Hub its own")
         self._reader = asyncio.current_task()
         await self._go.wait()
         failures = 0

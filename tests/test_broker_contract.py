@@ -360,3 +360,16 @@ async def test_a_failed_write_that_cannot_be_confirmed_is_a_gap() -> None:
         )
         assert broker.errors == 1 and hub.stats().gaps == 1
 
+
+
+async def test_a_broker_serves_one_hub_at_a_time() -> None:
+    broker = MemoryBroker(Medium())
+    async with Hub(broker=broker) as hub:
+        with pytest.raises(RuntimeError, match="already running; give each Hub its own"):
+            async with Hub(broker=broker):
+                pass
+        sub = hub.subscribe()
+        hub.publish([N(1)])
+        await receive(sub, lambda got: data(got) == [1], "a notification on the first hub")
+    async with Hub(broker=broker) as again:  # once stopped, it may serve another
+        assert again.stats().broker == "connected"

@@ -299,18 +299,6 @@ class Hub(Sink):
         process); resuming from one of them is then looked up in the window, or, with a
         broker's ``shared_cursors``, ordered by its ``parse_cursor``. ``live=False``: history
         (see :meth:`_ingest`)."""
-        if ids is not None and (
-            len(ids) != len(notifications) or not all([_CURSOR.fullmatch(i) for i in ids])
-        ):
-            # A broker's channel is shared with whoever can write to it: an id that could
-            # break a transport's framing (a newline in an SSE "id:" line) never goes out.
-            bad = next((i for i in ids if not _CURSOR.fullmatch(i)), None)
-            self._gap(
-                f"a broker delivered {len(ids)} ids for {len(notifications)} notifications; its batch was skipped"
-                if bad is None else f"a broker delivered an invalid id ({len(bad)} characters); its batch was skipped",
-                live=live,
-            )
-            return
         entries = []
         seq = self._seq
         if ids is None:  # this hub's own names: the in-process hot path
@@ -319,22 +307,35 @@ class Hub(Sink):
                 seq += 1
                 ident = f"{epoch}-{seq}"
                 entries.append(_Entry(seq, ident, n, encode(NotificationFrame(ident, n.collection, n.action, n.data))))
-        elif self._shared and self._broker is not None:  # ordered by the broker's own keys
-            parse = self._broker.parse_cursor
-            for ident, n in zip(ids, notifications):
-                key = parse(ident)
+            self._ingest(entries, live=live)
+            return
+        if len(ids) != len(notifications):
+            self._gap(f"a broker delivered {len(ids)} ids for {len(notifications)} notifications; "
+                      f"its batch was skipped", live=live)
+            return
+        shared = self._broker.parse_cursor if self._shared and self._broker is not None else None
+        for ident, n in zip(ids, notifications):
+            if not _CURSOR.fullmatch(ident):
+                # A broker's channel is shared with whoever can write to it: an id that could
+                # break a transport's framing (a newline in an SSE "id:" line) never goes out.
+                self._gap(f"a broker delivered an invalid id ({len(ident)} characters); its batch was skipped",
+                          live=live)
+                return
+            if shared is None:  # numbered here, named by the broker: looked up by name
+                seq += 1
+            else:  # ordered by the broker's own keys, the same in every process
+                key = shared(ident)
                 if key is None:
                     self._gap(f"a broker delivered an id that is not one of its cursors ({ident!r}); "
                               f"its batch was skipped", live=live)
                     return
-                entries.append(_Entry(key, ident, n, encode(NotificationFrame(ident, n.collection, n.action, n.data))))
-        else:  # numbered here, named by the broker: looked up by name on resuming
+                seq = key
+            entries.append(_Entry(seq, ident, n, encode(NotificationFrame(ident, n.collection, n.action, n.data))))
+        if shared is None:
             by_id = self._by_id if self._by_id is not None else {}
             self._by_id = by_id
-            for ident, n in zip(ids, notifications):
-                seq += 1
-                by_id[ident] = seq
-                entries.append(_Entry(seq, ident, n, encode(NotificationFrame(ident, n.collection, n.action, n.data))))
+            for entry in entries:
+                by_id[entry.id] = entry.seq
         self._ingest(entries, live=live)
 
     def _ingest(self, entries: list[_Entry], *, live: bool = True) -> None:

@@ -233,12 +233,15 @@ class Hub(Sink):
 
     async def _pull(self, broker: Broker) -> None:
         """Apply what the broker reads, until it stops."""
-        async with contextlib.aclosing(broker.events()) as events:
-            async for event in events:
-                try:
-                    self._apply(event)
-                except Exception:  # noqa: BLE001 - one bad event must not stop the delivery
-                    logger.exception("sqla_notify could not apply %s from %r", type(event).__name__, broker)
+        try:
+            async with contextlib.aclosing(broker.events()) as events:
+                async for event in events:
+                    try:
+                        self._apply(event)
+                    except Exception:  # noqa: BLE001 - one bad event must not stop the delivery
+                        logger.exception("sqla_notify could not apply %s from %r", type(event).__name__, broker)
+        except Exception:  # noqa: BLE001 - nobody awaits this task's result: say it here
+            logger.exception("sqla_notify stopped reading %r", broker)
 
     async def _stop_pulling(self) -> None:
         task, self._puller = self._puller, None
@@ -248,19 +251,18 @@ class Hub(Sink):
 
     def _apply(self, event: Batch | Gap | Ready) -> None:
         """One event from the broker, on the loop."""
-        cls = event.__class__
-        if cls is Batch:
-            batch: Batch = event  # type: ignore[assignment]
-            if batch.ids is None and self._shared:
-                raise ValueError(f"a Batch from a broker with shared_cursors expected ids, got None: {batch!r}")
-            self._dispatch(batch.notifications, batch.ids, live=not batch.history)
-        elif cls is Gap:
-            self._gap(event.reason, live=not event.history)  # type: ignore[union-attr]
-        elif cls is Ready:
-            if event.stale:  # type: ignore[union-attr]
-                self._resync_all(event.stale)  # type: ignore[union-attr]
+        if isinstance(event, Batch):
+            if event.ids is None and self._shared:
+                raise ValueError(f"a Batch from a broker with shared_cursors expected ids, got None "
+                                 f"(for {len(event.notifications)} notifications)")
+            self._dispatch(event.notifications, event.ids, live=not event.history)
+        elif isinstance(event, Gap):
+            self._gap(event.reason, live=not event.history)
+        elif isinstance(event, Ready):
+            if event.stale:
+                self._resync_all(event.stale)
         else:
-            raise TypeError(f"Broker.events() expected Batch, Gap or Ready events, got {event!r}")
+            raise TypeError(f"Broker.events() expected Batch, Gap or Ready events, got a {type(event).__name__}")
 
     # -- the Sink side: any thread --------------------------------------------------------
 

@@ -33,14 +33,15 @@ class Medium:
     """What the processes share: an append-only log, like a stream, that can go down."""
 
     def __init__(self) -> None:
-        #: (writer's token, batch) or (writer's token, gap reason); entry 0 is no one's, so
-        #: that every cursor comes after the initial one
-        self.entries: list[tuple[str, Union[list[Notification], str]]] = [("", [])]
+        #: (writer's token, batch) or (writer's token, gap reason), or None for an entry the
+        #: reader cannot make sense of; entry 0 is no one's, so that every cursor comes after
+        #: the initial one
+        self.entries: list[tuple[str, Union[list[Notification], str, None]]] = [("", [])]
         self.changed = asyncio.Condition()
         self.down = False
         self.refused_reads = 0  # the next this many reads fail at once
 
-    async def append(self, token: str, entry: Union[list[Notification], str]) -> None:
+    async def append(self, token: str, entry: Union[list[Notification], str, None]) -> None:
         async with self.changed:
             self.entries.append((token, entry))
             self.changed.notify_all()
@@ -98,6 +99,8 @@ class MemoryBroker(Broker):
 
     def _event(self, k: int, *, history: bool = False) -> Union[Batch, Gap]:
         _, entry = self.medium.entries[k]
+        if entry is None:  # a broker's mistake: no ids, although its cursors are shared
+            return Batch([N(0)])
         if isinstance(entry, str):
             return Gap(f"another process lost notifications: {entry}", history)
         return Batch(entry, [f"{k}:{i}" for i in range(len(entry))], history)
@@ -373,3 +376,16 @@ async def test_a_broker_serves_one_hub_at_a_time() -> None:
         await receive(sub, lambda got: data(got) == [1], "a notification on the first hub")
     async with Hub(broker=broker) as again:  # once stopped, it may serve another
         assert again.stats().broker == "connected"
+
+
+async def test_an_event_that_fails_to_apply_is_logged_and_delivery_carries_on(
+    two_hubs: tuple[Hub, Hub, Medium], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b, medium = two_hubs
+    on_b = b.subscribe()
+    await medium.append("elsewhere", None)
+    a.publish([N(1)])
+    got = await receive(on_b, lambda got: data(got) == [1], "the next notification")
+    assert [m.get("type") for m in got] == ["welcome", None]
+    assert "could not apply Batch from" in caplog.text
+    assert "expected ids, got None" in caplog.text

@@ -303,6 +303,11 @@ class PostgresBroker(Broker):
 
     # -- reading --------------------------------------------------------------------------
 
+    async def start(self, history: int) -> None:
+        """Start listening and writing in the background (see :meth:`Broker.start`)."""
+        self._listened, self._partial = False, None  # clients that come first will be told
+        await super().start(history)
+
     async def read(self, history: int) -> AsyncGenerator[Batch | Gap | Ready, None]:
         """``LISTEN`` on a connection of its own and yield what arrives. ``LISTEN``/``NOTIFY``
         keeps no log: no history, and what was sent while the listener was away is a gap."""

@@ -169,7 +169,7 @@ class RedisBroker(Broker):
             url, socket_connect_timeout=connect_timeout, socket_timeout=block + connect_timeout,
             health_check_interval=30,
             # No retries inside redis-py: a retried XADD whose reply was lost would be written
-            # twice. The loops below retry where that is safe.
+            # twice. The base's loops retry where that is safe.
             retry=Retry(NoBackoff(), 0),
         )
         self._maxlen = maxlen or 1
@@ -204,6 +204,7 @@ class RedisBroker(Broker):
         """Start reading, priming the replay window with the ``history`` newest entries (see
         :meth:`Broker.start`); ``maxlen`` defaults to ``history``."""
         self._maxlen = self.maxlen or max(history, 1)
+        self._last, self._read, self._notifications, self._ids = None, [], [], []  # prime again
         await super().start(history)
 
     async def close(self) -> None:
@@ -218,7 +219,7 @@ class RedisBroker(Broker):
 
     async def write(self, batches: list[tuple[int, list[Notification]]], lost: str | None) -> None:
         """Add a gap marker if something was lost, then the batches, in one pipeline. Each
-        entry carries a token (this broker, the batch's number) for :meth:`_confirm`."""
+        entry carries a token (this broker, the batch's number) for :meth:`confirm`."""
         adds: list[dict[bytes, bytes | str]] = [] if lost is None else [{_GAP: lost}]
         adds += ({_BATCH: _batch_encoder.encode(batch), _TOKEN: f"{self._instance}:{number}"} for number, batch in batches)
         for attempt in range(2):

@@ -357,3 +357,16 @@ async def test_a_write_whose_reply_was_lost_is_not_sent_twice(redis_url: str, st
 def test_the_password_of_the_url_is_never_shown() -> None:
     broker = RedisBroker("redis://app:s3cr3t@127.0.0.1:6379/0")
     assert "s3cr3t" not in repr(broker) and "app:***@127.0.0.1:6379" in repr(broker)
+
+
+async def test_a_stopped_broker_primes_the_next_hub_again(redis_url: str, stream: str) -> None:
+    broker = RedisBroker(redis_url, stream=stream)
+    async with Hub(broker=broker) as hub:
+        sub = hub.subscribe()
+        frames(sub)
+        hub.publish([N(1)])
+        first = (await receive(sub, bool, "the batch"))[0]["id"]
+    async with Hub(broker=broker) as again:
+        assert again.cursor == first  # its window holds the stream's tail
+        sub = again.subscribe(last_id="0-0:0")
+        assert [m.get("data") for m in frames(sub)][1:] == [{"id": 1}]  # a replay, not a resync

@@ -78,8 +78,8 @@ import logging
 import re
 import time
 import uuid
-from json.encoder import encode_basestring_ascii
 from collections.abc import AsyncGenerator
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Union
 
 import msgspec
@@ -164,6 +164,7 @@ class PostgresBroker(Broker):
     """
 
     transactional = True
+    what = "PostgreSQL"
 
     def __init__(
         self,
@@ -195,8 +196,6 @@ class PostgresBroker(Broker):
 
     def __repr__(self) -> str:
         return f"PostgresBroker(channel={self.channel!r}, state={self._state!r})"
-
-    what = "PostgreSQL"
 
     @property
     def rejected(self) -> int:

@@ -4,7 +4,10 @@ Attach a :class:`Notifier` to a session factory; every committed transaction's i
 updates and deletes reach its sink as :class:`Notification` records.
 """
 
+from ._broker import Batch as Batch
 from ._broker import Broker as Broker
+from ._broker import Gap as Gap
+from ._broker import Ready as Ready
 from ._errors import NotAttachedError as NotAttachedError
 from ._errors import SinkError as SinkError
 from ._errors import SqlaNotifyError as SqlaNotifyError
@@ -28,9 +31,11 @@ __version__ = "0.1.0"
 
 __all__ = (
     "Authorize",
+    "Batch",
     "Broker",
     "CallbackSink",
     "FanoutSink",
+    "Gap",
     "Hub",
     "HubStats",
     "NotAttachedError",
@@ -40,6 +45,7 @@ __all__ = (
     "NotifyOptions",
     "PayloadFunction",
     "PayloadMode",
+    "Ready",
     "Sink",
     "SinkCallable",
     "SinkError",

@@ -1,9 +1,17 @@
 """The contract between a :class:`~sqla_notify.Hub` and a broker that shares it across processes.
 
 With a broker, the hub does not deliver what its own process commits: it hands each batch to
-the broker, and every process (this one included) delivers what it reads back. Each
-notification is so delivered once per process, in the broker's order, under a name (cursor)
-that every process gives it: a client may resume on any process that still holds it.
+the broker (:meth:`Broker.publish`), and every process (this one included) delivers what it
+reads back. Each notification is so delivered once per process, in the broker's order, under
+a name (cursor) that every process gives it: a client may resume on any process that still
+holds it.
+
+The hub pulls, as encode/broadcaster's core does from its backends: one task of the hub's
+runs ``async for event in broker.events()``, and a broker only says what it read, as
+:class:`Batch`, :class:`Gap` and :class:`Ready` records. Only the hub numbers notifications,
+encodes frames, keeps the replay window and fans out. Reconnecting, backoff, the state word
+and the error count are written once, here; a broker implements one connection's reading
+(:meth:`Broker.read`) and one write (:meth:`Broker.write`).
 """
 
 from __future__ import annotations
@@ -11,42 +19,229 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import random
-from collections import deque
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Callable
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Union
+
+import msgspec
 
 from ._notification import Notification
+from ._outbox import Outbox, backoff, describe
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from ._hub import Hub
-
-__all__ = ("Broker",)
+__all__ = ("Batch", "Broker", "Gap", "Ready")
 
 logger = logging.getLogger("sqla_notify")
+
+
+class Batch(msgspec.Struct, frozen=True):
+    """Notifications a broker read in one go: whole transactions only, in the broker's order.
+
+    The hub delivers a batch as one hand-over: a client gets all of it or one ``resync``.
+    """
+
+    #: the notifications, oldest first
+    notifications: list[Notification]
+    #: one name per notification, the same in every process (cursors clients may resume
+    #: from on any process): short, of ``[0-9A-Za-z:_.-]`` only. ``None``: the hub numbers them
+    #: itself (a client then resumes on this process only). Required with
+    #: :attr:`Broker.shared_cursors`.
+    ids: Union[list[str], None] = None
+    #: read while priming (before :class:`Ready`): kept for replay, not sent to clients
+    history: bool = False
+
+
+class Gap(msgspec.Struct, frozen=True):
+    """Notifications were lost (the broker restarted, trimmed what was not read yet, or the
+    connection dropped): every connected client is told to ``resync`` with ``reason``, and
+    no replay spans the gap."""
+
+    #: why, for the clients and the log (never a payload: it may be shown to anyone)
+    reason: str
+    #: a gap in history (while priming): replays may not span it, nobody is told
+    history: bool = False
+
+
+class Ready(msgspec.Struct, frozen=True):
+    """The broker reads live from now on (after the history of the first connection, or
+    after reconnecting)."""
+
+    #: non-empty: clients that connected before this may have missed notifications (the
+    #: broker was unreachable when they came): they are told to ``resync`` with this reason.
+    #: Replays from the window stay allowed.
+    stale: str = ""
 
 
 class Broker(abc.ABC):
     """Carries committed batches between the hubs of several processes.
 
-    The hub calls every method on its event loop. A broker must never block or fail a
-    commit: :meth:`publish` only queues, and a broker that loses notifications says so with
-    :meth:`Hub._gap` (connected clients get ``resync``) rather than staying silent.
+    Two sides. **The hub calls** :meth:`start`, :meth:`events`, :meth:`publish`,
+    :meth:`stop` (implemented here, on the event loop). **An implementation writes**
+    :meth:`read` (one connection's worth of reading), :meth:`write` and :meth:`ping`, and
+    may override :meth:`confirm`, :meth:`close` and the cursor hooks. It must call
+    ``super().__init__()``. A broker never blocks or fails a commit (:meth:`publish` only
+    queues), and one that loses notifications says so with a :class:`Gap` rather than
+    staying silent.
+
+    :param max_pending: batches kept while the broker is unreachable; beyond it the oldest
+        are dropped, and :meth:`write` is told so (``lost``).
+    :param connect_timeout: the longest :meth:`start` waits for the first read attempt.
+    :raises ValueError: for a ``max_pending`` below 1.
     """
 
-    @abc.abstractmethod
-    async def start(self, hub: Hub) -> None:
-        """Begin reading into ``hub`` (with ``hub._ingest``). Wait, at most about
-        ``connect_timeout``, for the first attempt to reach the broker, so that normally
-        it is ready before the app serves; return then even if the broker is unreachable
-        (keep connecting in the background, with backoff). Clients that connected before
-        the first successful read get ``hub._resync_all``."""
+    #: the broker's name in log lines ("lost Redis (...)")
+    what: str = "the broker"
+
+    def __init__(self, *, max_pending: int = 10_000, connect_timeout: float = 2.0) -> None:
+        if not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError(f"{type(self).__name__}(max_pending=...) expected an int >= 1, got {max_pending!r}")
+        self.connect_timeout = connect_timeout
+        self._outbox = Outbox(max_pending, self.what)
+        self._state = "stopped"
+        self._read_errors = 0
+        self._running = self._stopping = False
+        self._go = asyncio.Event()  # start() was called: events() may begin
+        self._attempted = asyncio.Event()  # the first read attempt is over (new at each start)
+        self._history = 0
+        self._reader: asyncio.Task[object] | None = None  # the task pulling events()
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- what the hub calls ---------------------------------------------------------------
+
+    async def start(self, history: int) -> None:
+        """Let :meth:`events` begin (the hub is already pulling it) and wait, at most
+        ``connect_timeout`` seconds, for its first read attempt: with the broker up, the
+        process reads before it serves. Returns then even if the broker is unreachable
+        (reading carries on in the background, with backoff).
+
+        :param history: how many of the newest notifications to prime the replay with.
+        :raises RuntimeError: if this broker is running already (give each hub its own).
+        """
+        if self._running:
+            raise RuntimeError(f"this {type(self).__name__} is already running; give each Hub its own")
+        self._running, self._stopping, self._outbox.closed = True, False, False
+        self._history = history
+        self._state = "connecting"
+        self._attempted = asyncio.Event()
+        self._go.set()
+        try:
+            await asyncio.wait_for(self._attempted.wait(), self.connect_timeout)
+        except asyncio.TimeoutError:  # not the builtin before Python 3.11
+            logger.warning("sqla_notify: %s did not answer within %s s; reading in the background",
+                           self.what, self.connect_timeout)
+
+    async def events(self) -> AsyncGenerator[Batch | Gap | Ready, None]:
+        """What the broker reads, until :meth:`stop`: :meth:`read` again and again, with
+        backoff (:data:`~sqla_notify._outbox.MAX_BACKOFF` at most) after a failure, one
+        warning per outage, and every failure counted in :attr:`errors`. The writer starts
+        after the first :class:`Ready`: what this process writes is then read as news.
+
+        :raises RuntimeError: if another task is pulling this broker's events already.
+        """
+        if self._reader is not None and not self._reader.done():
+            raise RuntimeError(f"this {type(self).__name__}'s events are pulled already; give each Hub its own")
+        self._reader = asyncio.current_task()
+        await self._go.wait()
+        failures = 0
+        while not self._stopping:
+            try:
+                async with aclosing(self.read(self._history)) as reading:
+                    async for event in reading:
+                        if event.__class__ is Ready:
+                            self._live()
+                            failures = 0
+                        yield event
+                raise ConnectionError(f"{self.what}: the connection ended")  # as if lost
+            except Exception as exc:  # noqa: BLE001 - reading must outlive any error
+                self._attempted.set()
+                if self._stopping:
+                    return
+                self._read_errors += 1
+                failures += 1
+                if self._state != "disconnected":
+                    logger.warning("sqla_notify lost %s (%s); reconnecting with backoff", self.what, describe(exc))
+                self._state = "disconnected"
+                await asyncio.sleep(backoff(failures))
+
+    def _live(self) -> None:
+        if self._state != "connected":
+            self._state = "connected"
+            logger.info("sqla_notify reads %r", self)
+        self._attempted.set()
+        if self._writer is None:
+            confirm = self.confirm if type(self).confirm is not Broker.confirm else None
+            self._writer = asyncio.get_running_loop().create_task(self._outbox.run(self.write, self.ping, confirm))
+
+    def publish(self, notifications: list[Notification]) -> None:
+        """Queue one committed batch for :meth:`write`, keeping the order of calls. Never
+        blocks; on the loop."""
+        self._outbox.put(notifications)
+
+    async def stop(self) -> None:
+        """Stop reading (the task pulling :meth:`events` is cancelled) and writing; what is
+        still queued is dropped. Waits 5 s at most for the tasks: one that a library keeps
+        alive (a cancellation turned into a timeout, say) must not hang the shutdown."""
+        self._stopping = self._outbox.closed = True
+        current = asyncio.current_task()
+        tasks = [t for t in (self._reader, self._writer) if t is not None and t is not current and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await self.close()  # ends a call whose cancellation a library lost
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=5)
+            if pending:
+                logger.error("sqla_notify: %d %s task(s) did not stop within 5 s", len(pending), self.what)
+        await self.close()  # and whatever the cancelled tasks still held
+        self._reader = self._writer = None
+        self._go = asyncio.Event()  # a new one: the next run may be on another loop
+        self._running = False
+        self._state = "stopped"
+
+    @property
+    def state(self) -> str:
+        """``"connecting"``, ``"connected"``, ``"disconnected"`` or ``"stopped"``, for
+        :attr:`HubStats.broker`."""
+        return self._state
+
+    @property
+    def errors(self) -> int:
+        """Failed reads and writes so far."""
+        return self._read_errors + self._outbox.errors
+
+    # -- what an implementation writes ----------------------------------------------------
 
     @abc.abstractmethod
-    def publish(self, notifications: list[Notification]) -> None:
-        """Queue one committed batch, keeping the order of calls. Must not block."""
+    def read(self, history: int) -> AsyncGenerator[Batch | Gap | Ready, None]:
+        """One connection: connect, yield the ``history`` newest notifications (as
+        ``Batch(..., history=True)``; on the first connection only, if the broker keeps
+        any), then :class:`Ready`, then what arrives, as it arrives, until the connection is
+        lost: then raise (any exception; returning counts as lost too). Called again after a
+        backoff; what was lost meanwhile is a :class:`Gap` before the next :class:`Ready`.
+        Cancelled at :meth:`stop`."""
+
+    @abc.abstractmethod
+    async def write(self, batches: list[tuple[int, list[Notification]]], lost: str | None) -> None:
+        """Send queued batches, in order, each with its number in this broker's outbox
+        (increasing). ``lost``: batches were dropped before these (``max_pending``, or a
+        failed write :meth:`confirm` could not check): send a gap marker first, that every
+        process reads as a :class:`Gap`. Raise if the write failed or may have: the batches
+        are then confirmed or announced lost, never simply sent twice."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise unless the broker answers. Batches wait (none are lost) until it does."""
+
+    async def confirm(self, batches: list[tuple[int, list[Notification]]]) -> int:
+        """After a failed :meth:`write`: how many of its ``batches`` (a prefix) did arrive;
+        the others are sent again. Without an override, a failed write's batches count as
+        lost (a gap)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release connections. :meth:`stop` calls it right after cancelling the tasks and
+        again once they ended: it must be idempotent."""
 
     #: Whether :meth:`publish_in_transaction` may take batches (see :class:`~sqla_notify.Sink`).
     transactional: bool = False
@@ -56,15 +251,9 @@ class Broker(abc.ABC):
         thread; see :meth:`Sink.publish_in_transaction`. The default declines."""
         return False
 
-    @abc.abstractmethod
-    async def stop(self) -> None:
-        """Stop reading and writing; what is still queued may be dropped."""
-
-    #: Whether the broker numbers notifications itself, the same in every process, with
-    #: ordering keys (:meth:`parse_cursor`); it then delivers with ``hub._ingest``. If not,
-    #: it delivers with ``hub._dispatch(batch, ids)``: each hub numbers what it delivers, and
-    #: ``ids`` (names every process gives the same notification, for a broker that delivers
-    #: to all in one order) let a client resume on any process whose window holds its id.
+    #: Whether every :class:`Batch`'s ``ids`` are this broker's own cursors, ordered by
+    #: :meth:`parse_cursor` the same way in every process; the hub then numbers notifications
+    #: by them. If not, each hub numbers what it delivers and looks ``ids`` up in its window.
     shared_cursors: bool = False
 
     def parse_cursor(self, cursor: str) -> int | None:
@@ -77,129 +266,3 @@ class Broker(abc.ABC):
         """With :attr:`shared_cursors`: the cursor to report before anything was read."""
         return ""
 
-    @property
-    @abc.abstractmethod
-    def state(self) -> str:
-        """A short word for :attr:`HubStats.broker`, e.g. ``"connected"``."""
-
-
-#: A queued batch and its number in this outbox (brokers use it to recognise their writes).
-Item = tuple[int, list[Notification]]
-
-
-class Outbox:
-    """Batches on their way to a broker: kept in order, bounded, written by one task.
-
-    While the broker does not answer its ``ping``, batches wait (nothing is lost). A write
-    that fails may or may not have gone through, so it is not simply retried (that could
-    deliver it twice): with ``confirm``, once the broker answers again, the outbox asks which
-    of them arrived and re-sends only the others; without it, they become the *lost* reason,
-    as does a batch pushed out by ``max_pending``, and ``write`` must announce that (a gap
-    marker) before the next batches.
-    """
-
-    def __init__(self, max_pending: int, what: str) -> None:
-        self.max_pending = max_pending
-        self.what = what  # for messages: "Redis", "PostgreSQL"
-        self.pending: deque[Item] = deque()
-        self._numbered = 0
-        self._in_doubt: tuple[list[Item], str | None] | None = None
-        self.lost: str | None = None
-        self.errors = 0
-        self.closed = False  # set when the broker stops: the loop ends whatever it caught
-        self._wake = asyncio.Event()
-
-    def put(self, notifications: list[Notification]) -> None:
-        """Queue a batch (on the loop); never blocks."""
-        if len(self.pending) >= self.max_pending:
-            self.pending.popleft()
-            self.lost = f"batches were dropped while {self.what} was unreachable"
-        self._numbered += 1
-        self.pending.append((self._numbered, notifications))
-        self._wake.set()
-
-    async def run(
-        self,
-        write: Callable[[list[Item], str | None], Awaitable[object]],
-        ping: Callable[[], Awaitable[object]],
-        confirm: Callable[[list[Item]], Awaitable[int]] | None = None,
-    ) -> None:
-        """Write what is queued, forever: ``write(items, lost_reason)``; ``confirm(items)``
-        says how many of the items of a failed write (a prefix) did arrive."""
-        failures = 0
-        verified = False  # the broker answered the last call
-        while not self.closed:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.pending or self.lost or self._in_doubt:
-                if not verified:
-                    try:
-                        await ping()
-                        # The broker answers: whatever failed before was the outage, and a
-                        # failure now must be retried soon, not after the outage's backoff.
-                        failures = 0
-                        if self._in_doubt is not None and confirm is not None:
-                            items, lost = self._in_doubt
-                            arrived = await confirm(items)
-                            self._in_doubt = None
-                            self.pending.extendleft(reversed(items[arrived:]))  # in order, first
-                            if not arrived and lost is not None:
-                                self.lost = self.lost or lost  # its marker may not have arrived
-                        verified = True
-                    except Exception:  # noqa: BLE001 - unreachable: keep the batches, retry
-                        if self.closed:
-                            return
-                        failures += 1
-                        await asyncio.sleep(backoff(failures))
-                        continue
-                if not (self.pending or self.lost):
-                    continue  # only the in-doubt items were left, and they all arrived
-                items = list(self.pending)
-                self.pending.clear()
-                lost, self.lost = self.lost, None
-                try:
-                    await write(items, lost)
-                    failures = 0
-                except Exception as exc:  # noqa: BLE001 - the writer must outlive any error
-                    if self.closed:
-                        return
-                    self.errors += 1
-                    failures += 1
-                    verified = False
-                    if confirm is not None:
-                        self._in_doubt = (items, lost)
-                    else:
-                        self.lost = lost or f"{len(items)} batch(es) may not have reached {self.what} ({describe(exc)})"
-                    logger.warning("sqla_notify could not write to %s (%s); will retry", self.what, describe(exc))
-                    await asyncio.sleep(backoff(failures))
-
-
-def describe(exc: BaseException) -> str:
-    """An exception for a log line: its type and message. Not ``repr``: redis-py 8's leaves
-    out the message ("network:ConnectionError"), and with it the reason."""
-    return f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
-
-
-#: The longest wait between two attempts to reach a broker. Short, because it is also the
-#: delay, at worst, between the broker answering again and the batches that waited going
-#: out (the reader's and the writer's attempts run side by side, so it is not doubled): an
-#: outage of any length ends with delivery within about half a second. Many processes
-#: then try a few times a second each: a connection attempt is cheap for a broker.
-MAX_BACKOFF = 0.5
-
-
-def backoff(failures: int) -> float:
-    """Exponential, 0.1 s to :data:`MAX_BACKOFF`, with full jitter (many processes must not
-    retry in step)."""
-    return random.uniform(0.05, min(MAX_BACKOFF, 0.1 * 2 ** min(failures, 10)))
-
-
-async def stop_tasks(tasks: list[asyncio.Task[None]], what: str) -> None:
-    """Cancel a broker's tasks and wait for them, for 5 s at most: a task that a library
-    keeps alive (a cancellation turned into a timeout, say) must not hang the shutdown."""
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=5)
-        if pending:
-            logger.error("sqla_notify: %d %s task(s) did not stop within 5 s", len(pending), what)

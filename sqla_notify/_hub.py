@@ -41,20 +41,27 @@ older than the window, or from another epoch (a restarted server), gets ``resync
 Several processes
 =================
 
-With a broker (:mod:`sqla_notify.redis`, :mod:`sqla_notify.postgres`) the hub hands each
-committed batch to the broker instead of delivering it, and delivers what the broker reads
-back. Every process sees every batch exactly once, in the broker's order; a process never
-delivers its own batch twice. Redis numbers the batches itself (the stream's entry ids);
-PostgreSQL delivers to every listener in commit order and each batch carries an id, so each
-hub numbers locally but names alike. Either way cursors are the same everywhere and a client
-may resume on any process whose window holds its last id. When the broker loses
-notifications (it restarted, or trimmed what a slow process had not read, or the listener
-reconnected), the hub tells every client to ``resync`` and refuses replays across the gap.
+With a broker (:mod:`sqla_notify.redis`, :mod:`sqla_notify.postgres`, or any
+:class:`~sqla_notify.Broker`) the hub hands each committed batch to the broker instead of
+delivering it, and delivers what the broker reads back. The hub pulls: on ``async with hub``
+one task runs ``async for event in broker.events()`` and applies each event, and a broker
+knows nothing of the hub. A :class:`~sqla_notify.Batch` is numbered and delivered as one
+hand-over; a :class:`~sqla_notify.Gap` tells every client to ``resync`` and refuses replays
+across it; a :class:`~sqla_notify.Ready` whose ``stale`` is set tells the clients that
+connected before the broker could read to ``resync``. An event that fails to apply is
+logged and the task carries on. Every process sees every batch exactly once, in the
+broker's order; a process never delivers its own batch twice. Redis numbers the batches
+itself (``shared_cursors``: the hub orders notifications by
+:meth:`~sqla_notify.Broker.parse_cursor` of their ids); PostgreSQL delivers to every listener
+in commit order and each batch carries ids, so each hub numbers locally but names alike.
+Either way cursors are the same everywhere and a client may resume on any process whose
+window holds its last id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import re
@@ -65,7 +72,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from ._broker import Broker
+from ._broker import Batch, Broker, Gap, Ready
 from ._notification import Notification
 from ._protocol import MAX_ERROR_LENGTH, Error, NotificationFrame, Resync, Subscribed, Welcome, clip, encode
 from ._sinks import Sink
@@ -190,27 +197,72 @@ class Hub(Sink):
         self._resyncs = 0
         self._due: deque[Subscriber] = deque()  # subscribers whose writers start at the next step
         self._by_id: dict[str, int] | None = None  # a broker's names for what is in the window
+        self._puller: asyncio.Task[None] | None = None  # applies the broker's events
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> Hub:
-        """Bind the hub to the running event loop."""
+        """Bind the hub to the running event loop; with a broker, start pulling its events
+        and wait for it to start (see :meth:`Broker.start`)."""
         if self._loop is not None:
             raise RuntimeError("this Hub is already running; enter it once")
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        if self._broker is not None:
-            await self._broker.start(self)
+        broker = self._broker
+        if broker is not None:
+            # The task first, so that the broker's first read attempt, which start() awaits,
+            # has someone to pull it.
+            self._puller = self._loop.create_task(self._pull(broker))
+            try:
+                await broker.start(self.replay)
+            except BaseException:
+                await self._stop_pulling()
+                self._loop = None
+                raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         """Unbind; connected clients are told to go away (1001)."""
         if self._broker is not None:
             await self._broker.stop()
+            await self._stop_pulling()
         for sub in list(self._subscribers):
             sub._close(1001)  # going away
         self._subscribers.clear()
         self._loop = None
+
+    async def _pull(self, broker: Broker) -> None:
+        """Apply what the broker reads, until it stops."""
+        try:
+            async with contextlib.aclosing(broker.events()) as events:
+                async for event in events:
+                    try:
+                        self._apply(event)
+                    except Exception:  # noqa: BLE001 - one bad event must not stop the delivery
+                        logger.exception("sqla_notify could not apply %s from %r", type(event).__name__, broker)
+        except Exception:  # noqa: BLE001 - nobody awaits this task's result: say it here
+            logger.exception("sqla_notify stopped reading %r", broker)
+
+    async def _stop_pulling(self) -> None:
+        task, self._puller = self._puller, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=5)  # the broker's stop() waited already
+
+    def _apply(self, event: Batch | Gap | Ready) -> None:
+        """One event from the broker, on the loop."""
+        if isinstance(event, Batch):
+            if event.ids is None and self._shared:
+                raise ValueError(f"a Batch from a broker with shared_cursors expected ids, got None "
+                                 f"(for {len(event.notifications)} notifications)")
+            self._dispatch(event.notifications, event.ids, live=not event.history)
+        elif isinstance(event, Gap):
+            self._gap(event.reason, live=not event.history)
+        elif isinstance(event, Ready):
+            if event.stale:
+                self._resync_all(event.stale)
+        else:
+            raise TypeError(f"Broker.events() expected Batch, Gap or Ready events, got a {type(event).__name__}")
 
     # -- the Sink side: any thread --------------------------------------------------------
 
@@ -243,32 +295,53 @@ class Hub(Sink):
         resume from it, and nothing committed after the snapshot is missed."""
         return self._cursor
 
-    def _dispatch(self, notifications: list[Notification], ids: list[str] | None = None) -> None:
+    def _dispatch(self, notifications: list[Notification], ids: list[str] | None = None, *, live: bool = True) -> None:
         """Number a committed batch and deliver it. ``ids``: what to call its notifications
         instead of this hub's ``"<epoch>-<seq>"`` (a broker's names, the same in every
-        process); resuming from one of them is then looked up in the window."""
-        if ids is not None and not all(_CURSOR.fullmatch(i) for i in ids):
-            # A broker's channel is shared with whoever can write to it: an id that could
-            # break a transport's framing (a newline in an SSE "id:" line) never goes out.
-            bad = next(i for i in ids if not _CURSOR.fullmatch(i))
-            self._gap(f"a broker delivered an invalid id ({len(bad)} characters); its batch was skipped")
-            return
+        process); resuming from one of them is then looked up in the window, or, with a
+        broker's ``shared_cursors``, ordered by its ``parse_cursor``. ``live=False``: history
+        (see :meth:`_ingest`)."""
         entries = []
         seq = self._seq
-        for i, n in enumerate(notifications):
-            seq += 1
-            ident = f"{self._epoch}-{seq}" if ids is None else ids[i]
-            text = encode(NotificationFrame(ident, n.collection, n.action, n.data))
-            entries.append(_Entry(seq, ident, n, text))
-        if ids is not None:
+        if ids is None:  # this hub's own names: the in-process hot path
+            epoch = self._epoch
+            for n in notifications:
+                seq += 1
+                ident = f"{epoch}-{seq}"
+                entries.append(_Entry(seq, ident, n, encode(NotificationFrame(ident, n.collection, n.action, n.data))))
+            self._ingest(entries, live=live)
+            return
+        if len(ids) != len(notifications):
+            self._gap(f"a broker delivered {len(ids)} ids for {len(notifications)} notifications; "
+                      f"its batch was skipped", live=live)
+            return
+        shared = self._broker.parse_cursor if self._shared and self._broker is not None else None
+        for ident, n in zip(ids, notifications):
+            if not _CURSOR.fullmatch(ident):
+                # A broker's channel is shared with whoever can write to it: an id that could
+                # break a transport's framing (a newline in an SSE "id:" line) never goes out.
+                self._gap(f"a broker delivered an invalid id ({len(ident)} characters); its batch was skipped",
+                          live=live)
+                return
+            if shared is None:  # numbered here, named by the broker: looked up by name
+                seq += 1
+            else:  # ordered by the broker's own keys, the same in every process
+                key = shared(ident)
+                if key is None:
+                    self._gap(f"a broker delivered an id that is not one of its cursors ({ident!r}); "
+                              f"its batch was skipped", live=live)
+                    return
+                seq = key
+            entries.append(_Entry(seq, ident, n, encode(NotificationFrame(ident, n.collection, n.action, n.data))))
+        if shared is None:
             by_id = self._by_id if self._by_id is not None else {}
             self._by_id = by_id
             for entry in entries:
                 by_id[entry.id] = entry.seq
-        self._ingest(entries)
+        self._ingest(entries, live=live)
 
     def _ingest(self, entries: list[_Entry], *, live: bool = True) -> None:
-        """Keep a numbered batch for replay and deliver it (a broker calls this too).
+        """Keep a numbered batch for replay and deliver it.
 
         ``live=False``: history (a broker priming the replay window), kept for replay but not
         sent to the clients connected now.
@@ -459,16 +532,16 @@ class Hub(Sink):
         return int(seq_text) if epoch == self._epoch and seq_text.isdigit() else None
 
     def _gap(self, reason: str, *, live: bool = True) -> None:
-        """The broker lost notifications: every client must reload, and no replay may span
-        the gap (a broker calls this, on the loop). ``live=False``: a gap in history (while
-        priming): only no replay may span it."""
+        """The broker lost notifications (a :class:`Gap`): every client must reload, and no
+        replay may span the gap. ``live=False``: a gap in history (while priming): only no
+        replay may span it."""
         self._evicted_floor = self._seq + 1
         if live:
             self._tell_all(reason)
 
     def _resync_all(self, reason: str) -> None:
         """Tell every connected client to ``resync`` at the current cursor, and count it as a
-        gap, without refusing replays from the window (a broker calls this, on the loop).
+        gap, without refusing replays from the window (a :class:`Ready` with ``stale``).
 
         For clients that connected before the broker could tell them where they stand: its
         first read or ``LISTEN`` came after they connected, so what was committed meanwhile

@@ -74,12 +74,11 @@ the length of the outage in the reason (``hub.stats().gaps`` counts both).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 import time
 import uuid
+from collections.abc import AsyncGenerator
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Union
 
@@ -94,16 +93,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f'sqla_notify.postgres needs psycopg 3 ({exc.name} is missing): pip install "sqla_notify[postgres]"'
     ) from exc
 
-from ._broker import Broker, Item, Outbox, backoff, describe, stop_tasks
-from ._mac import TAG_LEN, Secret, Seen, Signer, untagged
+from ._broker import Batch, Broker, Gap, Ready
 from ._json import ENCODER
+from ._mac import TAG_LEN, Secret, Seen, Signer, untagged
 from ._notification import Notification
+from ._outbox import describe
 from ._report import Throttle
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
-
-    from ._hub import Hub
 
 __all__ = ("PostgresBroker",)
 
@@ -166,6 +164,7 @@ class PostgresBroker(Broker):
     """
 
     transactional = True
+    what = "PostgreSQL"
 
     def __init__(
         self,
@@ -182,16 +181,11 @@ class PostgresBroker(Broker):
             raise ValueError(f"PostgresBroker(max_pending=...) expected an int >= 1, got {max_pending!r}")
         scheme, sep, rest = url.partition("://")
         self.url = f"{scheme.split('+')[0]}{sep}{rest}" if sep else url  # drop "+psycopg"
+        super().__init__(max_pending=max_pending, connect_timeout=connect_timeout)
         self.channel = channel
-        self.connect_timeout = connect_timeout
-        self._outbox = Outbox(max_pending, "PostgreSQL")
-        self._writer: psycopg.AsyncConnection[Any] | None = None
-        self._hub: Hub | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._state = "stopped"
-        self._read_errors = 0
-        self._stopping = False
-        self._tried = asyncio.Event()  # set once the listener's first attempt is over
+        self._conn: psycopg.AsyncConnection[Any] | None = None  # for notify() batches
+        self._listened = False  # once listening, a lost connection means missed notifications
+        self._down_since, self._cause = 0.0, ""  # when and why the listener was lost
         self._partial: tuple[str, int, list[Notification]] | None = None  # id, size, parts so far
         self._signer = None if secret is None else Signer(
             secret, domain=f"sqla_notify postgres {channel}", owner="PostgresBroker(secret=...)"
@@ -202,15 +196,6 @@ class PostgresBroker(Broker):
 
     def __repr__(self) -> str:
         return f"PostgresBroker(channel={self.channel!r}, state={self._state!r})"
-
-    @property
-    def state(self) -> str:
-        return self._state
-
-    @property
-    def errors(self) -> int:
-        """Failed PostgreSQL calls so far (listening and ``notify()`` writes)."""
-        return self._read_errors + self._outbox.errors
 
     @property
     def rejected(self) -> int:
@@ -277,28 +262,35 @@ class PostgresBroker(Broker):
             connection.execute(_NOTIFY, {"channel": self.channel, "payload": payload})
         return True
 
-    def publish(self, notifications: list[Notification]) -> None:
-        self._outbox.put(notifications)
-
-    async def _write(self, items: list[Item], lost: str | None) -> None:
+    async def write(self, batches: list[tuple[int, list[Notification]]], lost: str | None) -> None:
+        """``pg_notify`` a gap marker (if ``lost``) and the batches, in one transaction:
+        listeners receive them together, in order."""
         conn = await self._writer_connection()
         async with conn.transaction():  # one transaction: delivered together, in order
             if lost is not None:
                 await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, self._gap_payload(lost)))
-            for _, batch in items:
+            for _, batch in batches:
                 for payload in self.payloads(batch):
                     await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
 
-    async def _ping(self) -> None:
+    async def ping(self) -> None:
+        """``SELECT 1`` on the connection for ``notify()`` batches."""
         conn = await self._writer_connection()
         await conn.execute("SELECT 1")
 
     async def _writer_connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._writer is None or self._writer.closed or self._writer.broken:
-            if self._writer is not None:
-                await self._writer.close()  # broken: release what is left of it
-            self._writer = await self._connect()
-        return self._writer
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                await self._conn.close()  # broken: release what is left of it
+            self._conn = await self._connect()
+        return self._conn
+
+    async def close(self) -> None:
+        """Close the connection for ``notify()`` batches (the listener's closes with
+        :meth:`read`)."""
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         # TCP keep-alives: a listener on a silently dead connection would wait forever.
@@ -310,117 +302,90 @@ class PostgresBroker(Broker):
 
     # -- reading --------------------------------------------------------------------------
 
-    async def start(self, hub: Hub) -> None:
-        """Start listening and writing in the background; wait until the first ``LISTEN``
-        succeeded or failed, at most ``connect_timeout`` seconds, so that normally the
-        process listens before it accepts clients."""
-        if self._hub is not None:
-            raise RuntimeError("this PostgresBroker is already running; give each Hub its own")
-        self._hub = hub
-        self._stopping = self._outbox.closed = False
-        self._state = "connecting"
-        self._tried = asyncio.Event()
-        self._partial = None
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._read(hub)), loop.create_task(self._outbox.run(self._write, self._ping))]
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._tried.wait(), self.connect_timeout)
+    async def start(self, history: int) -> None:
+        """Start listening and writing in the background (see :meth:`Broker.start`)."""
+        self._listened, self._partial = False, None  # clients that come first will be told
+        await super().start(history)
 
-    async def stop(self) -> None:
-        self._stopping = self._outbox.closed = True
-        await stop_tasks(self._tasks, "PostgreSQL")
-        self._tasks = []
-        if self._writer is not None:
-            await self._writer.close()
-            self._writer = None
-        self._hub = None
-        self._state = "stopped"
-
-    async def _read(self, hub: Hub) -> None:
-        listened = False  # once listening, a lost connection means missed notifications
-        failures = 0
-        down_since, cause = 0.0, ""
-        while True:
+    async def read(self, history: int) -> AsyncGenerator[Batch | Gap | Ready, None]:
+        """``LISTEN`` on a connection of its own and yield what arrives. ``LISTEN``/``NOTIFY``
+        keeps no log: no history, and what was sent while the listener was away is a gap."""
+        self._partial = None  # what a cancelled read left
+        async with await self._connect() as conn:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            if not self._listened:
+                yield Ready("clients connected before the PostgreSQL listener was up; "
+                            "what was committed meanwhile was not received")
+            else:
+                yield Gap(f"the PostgreSQL listener was disconnected for "
+                          f"{time.monotonic() - self._down_since:.1f} s ({self._cause}); "
+                          f"notifications sent meanwhile were lost")
+                yield Ready()
+            self._listened = True
             try:
-                async with await self._connect() as conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                    self._state = "connected"
-                    if not listened:
-                        hub._resync_all("clients connected before the PostgreSQL listener was up; "
-                                        "what was committed meanwhile was not received")
-                    else:
-                        hub._gap(f"the PostgreSQL listener was disconnected for "
-                                 f"{time.monotonic() - down_since:.1f} s ({cause}); "
-                                 f"notifications sent meanwhile were lost")
-                    listened, failures = True, 0
-                    self._tried.set()
-                    logger.info("sqla_notify is listening on PostgreSQL channel %r", self.channel)
-                    async for notify in conn.notifies():
-                        try:
-                            self._deliver(hub, notify.payload)
-                        except Exception:  # noqa: BLE001 - one bad payload must not stop the listener
-                            logger.exception("sqla_notify could not deliver a NOTIFY payload")
+                async for notify in conn.notifies():
+                    try:
+                        events = self._deliver(notify.payload)
+                    except Exception:  # noqa: BLE001 - one bad payload must not stop the listener
+                        logger.exception("sqla_notify could not deliver a NOTIFY payload")
+                        continue
+                    for event in events:
+                        yield event
                 raise psycopg.OperationalError("the listening connection ended")  # as if lost
-            except Exception as exc:  # noqa: BLE001 - the listener must outlive any error
-                if self._stopping:
-                    return
-                self._tried.set()
-                self._read_errors += 1
-                failures += 1
-                if self._state != "disconnected":
-                    logger.warning("sqla_notify lost PostgreSQL (%s); reconnecting with backoff", describe(exc))
-                if self._state == "connected":  # the outage begins
-                    down_since, cause = time.monotonic(), " ".join(describe(exc).split())  # one line
-                    if self._partial is not None:
-                        batch_id, size, got = self._partial
-                        cause += f"; {len(got)} of the {size} notifications of batch {batch_id} had arrived"
-                        self._partial = None
-                self._state = "disconnected"
-                await asyncio.sleep(backoff(failures))
+            except Exception as exc:  # the outage begins: say why in the gap that ends it
+                self._down_since, self._cause = time.monotonic(), " ".join(describe(exc).split())  # one line
+                if self._partial is not None:
+                    batch_id, size, got = self._partial
+                    self._cause += f"; {len(got)} of the {size} notifications of batch {batch_id} had arrived"
+                    self._partial = None
+                raise
 
-    def _deliver(self, hub: Hub, payload: str) -> None:
+    def _deliver(self, payload: str) -> list[Batch | Gap]:
+        """What one payload means: nothing yet (a part of a batch), a batch, or gaps."""
         if self._signer is None:
             payload = untagged(payload)  # signed by a process with a secret: unchecked here
         else:
             text = self._signer.verify(payload)
             if text is None:
                 self._reject("its tag was missing or wrong (forged, or sent without this secret)")
-                return
+                return []
             payload = text
         try:
             part = _decoder.decode(payload)
         except msgspec.DecodeError as exc:
             logger.error("sqla_notify skipped a NOTIFY payload on %r that is not a batch: %s", self.channel, exc)
-            return
+            return []
         if self._signer is not None and not self._seen.add(f"{part.i}:{part.o}"):
             self._reject("it was a copy of a payload delivered already")
-            return
+            return []
+        events: list[Batch | Gap] = []
         partial = self._partial
         if partial is not None and (part.gap is not None or part.i != partial[0] or part.o != len(partial[2])):
             # The parts of one transaction arrive together and in order; anything else means
             # some went missing. Delivering the rest would tear the transaction apart.
             self._partial = None
             batch_id, size, got = partial
-            hub._gap(f"only {len(got)} of the {size} notifications of batch {batch_id} arrived "
-                     f"(then {'a gap marker' if part.gap is not None else f'batch {part.i} at {part.o}'})")
+            events.append(Gap(f"only {len(got)} of the {size} notifications of batch {batch_id} arrived "
+                     f"(then {'a gap marker' if part.gap is not None else f'batch {part.i} at {part.o}'})"))
         if part.gap is not None:
-            hub._gap(f"another process lost notifications: {part.gap}")
-            return
+            events.append(Gap(f"another process lost notifications: {part.gap}"))
+            return events
         if part.n == 0 or (part.o == 0 and len(part.b) == part.n):
             # All of a batch (or a part from a version that did not send sizes: as it is).
-            self._dispatch(hub, part.i, part.o, part.b)
-            return
+            events.append(self._batch(part.i, part.o, part.b))
+            return events
         if self._partial is None:
             if part.o != 0:
-                hub._gap(f"batch {part.i} arrived from its notification {part.o} on, not from the first")
-                return
+                events.append(Gap(f"batch {part.i} arrived from its notification {part.o} on, not from the first"))
+                return events
             self._partial = (part.i, part.n, list(part.b))
-            return
+            return events
         _, size, got = self._partial
         got += part.b
         if len(got) >= size:
             self._partial = None
-            self._dispatch(hub, part.i, 0, got)
+            events.append(self._batch(part.i, 0, got))
+        return events
 
     def _reject(self, why: str) -> None:
         # Anyone who can connect to the database can send these, as often as they like.
@@ -431,8 +396,8 @@ class PostgresBroker(Broker):
                            f" ({missed} more since the last report)" if missed else "")
 
     @staticmethod
-    def _dispatch(hub: Hub, batch_id: str, offset: int, notifications: list[Notification]) -> None:
+    def _batch(batch_id: str, offset: int, notifications: list[Notification]) -> Batch:
         # Every process receives the parts in commit order, so these names are the same
-        # everywhere: a client may resume on another process (within its window). One call
+        # everywhere: a client may resume on another process (within its window). One batch
         # per transaction: the hub never splits it (a client too far behind gets resync).
-        hub._dispatch(notifications, [f"{batch_id}:{offset + k}" for k in range(len(notifications))])
+        return Batch(notifications, [f"{batch_id}:{offset + k}" for k in range(len(notifications))])

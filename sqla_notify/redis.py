@@ -30,7 +30,7 @@ Every gap below is counted in ``hub.stats().gaps`` and logged with its cause; cl
 * **Redis unreachable** (at start-up or later): commits carry on, never blocking. Batches
   wait, in order, in a bounded queue (``max_pending``), and nothing is delivered (not even
   locally) until Redis answers again; then they are written and delivered, within about
-  half a second (retries back off to :data:`~sqla_notify._broker.MAX_BACKOFF` at most).
+  half a second (retries back off to :data:`~sqla_notify._outbox.MAX_BACKOFF` at most).
 * **Clients that connected before this process could read the stream.** ``start`` waits
   for the first read (``connect_timeout`` at most), so with Redis up none can. With Redis
   down, clients connect meanwhile, and what other processes wrote during the outage cannot
@@ -54,11 +54,11 @@ The reader's state is in ``hub.stats().broker`` (``"connecting"``, ``"connected"
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import uuid
-from typing import TYPE_CHECKING, cast
+from collections.abc import AsyncGenerator
+from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -73,14 +73,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f'sqla_notify.redis needs redis-py ({exc.name} is missing): pip install "sqla_notify[redis]"'
     ) from exc
 
-from ._broker import Broker, Item, Outbox, backoff, describe, stop_tasks
+from ._broker import Batch, Broker, Gap, Ready
 from ._json import ENCODER
 from ._notification import Notification
-from ._protocol import NotificationFrame, encode
-from ._subscriber import _Entry
-
-if TYPE_CHECKING:
-    from ._hub import Hub
 
 __all__ = ("RedisBroker",)
 
@@ -163,101 +158,70 @@ class RedisBroker(Broker):
         for name, value in (("maxlen", maxlen), ("max_pending", max_pending)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"RedisBroker({name}=...) expected an int >= 1, got {value!r}")
+        super().__init__(max_pending=max_pending, connect_timeout=connect_timeout)
         self.url = url
         self.stream = stream
         self.maxlen = maxlen
         self.max_pending = max_pending
         self.block = block
-        self.connect_timeout = connect_timeout
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             # A read blocks for ``block``; a socket silent for longer than that is dead.
             url, socket_connect_timeout=connect_timeout, socket_timeout=block + connect_timeout,
             health_check_interval=30,
             # No retries inside redis-py: a retried XADD whose reply was lost would be written
-            # twice. The loops below retry where that is safe.
+            # twice. The base's loops retry where that is safe.
             retry=Retry(NoBackoff(), 0),
         )
-        self._hub: Hub | None = None
-        self._outbox = Outbox(max_pending, "Redis")
+        self._maxlen = maxlen or 1
         self._instance = uuid.uuid4().hex[:16]
-        self._tasks: list[asyncio.Task[None]] = []
-        self._state = "stopped"
-        self._read_errors = 0
-        self._stopping = False
-        self._attempted = asyncio.Event()  # the reader's first attempt ended
         self._primed = False  # the reader has read the stream once
+        self._last: str | None = None  # the id of the last entry read; None: not primed yet
         self._n: int | None = None  # the number of the last entry read (None: unknown)
-        self._batch: list[_Entry] = []  # read, not yet handed to the hub
+        self._read: list[Batch | Gap] = []  # read, not yet handed to the hub
+        self._notifications: list[Notification] = []  # the batch being read
+        self._ids: list[str] = []
 
     def __repr__(self) -> str:
         return f"RedisBroker({_redacted(self.url)!r}, stream={self.stream!r}, state={self._state!r})"
 
     # -- Broker ---------------------------------------------------------------------------
 
+    what = "Redis"
     shared_cursors = True
 
     @property
-    def errors(self) -> int:
-        """Failed Redis calls so far (reads and writes)."""
-        return self._read_errors + self._outbox.errors
-
-    @property
     def initial_cursor(self) -> str:
+        """``"0-0:0"``: before the stream's first entry."""
         return "0-0:0"
 
-    @property
-    def state(self) -> str:
-        return self._state
-
     def parse_cursor(self, cursor: str) -> int | None:
+        """The ordering key of ``"<entry id>:<index>"``: the entry id's two numbers and the
+        index, packed in one int."""
         entry_id, _, index = cursor.rpartition(":")
         return _key(entry_id, int(index)) if index.isdigit() else None
 
-    async def start(self, hub: Hub) -> None:
-        if self._hub is not None:
-            raise RuntimeError("this RedisBroker is already running; give each Hub its own")
-        self._hub = hub
-        self._stopping = self._outbox.closed = False
-        self._maxlen = self.maxlen or max(hub.replay, 1)
-        self._state = "connecting"
-        self._attempted = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._read())]
-        # With Redis up, be ready before the application serves: a client that connects
-        # earlier cannot be placed in the stream, and would get ``resync`` (see _prime).
-        # With Redis down, return all the same, and carry on in the background.
-        try:
-            await asyncio.wait_for(self._attempted.wait(), self.connect_timeout)
-        except asyncio.TimeoutError:  # not the builtin before Python 3.11
-            logger.warning("sqla_notify: Redis did not answer within %s s; reading in the background",
-                           self.connect_timeout)
+    async def start(self, history: int) -> None:
+        """Start reading, priming the replay window with the ``history`` newest entries (see
+        :meth:`Broker.start`); ``maxlen`` defaults to ``history``."""
+        self._maxlen = self.maxlen or max(history, 1)
+        self._last, self._read, self._notifications, self._ids = None, [], [], []  # prime again
+        await super().start(history)
 
-    def publish(self, notifications: list[Notification]) -> None:
-        self._outbox.put(notifications)
-
-    async def stop(self) -> None:
-        self._stopping = self._outbox.closed = True
-        for task in self._tasks:
-            task.cancel()
+    async def close(self) -> None:
+        """Close every connection of the pool, including one a cancelled read still holds."""
         # redis-py (8.1) can lose a cancellation that lands while a command is starting, and
         # the call then waits for its reply (a blocking XREAD: seconds). Closing the
-        # connections ends it at once; the loops see ``_stopping`` and return.
-        await self._redis.connection_pool.disconnect(inuse_connections=True)
-        await stop_tasks(self._tasks, "Redis")
-        self._tasks = []
-        # Every connection, including one a cancelled read still held.
+        # connections ends it at once.
         await self._redis.connection_pool.disconnect(inuse_connections=True)
         await self._redis.aclose()
-        self._hub = None
-        self._state = "stopped"
 
     # -- writing --------------------------------------------------------------------------
 
-    async def _write(self, items: list[Item], lost: str | None) -> None:
+    async def write(self, batches: list[tuple[int, list[Notification]]], lost: str | None) -> None:
         """Add a gap marker if something was lost, then the batches, in one pipeline. Each
-        entry carries a token (this broker, the batch's number) for :meth:`_confirm`."""
+        entry carries a token (this broker, the batch's number) for :meth:`confirm`."""
         adds: list[dict[bytes, bytes | str]] = [] if lost is None else [{_GAP: lost}]
-        adds += ({_BATCH: _batch_encoder.encode(batch), _TOKEN: f"{self._instance}:{number}"} for number, batch in items)
+        adds += ({_BATCH: _batch_encoder.encode(batch), _TOKEN: f"{self._instance}:{number}"} for number, batch in batches)
         for attempt in range(2):
             pipe = self._redis.pipeline(transaction=False)
             for fields in adds:
@@ -272,17 +236,17 @@ class RedisBroker(Broker):
                     raise result
             return
 
-    async def _ready(self) -> None:
-        """The outbox's ping: load the script (Redis forgets it when it restarts)."""
+    async def ping(self) -> None:
+        """Load the script (Redis forgets it when it restarts)."""
         await self._redis.script_load(_ADD)
 
-    async def _confirm(self, items: list[Item]) -> int:
-        """How many of ``items`` (a prefix: a pipeline runs in order) are in the stream,
+    async def confirm(self, batches: list[tuple[int, list[Notification]]]) -> int:
+        """How many of ``batches`` (a prefix: a pipeline runs in order) are in the stream,
         judged by their tokens among the newest :data:`_CONFIRM_SCAN` entries."""
         tail = cast("_Entries", await self._redis.xrevrange(self.stream, count=_CONFIRM_SCAN))
         tokens = {fields.get(_TOKEN) for _, fields in tail}
         arrived = 0
-        for number, _ in items:
+        for number, _ in batches:
             if f"{self._instance}:{number}".encode() not in tokens:
                 break
             arrived += 1
@@ -290,55 +254,36 @@ class RedisBroker(Broker):
 
     # -- reading --------------------------------------------------------------------------
 
-    async def _read(self) -> None:
-        hub = self._hub
-        assert hub is not None
-        last: str | None = None  # the id of the last entry read; None: not connected yet
-        failures = 0
+    async def read(self, history: int) -> AsyncGenerator[Batch | Gap | Ready, None]:
+        """Prime from the stream's tail (first time) or check that nothing was lost while
+        disconnected; then ``XREAD`` on from the last entry read."""
+        if self._last is None:
+            for event in await self._prime(history):
+                yield event
+        else:
+            for event in await self._check_continuity(self._last):
+                yield event
+            yield Ready()
+        last = self._last or "0-0"  # set by now
         while True:
-            try:
-                if last is None:
-                    last = await self._prime(hub)
-                    self._attempted.set()
-                    # Only now may this process write: what it writes is then read as news,
-                    # never mistaken for the history that primed the window.
-                    self._tasks.append(asyncio.get_running_loop().create_task(
-                        self._outbox.run(self._write, self._ready, self._confirm)
-                    ))
-                elif failures:
-                    await self._check_continuity(hub, last)
-                if self._state != "connected":
-                    logger.info("sqla_notify is reading Redis stream %r at %s", self.stream, _redacted(self.url))
-                    self._state = "connected"
-                failures = 0
-                entries = await self._xread(last, block=True)
-            except Exception as exc:  # noqa: BLE001 - the reader must outlive any error
-                self._attempted.set()
-                if self._stopping:
-                    return
-                self._read_errors += 1
-                failures += 1
-                if self._state != "disconnected":
-                    logger.warning("sqla_notify lost Redis (%s); reconnecting with backoff", describe(exc))
-                self._state = "disconnected"
-                await asyncio.sleep(backoff(failures))
-                continue
+            entries = await self._xread(last, block=True)
             # A full read: a backlog (this process was busy, or stalled). Read on without
             # blocking, and hand it all over at once (bounded).
             for reads in range(1, _CATCH_UP_READS + 1):
                 for entry_id, fields in entries:
-                    last = entry_id.decode()
+                    self._last = last = entry_id.decode()
                     try:
-                        self._take(hub, last, fields)
+                        self._take(last, fields)
                     except Exception:  # noqa: BLE001 - one bad entry must not stop the reader
-                        logger.exception("sqla_notify could not deliver stream entry %s", last)
+                        logger.exception("sqla_notify could not read stream entry %s", last)
                 if len(entries) < _COUNT or reads == _CATCH_UP_READS:
                     break
                 try:
                     entries = await self._xread(last, block=False)
                 except Exception:  # noqa: BLE001 - the blocking read that follows will tell
                     break
-            self._flush(hub)
+            for event in self._flush():
+                yield event
 
     async def _xread(self, last: str, *, block: bool) -> _Entries:
         reply = cast(
@@ -347,37 +292,39 @@ class RedisBroker(Broker):
         )
         return reply[0][1] if reply else []
 
-    async def _prime(self, hub: Hub) -> str:
-        """Fill the hub's replay window from the stream's tail; return the newest id."""
-        tail = cast("_Entries", await self._redis.xrevrange(self.stream, count=max(hub.replay, 1)))
+    async def _prime(self, history: int) -> list[Batch | Gap | Ready]:
+        """The stream's tail, as history, then :class:`Ready`; remember the newest id."""
+        tail = cast("_Entries", await self._redis.xrevrange(self.stream, count=max(history, 1)))
         self._n = None
         for entry_id, fields in reversed(tail):
-            self._take(hub, entry_id.decode(), fields, live=False)
-        self._flush(hub, live=False)
-        if tail and not self._primed:
-            # Clients connected before this first read (Redis was unreachable when the hub
-            # started): what others wrote meanwhile is in this history, not sent to them.
-            hub._resync_all(
-                "connected before this server could read the Redis stream: "
-                "notifications committed meanwhile by other servers may be missing"
-            )
+            self._take(entry_id.decode(), fields, history=True)
+        events: list[Batch | Gap | Ready] = list(self._flush(history=True))
+        # Clients connected before this first read (Redis was unreachable when the hub
+        # started): what others wrote meanwhile is in this history, not sent to them.
+        stale = "" if not tail or self._primed else (
+            "connected before this server could read the Redis stream: "
+            "notifications committed meanwhile by other servers may be missing"
+        )
+        events.append(Ready(stale))
         self._primed = True
-        return tail[0][0].decode() if tail else "0-0"
+        self._last = tail[0][0].decode() if tail else "0-0"
+        return events
 
-    async def _check_continuity(self, hub: Hub, last: str) -> None:
+    async def _check_continuity(self, last: str) -> list[Gap]:
         """After a lost connection: is the last entry read still there? If not, what came
         after it may be gone too (Redis restarted, or trimmed past it)."""
         # Nothing read yet ("0-0"): nothing proves that nobody wrote meanwhile.
         if last == "0-0" or not await self._redis.xrange(self.stream, last, last):
             self._n = None  # numbering starts afresh: do not count this gap twice
-            hub._gap(
+            return [Gap(
                 "notifications were lost while this server was disconnected from Redis "
                 "(Redis restarted without them, or trimmed them before they were read)"
-            )
+            )]
+        return []
 
-    def _take(self, hub: Hub, entry_id: str, fields: dict[bytes, bytes], *, live: bool = True) -> None:
-        """Check one entry's number, then queue its notifications for :meth:`_flush` (or
-        deliver the gap it announces)."""
+    def _take(self, entry_id: str, fields: dict[bytes, bytes], *, history: bool = False) -> None:
+        """Check one entry's number, then keep its notifications for :meth:`_flush` (or the
+        gap it announces)."""
         previous = self._n
         try:
             self._n = n = int(fields[_N])
@@ -385,43 +332,41 @@ class RedisBroker(Broker):
             self._n = None  # an older writer's entry, or not ours: the check starts after it
         else:
             if previous is not None and n > previous + 1:
-                self._gap(hub, (
+                self._gap((
                     f"{n - previous - 1} batch(es) of notifications were trimmed from the Redis "
                     f"stream before this server read them: it fell more than the stream's "
                     f"{self._maxlen} entries behind"
-                ), live=live)
+                ), history)
             elif previous is not None and n <= previous:
-                self._gap(hub, (
+                self._gap((
                     "the Redis stream started again from scratch (Redis lost its data, or the "
                     "key was deleted): notifications written before that were lost"
-                ), live=live)
+                ), history)
         if _GAP in fields:
-            self._gap(hub, f"another server lost notifications: {fields[_GAP].decode(errors='replace')}", live=live)
+            self._gap(f"another server lost notifications: {fields[_GAP].decode(errors='replace')}", history)
             return
         try:
             batch = _batch_decoder.decode(fields[_BATCH])
         except (KeyError, msgspec.DecodeError) as exc:
             logger.error("sqla_notify skipped stream entry %s, which is not a batch: %s", entry_id, exc)
             return
-        for index, notification in enumerate(batch):
-            key = _key(entry_id, index)
-            if key is None:
-                logger.error("sqla_notify cut a batch of %d at %d notifications", len(batch), index)
-                break
-            ident = f"{entry_id}:{index}"
-            frame = NotificationFrame(ident, notification.collection, notification.action, notification.data)
-            self._batch.append(_Entry(key, ident, notification, encode(frame)))
+        if len(batch) > 1 << _INDEX_BITS:
+            logger.error("sqla_notify cut a batch of %d at %d notifications", len(batch), 1 << _INDEX_BITS)
+            batch = batch[: 1 << _INDEX_BITS]
+        self._notifications += batch
+        self._ids += [f"{entry_id}:{index}" for index in range(len(batch))]
 
-    def _gap(self, hub: Hub, reason: str, *, live: bool) -> None:
-        self._flush(hub, live=live)  # what came before the gap goes first
-        hub._gap(reason, live=live)
+    def _gap(self, reason: str, history: bool) -> None:
+        self._cut(history)  # what came before the gap goes first
+        self._read.append(Gap(reason, history))
 
-    def _flush(self, hub: Hub, *, live: bool = True) -> None:
-        """Hand what was read to the hub: one hand-over, whole transactions only."""
-        batch, self._batch = self._batch, []
-        if not batch:
-            return
-        try:
-            hub._ingest(batch, live=live)
-        except Exception:  # noqa: BLE001 - the reader must outlive any error
-            logger.exception("sqla_notify could not deliver %d notification(s) read from Redis", len(batch))
+    def _cut(self, history: bool) -> None:
+        if self._notifications:
+            self._read.append(Batch(self._notifications, self._ids, history))
+            self._notifications, self._ids = [], []
+
+    def _flush(self, *, history: bool = False) -> list[Batch | Gap]:
+        """What was read: one hand-over (whole transactions only), with the gaps in place."""
+        self._cut(history)
+        events, self._read = self._read, []
+        return events

@@ -38,9 +38,9 @@ class CountingHub(Hub):
         super().__init__(**kwargs)
         self.handovers: list[int] = []
 
-    def _dispatch(self, notifications: list[Notification], ids: list[str] | None = None) -> None:
+    def _dispatch(self, notifications: list[Notification], ids: list[str] | None = None, *, live: bool = True) -> None:
         self.handovers.append(len(notifications))
-        super()._dispatch(notifications, ids)
+        super()._dispatch(notifications, ids, live=live)
 
 
 def rows(url: URL) -> list[tuple[int, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 from pathlib import Path
 
@@ -47,3 +48,14 @@ def test_redis_module_surface() -> None:
     assert redis.__all__ == ("RedisBroker",)
     assert inspect.getdoc(redis) and inspect.getdoc(redis.RedisBroker)
     assert issubclass(redis.RedisBroker, sqla_notify.Broker)
+
+
+def test_brokers_know_only_the_broker_contract() -> None:
+    """The hub pulls from brokers: no broker module imports the hub, the subscribers or the
+    wire protocol (only the hub numbers, frames and fans out)."""
+    package = Path(sqla_notify.__file__).parent
+    for module in ("_broker.py", "_outbox.py", "redis.py", "postgres.py"):
+        tree = ast.parse((package / module).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert not imported & {"_hub", "_subscriber", "_protocol"}, (module, imported)
+    assert {"Batch", "Broker", "Gap", "Ready"} <= set(sqla_notify.__all__)

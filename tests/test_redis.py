@@ -227,15 +227,15 @@ async def test_a_write_whose_reply_was_lost_is_not_sent_twice(redis_url: str, st
     """A pipeline that reached Redis although the call failed (the reply was lost) is
     recognised by its tokens and not written again: no duplicate, no needless resync."""
     broker = RedisBroker(redis_url, stream=stream)
-    real_write = broker._write
+    real_write = broker.write
     failures = [ConnectionError("reply lost")]
 
-    async def reply_lost(items: list[Any], lost: str | None) -> None:
-        await real_write(items, lost)
+    async def reply_lost(batches: list[tuple[int, list[Notification]]], lost: str | None) -> None:
+        await real_write(batches, lost)
         if failures:
             raise failures.pop()
 
-    broker._write = reply_lost  # type: ignore[method-assign]
+    broker.write = reply_lost  # type: ignore[method-assign]
     async with Hub(broker=broker) as hub:
         await until(lambda: hub.stats().broker == "connected", "the reader")
         sub = hub.subscribe()
@@ -252,3 +252,16 @@ async def test_a_write_whose_reply_was_lost_is_not_sent_twice(redis_url: str, st
 def test_the_password_of_the_url_is_never_shown() -> None:
     broker = RedisBroker("redis://app:s3cr3t@127.0.0.1:6379/0")
     assert "s3cr3t" not in repr(broker) and "app:***@127.0.0.1:6379" in repr(broker)
+
+
+async def test_a_stopped_broker_primes_the_next_hub_again(redis_url: str, stream: str) -> None:
+    broker = RedisBroker(redis_url, stream=stream)
+    async with Hub(broker=broker) as hub:
+        sub = hub.subscribe()
+        frames(sub)
+        hub.publish([N(1)])
+        first = (await receive(sub, bool, "the batch"))[0]["id"]
+    async with Hub(broker=broker) as again:
+        assert again.cursor == first  # its window holds the stream's tail
+        sub = again.subscribe(last_id="0-0:0")
+        assert [m.get("data") for m in frames(sub)][1:] == [{"id": 1}]  # a replay, not a resync

@@ -124,7 +124,7 @@ async def test_batches_that_waited_out_an_outage_go_out_within_a_second_of_redis
     """Measured from redis-server accepting connections again to the client's queue
     holding the batch committed during the outage. The jitter is pinned to its upper end
     (the worst case) so that the bound holds for every draw, not for a lucky one."""
-    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # as _broker.backoff draws
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # as _outbox.backoff draws
     private_redis.start()
     broker = RedisBroker(private_redis.url)
     async with Hub(broker=broker) as hub:
@@ -135,7 +135,7 @@ async def test_batches_that_waited_out_an_outage_go_out_within_a_second_of_redis
         private_redis.stop()
         hub.publish([N(1)])  # waits for Redis
         # A long outage: the reader failed five times and backs off (the writer likewise).
-        await until(lambda: broker._read_errors >= 5, "five failed attempts to read", timeout=15)
+        await until(lambda: broker.errors >= 5, "five failed attempts to read", timeout=15)
         await asyncio.to_thread(private_redis.start)
         back = time.monotonic()
         await receive(sub, lambda got: any(m.get("data") == {"id": 1} for m in got),

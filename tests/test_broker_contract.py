@@ -24,11 +24,6 @@ pytestmark = pytest.mark.anyio
 Message = dict[str, Any]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # the hub is an asyncio object
-
-
 class Medium:
     """What the processes share: an append-only log, like a stream, that can go down."""
 

@@ -118,7 +118,7 @@ class Subscriber:
 
     __slots__ = (
         "collections", "principal", "authorize", "close_code", "close_reason", "on_close", "reply_budget",
-        "_queue", "_bound", "_limit", "_waiter", "_start", "_schedule", "_writing", "_due", "_busy",
+        "_queue", "_bound", "_limit", "_waiter", "_start", "_schedule", "_writing", "_busy",
         "_overflowed", "_replies", "_replies_in", "_subscribed_at", "__weakref__",
     )
 
@@ -161,8 +161,9 @@ class Subscriber:
         self._waiter: asyncio.Future[None] | None = None
         self._start: Callable[[], object] | None = None
         self._schedule = schedule
-        self._writing = False  # ``start`` was called and ``writer_done`` not yet
-        self._due = False  # ``start`` is scheduled: a burst starts one writer run, not one per frame
+        # ``start`` is scheduled or running, and ``writer_done`` not called yet: a burst
+        # within one loop step starts one writer run, not one per frame.
+        self._writing = False
         # The transport has taken frames and not yet come back for more: only then can a
         # full queue mean that the client is not keeping up (rather than that a burst
         # arrived before its writer even ran).
@@ -209,13 +210,17 @@ class Subscriber:
                 return  # given up on: only the close frame is still to go
             raise WouldBlock(f"Subscriber.send_nowait() expected fewer than {self._limit} frames waiting, got {len(queue)}")
         queue.append(frame)
-        # The transport's wake-up, inline: this runs once per client and notification.
+        # The transport's wake-up (``_wake``), inline: this runs once per client and notification.
         waiter = self._waiter
         if waiter is not None:
             if not waiter.done():
                 waiter.set_result(None)
-        elif self._start is not None and not self._writing and not self._due:
-            self._start_soon()
+        elif not self._writing and self._start is not None:
+            self._writing = True
+            if self._schedule is None:
+                self._start()
+            else:
+                self._schedule(self._start)
 
     def send_batch_nowait(self, frames: list[Frame]) -> None:
         """Queue a hand-over (one transaction, or what a broker read at once) whole, or none of it.
@@ -227,18 +232,25 @@ class Subscriber:
         :raises WouldBlock: ``bound`` frames wait already, or ``frames`` alone are more than
             ``bound``; nothing was queued.
         """
-        if not frames:
-            return
         queue = self._queue
         if len(queue) >= self._limit or len(frames) > self._bound:
-            if self.close_code is not None:
-                return
+            if self.close_code is not None or not frames:
+                return  # given up on, or nothing to hand over
             raise WouldBlock(
                 f"Subscriber.send_batch_nowait() expected fewer than {self._limit} frames waiting and "
                 f"a hand-over of at most {self._bound}, got {len(queue)} waiting and {len(frames)} offered"
             )
         queue.extend(frames)
-        self._wake()
+        waiter = self._waiter  # the transport's wake-up, inline, as in send_nowait
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+        elif not self._writing and self._start is not None:
+            self._writing = True
+            if self._schedule is None:
+                self._start()
+            else:
+                self._schedule(self._start)
 
     def send_welcome(self, frames: list[Frame]) -> None:
         """Queue the first frames (the ``welcome``, then a replay) beyond the bound.
@@ -331,13 +343,14 @@ class Subscriber:
     def receive_nowait(self) -> list[Frame]:
         """Take every frame waiting, in order, leaving the queue empty. Never blocks.
 
-        Taking frames marks the transport busy until it comes back: taking again, getting
-        ``[]`` (the transport sent what it took and found nothing more), or
-        :meth:`writer_done`. The list is the transport's own.
+        Taking frames marks the transport busy until it comes back for more. Getting ``[]``
+        means it sent what it took and found nothing more: it is back, and a push writer
+        is done, as with :meth:`writer_done` (the next frame starts a new one). The list is
+        the transport's own.
         """
         batch = self._queue
         if not batch:
-            self._busy = False
+            self._busy = self._writing = False
             return []
         self._queue = []
         self._limit = self._bound
@@ -370,29 +383,32 @@ class Subscriber:
             yield self.receive_nowait()
 
     def set_writer(self, start: Callable[[], object] | None) -> None:
-        """Drain by push: ``start()`` is called (on the loop) when frames wait, or the
+        """Drain by push: ``start()`` is called (on the loop) when frames arrive, or the
         subscriber is closed, and no writer runs. ``None`` removes the hook.
 
-        From each call of ``start`` until :meth:`writer_done` a writer counts as running,
+        ``start`` is called at the end of the loop step that queued the first frame (a
+        burst then needs one writer run), or at once if frames wait already (the welcome).
+        From then until :meth:`writer_done` a writer counts as running (:attr:`writing`),
         and ``start`` is not called again. The writer takes with :meth:`receive_nowait`
-        until it gets ``[]`` or :attr:`close_code` is set, and then, with no ``await`` in
-        between, calls :meth:`writer_done`. A ``start`` that cannot write (its client went
-        away) may just return: it is not called again. If frames wait already (the welcome),
-        ``start`` is called at once.
+        until it gets ``[]``, which ends it (return with no ``await`` after it, or a frame
+        queued meanwhile waits for the next one); a writer that stops for another reason
+        (:attr:`close_code` is set, sending failed) calls :meth:`writer_done`. A ``start``
+        that cannot write (its client went away) may just return: it is not called again.
         """
         self._start = start
-        if start is not None and (self._queue or self.close_code is not None) and not self._writing:
-            self._due = False
-            self._start_writer()
+        if start is not None and not self._writing and (self._queue or self.close_code is not None):
+            self._writing = True
+            start()
 
     @property
     def writing(self) -> bool:
-        """Whether a writer started through :meth:`set_writer` has not finished yet."""
+        """Whether a writer is due to start or running (see :meth:`set_writer`)."""
         return self._writing
 
     def writer_done(self) -> None:
-        """The writer ended: it found the queue empty, or the subscriber closed, or it failed.
-        The next frame calls ``start`` again."""
+        """The writer ended without getting ``[]`` from :meth:`receive_nowait` (the
+        subscriber closed, or sending failed). The next frame calls ``start`` again.
+        Idempotent."""
         self._writing = False
         self._busy = False
 
@@ -426,19 +442,9 @@ class Subscriber:
         if waiter is not None:
             if not waiter.done():
                 waiter.set_result(None)
-        elif self._start is not None and not self._writing and not self._due:
-            self._start_soon()
-
-    def _start_soon(self) -> None:
-        self._due = True
-        if self._schedule is None:
-            self._start_writer()
-        else:
-            self._schedule(self._start_writer)
-
-    def _start_writer(self) -> None:
-        self._due = False
-        start = self._start
-        if start is not None and not self._writing:
+        elif not self._writing and self._start is not None:
             self._writing = True
-            start()
+            if self._schedule is None:
+                self._start()
+            else:
+                self._schedule(self._start)

@@ -550,11 +550,13 @@ class _Writer:
 
     async def _run(self) -> None:
         sub, send = self.sub, self.websocket.send
+        drained = False
         try:
             while sub.close_code is None:
                 batch = sub.receive_nowait()
                 if not batch:
-                    break
+                    drained = True  # which ends this writer for the subscriber too
+                    return
                 for frame in batch:
                     if sub.close_code is not None:
                         break  # given up on while we were sending: the close frame is next
@@ -573,4 +575,5 @@ class _Writer:
             logger.exception("sending to a WebSocket client failed")
         finally:
             self.task = None
-            sub.writer_done()  # no await since the queue was last seen empty: no lost wake-up
+            if not drained:
+                sub.writer_done()

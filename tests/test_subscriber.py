@@ -166,12 +166,13 @@ def test_a_push_writer_starts_on_demand_once_per_burst_and_for_the_close() -> No
             sub = hub.subscribe()
 
             async def write() -> None:
-                try:
-                    while sub.close_code is None and (batch := sub.receive_nowait()):
-                        await asyncio.sleep(0)  # the socket takes its time
-                        sent.append(decoded(batch))
-                finally:
-                    sub.writer_done()
+                while sub.close_code is None:
+                    batch = sub.receive_nowait()
+                    if not batch:
+                        return  # drained: that ends the writer
+                    await asyncio.sleep(0)  # the socket takes its time
+                    sent.append(decoded(batch))
+                sub.writer_done()  # closed: a real transport sends the close frame first
 
             def start() -> None:
                 nonlocal starts

@@ -247,8 +247,8 @@ async def manager_ws(websocket: WebSocket) -> None:
 
 
 def _check_internals() -> None:
-    """This app reads a few of the hub's private attributes: fail clearly if they moved."""
-    missing = [a for a in ("_queue", "_writer", "principal") if a not in Subscriber.__slots__]
+    """This app reads the hub's private set of subscribers: fail clearly if it moved."""
+    missing = [a for a in ("pending", "writing", "principal") if not hasattr(Subscriber, a) and a not in Subscriber.__slots__]
     if missing or not isinstance(getattr(hub, "_subscribers", None), set):
         raise RuntimeError(f"broadcast_server.py needs updating: Hub/Subscriber internals changed ({missing})")
     if not hasattr(broadcaster._base.Subscriber(asyncio.Queue()), "_queue"):
@@ -265,7 +265,7 @@ def _subscribers(h: Hub) -> list[Subscriber]:
 
 def _idle(sub: Subscriber) -> bool:
     """Nothing queued and no writer task running: every frame is in the transport."""
-    return not sub._queue and sub._writer is None
+    return sub.pending == 0 and not sub.writing
 
 
 async def _hub_drained(h: Hub, published: int, deadline: float) -> bool:
@@ -490,7 +490,7 @@ async def prefill(contender: str, max_seconds: float = 20.0) -> dict[str, Any]:
         h = HUBS[contender]
         stalled = [s for s in _subscribers(h) if s.principal is STALL]
         return await _prefill_queues(
-            [(id(s), lambda s=s: not s._queue, lambda s=s: s._writer is not None,
+            [(id(s), lambda s=s: s.pending == 0, lambda s=s: s.writing,
               lambda s=s: [h.send_error(s, FILLER) for _ in range(200)]) for s in stalled],
             deadline,
         )

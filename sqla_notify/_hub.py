@@ -14,8 +14,9 @@ Fan-out
 
 On the loop, each notification gets the next cursor and is encoded once. For every
 subscriber that wants it (its collections, then ``authorize``), the encoded frame goes to
-the subscriber's bounded queue; a writer task per subscriber drains that queue into its
-socket. A client that stops reading fills only its own queue: it never delays the others.
+the subscriber's bounded queue (:meth:`Subscriber.send_nowait`, which raises
+:class:`WouldBlock` when it is full); a writer task per subscriber drains that queue into
+its socket. A client that stops reading fills only its own queue: it never delays the others.
 
 The bound applies between *hand-overs*: a committed transaction (or what a broker read in
 one go) is queued whole or not at all, so a client never sees part of a transaction. When a
@@ -36,7 +37,8 @@ A cursor is ``"<epoch>-<seq>"``: ``epoch`` names this hub instance (its start ti
 counts notifications. The hub keeps the last ``replay`` notifications. A client that
 reconnects with its last id gets what it missed, in order, before any live message (the
 replay is queued in the same loop step that registers it, so nothing falls between); an id
-older than the window, or from another epoch (a restarted server), gets ``resync``.
+older than the window, or from another epoch (a restarted server), gets ``resync``. The
+window and its rules are :class:`~sqla_notify._replay.ReplayWindow`.
 
 Several processes
 =================

@@ -101,8 +101,8 @@ class Subscriber:
 
     * pull: ``async for batch in sub.frames()`` (SSE);
     * push: :meth:`set_writer` registers ``start``, called when frames wait and no writer
-      runs; the writer takes with :meth:`receive_nowait` until it gets ``[]``, then calls
-      :meth:`writer_done` (WebSocket: an idle connection then costs no task).
+      runs; the writer takes with :meth:`receive_nowait` until it gets ``[]``, which ends
+      it (WebSocket: an idle connection then costs no task).
 
     **Closing**: :meth:`close` (through :meth:`Hub.disconnect`) drops what waits; the
     transport sends what it already took, then closes with :attr:`close_code`.

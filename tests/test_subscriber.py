@@ -240,3 +240,15 @@ def test_bound_must_be_a_positive_int() -> None:
     for bound in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match=r"Subscriber\(bound=...\) expected an int >= 1, got"):
             Subscriber(bound=bound)  # type: ignore[arg-type]
+
+
+def test_a_start_that_cannot_write_is_not_called_again() -> None:
+    sub = Hub().subscribe()  # the welcome waits
+    starts: list[int] = []
+    sub.set_writer(lambda: starts.append(sub.pending))  # its client went away: it just returns
+    sub.send_nowait("a")
+    sub.send_nowait("b")
+    assert starts == [1] and sub.writing and sub.pending == 3
+    sub.writer_done()  # a writer that stopped: the next frame starts one again
+    sub.send_nowait("c")
+    assert starts == [1, 4]

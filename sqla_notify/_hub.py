@@ -67,8 +67,8 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 import msgspec
 
 from ._broker import Broker
-from ._notification import Notification
 from ._errors import WouldBlock
+from ._notification import Notification
 from ._protocol import MAX_ERROR_LENGTH, Error, NotificationFrame, Resync, Subscribed, Welcome, clip, encode
 from ._replay import ReplayWindow
 from ._sinks import Sink
@@ -276,7 +276,8 @@ class Hub(Sink):
             return
         frames = 0
         # A snapshot: a client that overflows is removed while we go. WouldBlock is the
-        # rare case (a full queue), and a ``try`` costs nothing when nothing is raised.
+        # rare case (a full queue), and a ``try`` costs nothing (Python 3.11+) or next to
+        # nothing (3.10) when nothing is raised.
         if len(entries) == 1:  # the usual case, kept lean: one call per client, no allocation
             entry = entries[0]
             notification = entry.notification

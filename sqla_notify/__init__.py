@@ -11,6 +11,7 @@ from ._broker import Ready as Ready
 from ._errors import NotAttachedError as NotAttachedError
 from ._errors import SinkError as SinkError
 from ._errors import SqlaNotifyError as SqlaNotifyError
+from ._errors import WouldBlock as WouldBlock
 from ._hub import Hub as Hub
 from ._hub import HubStats as HubStats
 from ._notification import Notification as Notification
@@ -21,6 +22,8 @@ from ._options import NotifyOptions as NotifyOptions
 from ._sinks import CallbackSink as CallbackSink
 from ._sinks import FanoutSink as FanoutSink
 from ._sinks import Sink as Sink
+from ._subscriber import Entry as Entry
+from ._subscriber import Frame as Frame
 from ._subscriber import Subscriber as Subscriber
 from .types import Authorize as Authorize
 from .types import PayloadFunction as PayloadFunction
@@ -34,7 +37,9 @@ __all__ = (
     "Batch",
     "Broker",
     "CallbackSink",
+    "Entry",
     "FanoutSink",
+    "Frame",
     "Gap",
     "Hub",
     "HubStats",
@@ -51,5 +56,6 @@ __all__ = (
     "SinkError",
     "SqlaNotifyError",
     "Subscriber",
+    "WouldBlock",
     "encode",
 )

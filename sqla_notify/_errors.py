@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ("NotAttachedError", "SinkError", "SqlaNotifyError")
+__all__ = ("NotAttachedError", "SinkError", "SqlaNotifyError", "WouldBlock")
 
 
 class SqlaNotifyError(Exception):
@@ -27,3 +27,8 @@ class SinkError(SqlaNotifyError):
         self.errors = errors
         kinds = ", ".join(f"{type(e).__name__}: {e}" for e in errors)
         super().__init__(f"{len(errors)} sink(s) failed: {kinds}")
+
+
+class WouldBlock(SqlaNotifyError):
+    """Raised by :meth:`Subscriber.send_nowait` (and its kin) when the subscriber's queue is
+    full: nothing was queued, and the hub's overflow policy decides what happens instead."""

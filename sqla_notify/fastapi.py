@@ -55,7 +55,7 @@ from ._hub import Hub
 from ._origin import OriginPolicy
 from ._protocol import Subscribe, clip, decode_client_message, quote_names
 from ._report import HookErrors
-from ._subscriber import REPLY_BUDGET, Subscriber, _Entry
+from ._subscriber import REPLY_BUDGET, Entry, Subscriber
 from .types import Authenticate, Authorize
 
 __all__ = ("ALL", "Authenticate", "Credentials", "NotifyRouter", "RouterStats", "bearer_token", "notify_router")
@@ -304,10 +304,9 @@ def notify_router(
             hub.send_error(sub, error)
         writer = _Writer(websocket, sub, asyncio.current_task(), close_grace)
         sub.on_close = writer.close_soon
-        sub._pump = writer.start
         expiry = _expiry_timer(hub, sub, gate, admission.expires_at)
         try:
-            writer.start()  # for the welcome (and replay) that subscribe() queued
+            sub.set_writer(writer.start)  # which starts it for the welcome (and replay)
             await _read(websocket, sub)
         except asyncio.CancelledError:
             if not writer.reader_cancelled():
@@ -434,7 +433,7 @@ class _EventStream(StreamingResponse):
                 yield ": keep-alive\n\n"
                 continue
             yield "".join(
-                f"id: {f.id}\ndata: {f.text}\n\n" if isinstance(f, _Entry) else f"data: {f}\n\n"
+                f"id: {f.id}\ndata: {f.text}\n\n" if isinstance(f, Entry) else f"data: {f}\n\n"
                 for f in batch
             )
         if sub.close_code == CLOSE_CREDENTIALS_EXPIRED:
@@ -499,7 +498,7 @@ class _Writer:
     per connection, and an anyio scope would cost about 3 KB more each.
     """
 
-    __slots__ = ("cancelling", "failed", "grace", "reader", "sub", "timer", "websocket")
+    __slots__ = ("cancelling", "failed", "grace", "reader", "sub", "task", "timer", "websocket")
 
     def __init__(
         self, websocket: WebSocket, sub: Subscriber, reader: asyncio.Task[Any] | None, grace: float
@@ -511,6 +510,7 @@ class _Writer:
         self.reader = reader
         self.timer: asyncio.TimerHandle | None = None
         self.cancelling = False
+        self.task: asyncio.Task[None] | None = None  # the writer task, while it waits to send
 
     def close_soon(self) -> None:
         """The hub gave up on the client (``sub.on_close``)."""
@@ -537,25 +537,31 @@ class _Writer:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.sub._writer is not None:
-            self.sub._writer.cancel()
+        if self.task is not None:
+            self.task.cancel()
 
     def start(self) -> None:
-        """Called (on the loop) when frames arrive and no writer task is running."""
+        """Called (on the loop) when frames arrive and no writer task is running
+        (:meth:`Subscriber.set_writer`)."""
         if self.failed:
-            return
+            return  # the client is gone: not called again
         task = _start_task(self._run())
         if not task.done():  # an eager task may have sent everything already
-            self.sub._writer = task
+            self.task = task
 
     async def _run(self) -> None:
         sub, send = self.sub, self.websocket.send
+        drained = False
         try:
-            while sub._queue and sub.close_code is None:
-                for frame in sub._take():
+            while sub.close_code is None:
+                batch = sub.receive_nowait()
+                if not batch:
+                    drained = True  # which ends this writer for the subscriber too
+                    return
+                for frame in batch:
                     if sub.close_code is not None:
                         break  # given up on while we were sending: the close frame is next
-                    await send(frame.message if isinstance(frame, _Entry) else {"type": "websocket.send", "text": frame})
+                    await send(frame.message if isinstance(frame, Entry) else {"type": "websocket.send", "text": frame})
             if sub.close_code is not None:
                 self.failed = True  # nothing more to send
                 # It goes out once the client reads again, within the grace (the reader is
@@ -569,5 +575,6 @@ class _Writer:
             self.failed = True
             logger.exception("sending to a WebSocket client failed")
         finally:
-            sub._writer = None  # no await since the queue was last seen empty: no lost wake-up
-            sub._busy = False
+            self.task = None
+            if not drained:
+                sub.writer_done()

@@ -74,7 +74,7 @@ def test_idle_connection_holds_no_writer_task(world: World) -> None:
     assert portal is not None
 
     async def writers_running() -> list[bool]:
-        return [sub._writer is not None for sub in world.hub._subscribers]
+        return [sub.writing for sub in world.hub._subscribers]
 
     with world.client.websocket_connect("/notify/ws") as ws:
         receive(ws)
@@ -285,7 +285,7 @@ def test_the_reader_of_a_client_given_up_on_ends_after_the_grace() -> None:
         task = asyncio.ensure_future(endpoint())
         await received.wait()
         started = time.monotonic()
-        sub._close(1013)  # what the hub does to a client that stopped reading
+        sub.close(1013)  # what the hub does to a client that stopped reading
         result = await asyncio.wait_for(task, 5)
         assert 0.4 < time.monotonic() - started < 3  # the grace, then the reader is cancelled
         assert not task.cancelled()

@@ -208,7 +208,7 @@ def test_a_newer_subscribed_replaces_the_one_waiting() -> None:
     for i in range(100):
         hub.update(sub, frozenset(NAMES[: i % 7]))
         hub.send_error(sub, f"error {i}")
-    queue = [json.loads(f) for f in sub._queue if isinstance(f, str)]
+    queue = [json.loads(f) for f in sub.receive_nowait() if isinstance(f, str)]
     assert queue[0]["type"] == "welcome"
     assert [m["type"] for m in queue[1:]] == ["error"] * 99 + ["subscribed", "error"]
     assert queue[-2]["collections"] == NAMES[: 99 % 7]  # the latest, after what came before it
@@ -222,10 +222,10 @@ def test_unread_replies_over_the_budget_close_the_client() -> None:
     assert hub.stats().connections == 1
     hub.send_error(sub, "x" * 1000)
     assert (sub.close_code, sub.close_reason) == (1008, "too many replies waiting: read them")
-    assert sub._queue == [] and hub.stats().connections == 0
+    assert sub.pending == 0 and hub.stats().connections == 0
     hub.send_error(sub, "more")  # nothing is queued for a client being closed
     hub.update(sub, frozenset())
-    assert sub._queue == [] and sub.collections == frozenset(NAMES)
+    assert sub.receive_nowait() == [] and sub.collections == frozenset(NAMES)
 
 
 def test_replies_taken_by_the_writer_no_longer_count() -> None:
@@ -234,7 +234,7 @@ def test_replies_taken_by_the_writer_no_longer_count() -> None:
     sub.reply_budget = 2_000
     for _ in range(20):
         hub.send_error(sub, "x" * 500)
-        sub._take()  # sent: the budget is for what waits
+        sub.receive_nowait()  # sent: the budget is for what waits
     assert sub.close_code is None
 
 

@@ -15,7 +15,7 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
-from sqla_notify import Hub, Notifier
+from sqla_notify import Hub, Notification, Notifier
 from sqla_notify.redis import RedisBroker
 
 from .models import Base, Forum

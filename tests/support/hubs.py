@@ -27,7 +27,7 @@ async def until(condition: Any, what: str, timeout: float = 10.0) -> None:
 
 def frames(sub: Subscriber) -> list[dict[str, Any]]:
     """What is queued for ``sub``, decoded; empties its queue."""
-    return [json.loads(f if isinstance(f, str) else f.text) for f in sub._take()]
+    return [json.loads(f if isinstance(f, str) else f.text) for f in sub.receive_nowait()]
 
 
 async def receive(

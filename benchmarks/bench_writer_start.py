@@ -38,7 +38,7 @@ import websockets
 
 import sqla_notify
 from harness import RESULTS, Server, base_meta, git_state, log as _log, percentile, write
-from sqla_notify._hub import _START_CHUNK
+from sqla_notify._hub.hub import _START_CHUNK
 
 SERVER_LOG = Path(f"/tmp/bench_writer_start-{os.getpid()}.log")  # the servers' stderr
 ALL_AT_ONCE = 1_000_000  # a chunk larger than any client count: the behaviour before chunking

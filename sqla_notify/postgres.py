@@ -55,8 +55,8 @@ past it, answers ``resync``.
 that can connect to the database can ``LISTEN`` on the channel (and read every payload) and
 ``NOTIFY`` on it (and make every process deliver notifications it made up, to every
 client). With ``secret=``, every payload carries an HMAC-SHA256 tag (see
-:mod:`sqla_notify._mac`) over the channel and its exact text, and a listener drops a payload
-whose tag is missing or wrong, and a copy of one of the last :data:`~sqla_notify._mac.SEEN`
+:mod:`sqla_notify._brokers.mac`) over the channel and its exact text, and a listener drops a payload
+whose tag is missing or wrong, and a copy of one of the last :data:`~sqla_notify._brokers.mac.SEEN`
 payloads it accepted: forged batches and gap markers are never delivered, and are counted
 (:attr:`PostgresBroker.rejected`) and logged at most once a minute per kind, without the
 payload. The secret does not hide payloads from roles that can ``LISTEN``, nor stop one from
@@ -93,11 +93,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f'sqla_notify.postgres needs psycopg 3 ({exc.name} is missing): pip install "sqla_notify[postgres]"'
     ) from exc
 
-from ._broker import Batch, Broker, Gap, Ready
+from ._brokers.base import Batch, Broker, Gap, Ready
 from ._json import ENCODER
-from ._mac import TAG_LEN, Secret, Seen, Signer, untagged
-from ._notification import Notification
-from ._outbox import describe
+from ._brokers.mac import TAG_LEN, Secret, Seen, Signer, untagged
+from ._notify.notification import Notification
+from ._brokers.outbox import describe
 from ._report import Throttle
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ Every gap below is counted in ``hub.stats().gaps`` and logged with its cause; cl
 * **Redis unreachable** (at start-up or later): commits carry on, never blocking. Batches
   wait, in order, in a bounded queue (``max_pending``), and nothing is delivered (not even
   locally) until Redis answers again; then they are written and delivered, within about
-  half a second (retries back off to :data:`~sqla_notify._outbox.MAX_BACKOFF` at most).
+  half a second (retries back off to :data:`~sqla_notify._brokers.outbox.MAX_BACKOFF` at most).
 * **Clients that connected before this process could read the stream.** ``start`` waits
   for the first read (``connect_timeout`` at most), so with Redis up none can. With Redis
   down, clients connect meanwhile, and what other processes wrote during the outage cannot
@@ -73,9 +73,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f'sqla_notify.redis needs redis-py ({exc.name} is missing): pip install "sqla_notify[redis]"'
     ) from exc
 
-from ._broker import Batch, Broker, Gap, Ready
+from ._brokers.base import Batch, Broker, Gap, Ready
 from ._json import ENCODER
-from ._notification import Notification
+from ._notify.notification import Notification
 
 __all__ = ("RedisBroker",)
 

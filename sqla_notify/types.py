@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, Union
 
-from ._notification import Notification
+from ._notify.notification import Notification
 
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection

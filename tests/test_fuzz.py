@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sqla_notify import Hub
-from sqla_notify._protocol import MAX_ERROR_LENGTH
+from sqla_notify._hub.protocol import MAX_ERROR_LENGTH
 from sqla_notify.fastapi import notify_router
 
 from . import rawws

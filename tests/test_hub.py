@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from sqla_notify import Hub, HubStats, Notification, Subscriber
-from sqla_notify import _report, _subscriber
-from sqla_notify._hub import _START_CHUNK
+from sqla_notify import _report
+from sqla_notify._hub import subscriber as _subscriber
+from sqla_notify._hub.hub import _START_CHUNK
 
 pytestmark = pytest.mark.anyio
 

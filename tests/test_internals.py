@@ -1,7 +1,7 @@
 """Pins the SQLAlchemy internals that capture reads, on every supported version.
 
 Capture reads the flush context and instance state once per flush instead of running a
-function per row (see the docstring of ``sqla_notify/_capture.py`` for why). These are not
+function per row (see the docstring of ``sqla_notify/_capture/recorder.py`` for why). These are not
 public API: if an upgrade changes them, these tests name what moved.
 """
 

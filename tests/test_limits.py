@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sqla_notify import Hub
-from sqla_notify._protocol import MAX_ERROR_LENGTH
+from sqla_notify._hub.protocol import MAX_ERROR_LENGTH
 from sqla_notify.fastapi import notify_router
 
 from . import rawws

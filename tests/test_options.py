@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, String, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from sqla_notify import _capture
+from sqla_notify._capture import recorder as _capture
 from sqla_notify._report import HookErrors
 from sqla_notify import Notifier, NotifyOptions, encode
 

@@ -22,7 +22,7 @@ from sqlalchemy import URL, Engine, create_engine, make_url
 from sqlalchemy.orm import sessionmaker
 
 from sqla_notify import Hub, Notification, Notifier
-from sqla_notify._mac import TAG_LEN, Signer
+from sqla_notify._brokers.mac import TAG_LEN, Signer
 from sqla_notify.postgres import MAX_PAYLOAD, PostgresBroker
 
 from .support.hubs import frames, listening, receive, until

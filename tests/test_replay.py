@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqla_notify import Entry, Notification
-from sqla_notify._replay import MAX_TRACKED_COLLECTIONS, ReplayWindow
+from sqla_notify._hub.replay import MAX_TRACKED_COLLECTIONS, ReplayWindow
 
 
 def entries(first: int, last: int, collection: str = "forums") -> list[Entry]:

@@ -16,7 +16,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from sqla_notify import Hub, Notification, _report, _subscriber
+from sqla_notify import Hub, Notification, _report
+
+from sqla_notify._hub import subscriber as _subscriber
 from sqla_notify.fastapi import ALL, notify_router
 
 from . import rawws

@@ -38,9 +38,9 @@ STALL = "stall"  # the principal of stalled clients; shared constants cost no me
 HEALTHY = "healthy"
 QUEUE_SIZE = int(os.environ.get("BENCH_QUEUE_SIZE", "1000"))
 if os.environ.get("BENCH_START_CHUNK"):  # bench_writer_start.py: how many writers start per loop step
-    import sqla_notify._hub
+    import sqla_notify._hub.hub
 
-    sqla_notify._hub._START_CHUNK = int(os.environ["BENCH_START_CHUNK"])
+    sqla_notify._hub.hub._START_CHUNK = int(os.environ["BENCH_START_CHUNK"])
 
 
 

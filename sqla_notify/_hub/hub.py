@@ -38,7 +38,7 @@ counts notifications. The hub keeps the last ``replay`` notifications. A client 
 reconnects with its last id gets what it missed, in order, before any live message (the
 replay is queued in the same loop step that registers it, so nothing falls between); an id
 older than the window, or from another epoch (a restarted server), gets ``resync``. The
-window and its rules are :class:`~sqla_notify._replay.ReplayWindow`.
+window and its rules are :class:`~sqla_notify._hub.replay.ReplayWindow`.
 
 Several processes
 =================
@@ -73,14 +73,14 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import msgspec
 
-from ._broker import Batch, Broker, Gap, Ready
-from ._errors import WouldBlock
-from ._notification import Notification
-from ._protocol import MAX_ERROR_LENGTH, Error, NotificationFrame, Resync, Subscribed, Welcome, clip, encode
-from ._replay import ReplayWindow
-from ._sinks import Sink
-from ._subscriber import AUTHORIZE_ERRORS, Entry, Frame, Subscriber
-from .types import Authorize
+from .._brokers.base import Batch, Broker, Gap, Ready
+from .._errors import WouldBlock
+from .._notify.notification import Notification
+from .protocol import MAX_ERROR_LENGTH, Error, NotificationFrame, Resync, Subscribed, Welcome, clip, encode
+from .replay import ReplayWindow
+from .._notify.sinks import Sink
+from .subscriber import AUTHORIZE_ERRORS, Entry, Frame, Subscriber
+from ..types import Authorize
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -565,11 +565,11 @@ def _make_broker(broker: Broker | str | None) -> Broker | None:
     if broker is None or isinstance(broker, Broker):
         return broker
     if isinstance(broker, str) and broker.startswith(("redis://", "rediss://", "unix://")):
-        from .redis import RedisBroker  # noqa: PLC0415 - an optional dependency
+        from ..redis import RedisBroker  # noqa: PLC0415 - an optional dependency
 
         return RedisBroker(broker)
     if isinstance(broker, str) and broker.startswith(("postgresql://", "postgres://", "postgresql+")):
-        from .postgres import PostgresBroker  # noqa: PLC0415 - an optional dependency
+        from ..postgres import PostgresBroker  # noqa: PLC0415 - an optional dependency
 
         return PostgresBroker(broker)
     raise ValueError(

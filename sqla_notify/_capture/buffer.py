@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any, Union, cast
 
-from ._notification import Notification
-from ._options import ModelInfo
+from .._notify.notification import Notification
+from .options import ModelInfo
 
 INSERT = "insert"
 UPDATE = "update"

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Union
 
 import msgspec
 
-from ._notification import Notification
-from ._outbox import Outbox, backoff, describe
+from .._notify.notification import Notification
+from .outbox import Outbox, backoff, describe
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -134,7 +134,7 @@ class Broker(abc.ABC):
 
     async def events(self) -> AsyncGenerator[Batch | Gap | Ready, None]:
         """What the broker reads, until :meth:`stop`: :meth:`read` again and again, with
-        backoff (:data:`~sqla_notify._outbox.MAX_BACKOFF` at most) after a failure, one
+        backoff (:data:`~sqla_notify._brokers.outbox.MAX_BACKOFF` at most) after a failure, one
         warning per outage, and every failure counted in :attr:`errors`. The writer starts
         after the first :class:`Ready`: what this process writes is then read as news.
 

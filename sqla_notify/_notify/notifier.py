@@ -11,13 +11,13 @@ import msgspec
 from sqlalchemy import Connection, event
 from sqlalchemy.orm import ORMExecuteState, Session, scoped_session, sessionmaker
 
-from . import _bulk
-from ._capture import Recorder
-from ._errors import NotAttachedError
-from ._report import HookErrors
-from ._notification import Notification
-from ._sinks import CallbackSink, Sink, as_sink
-from .types import SinkCallable
+from .._capture import bulk as _bulk
+from .._capture.recorder import Recorder
+from .._errors import NotAttachedError
+from .._report import HookErrors
+from .notification import Notification
+from .sinks import CallbackSink, Sink, as_sink
+from ..types import SinkCallable
 
 __all__ = ("Notifier", "NotifierStats")
 

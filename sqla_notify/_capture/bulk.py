@@ -26,8 +26,8 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._buffer import DELETE, INSERT, UPDATE, SomeRows, identity
-from ._capture import Recorder
+from .buffer import DELETE, INSERT, UPDATE, SomeRows, identity
+from .recorder import Recorder
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Result

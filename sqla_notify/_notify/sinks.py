@@ -5,9 +5,9 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING
 
-from ._errors import SinkError
-from ._notification import Notification
-from .types import SinkCallable
+from .._errors import SinkError
+from .notification import Notification
+from ..types import SinkCallable
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 
-from ._subscriber import Entry
+from .subscriber import Entry
 
 __all__ = ("ReplayWindow",)
 

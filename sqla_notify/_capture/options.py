@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Mapper
 
-from .types import PayloadFunction, PayloadMode
+from ..types import PayloadFunction, PayloadMode
 
 __all__ = ("NotifyOptions",)
 

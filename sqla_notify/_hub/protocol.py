@@ -15,7 +15,7 @@ from typing import Any, Union
 
 import msgspec
 
-from ._json import ENCODER
+from .._json import ENCODER
 
 __all__ = ("ClientMessage", "MAX_ERROR_LENGTH", "clip", "decode_client_message", "encode", "quote_names")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from ._json import ENCODER
+from .._json import ENCODER
 
 __all__ = ("Notification", "encode")
 

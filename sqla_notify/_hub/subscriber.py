@@ -15,10 +15,10 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any, Callable, NoReturn, Union
 
-from ._errors import WouldBlock
-from ._notification import Notification
-from ._report import HookErrors
-from .types import Authorize
+from .._errors import WouldBlock
+from .._notify.notification import Notification
+from .._report import HookErrors
+from ..types import Authorize
 
 __all__ = ("Entry", "Frame", "Subscriber")
 

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import Callable
 
-from ._notification import Notification
+from .._notify.notification import Notification
 
 logger = logging.getLogger("sqla_notify")
 

@@ -1,0 +1,1 @@
+"""Brokers: the contract that shares batches between the hubs of several processes."""

@@ -1,0 +1,1 @@
+"""Stage 1, capture: session events record what each flush writes; nothing leaves before COMMIT."""

@@ -1,0 +1,1 @@
+"""Stage 4, the hub: cursors, the replay window and a bounded queue per connected client."""

@@ -1,0 +1,1 @@
+"""Stage 5, the transport's internals: admission, authentication and origins for the FastAPI routes."""

@@ -243,20 +243,7 @@ def test_async_authenticate(tmp_path: Path) -> None:
         assert receive(ws)["type"] == "welcome"
 
 
-# -- SSE and static files ---------------------------------------------------------------------
-
-
-def test_sse_stream_with_last_event_id(world: World) -> None:
-    with world.client.websocket_connect("/notify/ws") as ws:
-        start = receive(ws)["cursor"]
-    forum = world.add_forum()
-    with world.client.stream("GET", "/notify/events?collections=forums", headers={"Last-Event-ID": start}) as response:
-        assert response.headers["content-type"].startswith("text/event-stream")
-        lines = response.iter_lines()
-        assert next(lines) == f'data: {{"type":"welcome","cursor":"{world.hub.cursor}"}}'
-        assert next(lines) == ""
-        assert next(lines) == f"id: {world.hub.cursor}"
-        assert json.loads(next(lines).removeprefix("data: "))["data"] == {"id": forum}
+# -- static files (SSE is tested end to end, in test_server.py) ------------------------------
 
 
 def test_client_files_are_served(world: World) -> None:

@@ -133,7 +133,7 @@ async def test_filtering_and_authorization(server: Server, http: httpx.AsyncClie
         await http.post("/burst", params={"count": 1, "name": "public"})
         assert [(await recv(alice))["data"]["name"] for _ in range(4)] == ["private-alice"] * 3 + ["public"]
         assert (await recv(bob))["data"]["name"] == "public"  # nothing private came before it
-        with pytest.raises(TimeoutError):  # subscribed elsewhere: nothing at all
+        with pytest.raises(asyncio.TimeoutError):  # subscribed elsewhere: nothing at all
             await asyncio.wait_for(elsewhere.recv(), 0.3)
 
 

@@ -1,7 +1,15 @@
 """Prints the notifications that committed transactions produce.
 
-    bash scripts/example.sh                  # SQLite file ./quickstart.db
-    DATABASE_URL=postgresql+psycopg://127.0.0.1/test python examples/quickstart.py
+From a clone, with the package installed in a virtual environment (the core is enough; the
+``.venv`` that ``scripts/example.sh`` or ``scripts/test.sh`` made will do)::
+
+    python3 -m venv .venv && .venv/bin/pip install -e .
+    .venv/bin/python examples/quickstart.py      # SQLite file ./quickstart.db
+
+With PostgreSQL (the ``postgres`` extra installs psycopg)::
+
+    .venv/bin/pip install -e ".[postgres]"
+    DATABASE_URL=postgresql+psycopg://USER@127.0.0.1/DBNAME .venv/bin/python examples/quickstart.py
 """
 
 from __future__ import annotations

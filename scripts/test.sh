@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole check, as CI runs it: mypy --strict, then the test suite against SQLAlchemy 2.1
-# (.venv) and again against SQLAlchemy 2.0 (.venv-sa20), then the delivery tests on
-# Python >= 3.12 if one is installed (.venv-py312). Extra arguments go to pytest.
+# (.venv) and again against SQLAlchemy 2.0 (.venv-sa20), then the core tests on each other
+# supported Python, 3.10 to 3.13 (.venv-py310, ...), with the delivery tests on the first
+# >= 3.12. Extra arguments go to pytest.
 #
 # PostgreSQL: SQLA_NOTIFY_PG_URL (default postgresql+psycopg://127.0.0.1/test). Its tests
 # skip when it is unreachable, and fail instead under CI=true.
@@ -28,23 +29,52 @@ for env in .venv .venv-sa20; do
   "$env/bin/python" -m pytest "$@"
 done
 
-# On Python >= 3.12 the WebSocket writer starts eagerly (sends inside the hub's dispatch):
-# run the delivery tests there too when such a Python is at hand (PYTHON312 names it).
-py312=${PYTHON312:-}
-if [ -z "$py312" ]; then  # pyenv's shims exist for versions that are not active: try each
-  for candidate in python3.13 python3.12 /root/.pyenv/versions/3.1[23]*/bin/python; do
-    if "$candidate" -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1; then
-      py312=$candidate
-      break
+# == Every supported Python, 3.10 to 3.13. .venv's Python ran everything above; each other one
+# runs the core tests in a venv of its own (.venv-py310, ...; on 3.10 pip picks SQLAlchemy 2.0
+# and Starlette 1.7, the newest there). On Python >= 3.12 the WebSocket writer starts eagerly
+# (sends inside the hub's dispatch): unless .venv's Python is one, the first such pass runs the
+# delivery tests too. PYTHON310 .. PYTHON313 name an interpreter; one that is missing is a
+# note, and a failure under CI=true.
+core_tests=(
+  tests/test_capture.py tests/test_capture_updates.py tests/test_notifier.py tests/test_sinks.py
+  tests/test_hub.py tests/test_options.py tests/test_bulk.py tests/test_threads.py tests/test_async.py
+  tests/test_public_api.py tests/test_notification.py tests/test_internals.py tests/test_fastapi.py
+  tests/test_readme.py tests/test_quickstart.py
+)
+delivery_tests=(
+  tests/test_server.py tests/test_security.py tests/test_publication.py tests/test_redis_faults.py
+  tests/test_multiprocess.py tests/test_multiprocess_counts.py tests/test_browser.py
+)
+find_python() {  # find_python 3.12: an interpreter of that version, or nothing
+  local version=$1 var=PYTHON${1/./} candidate
+  # pyenv's shims exist for versions that are not active: try each, and pyenv's own directories.
+  for candidate in ${!var:-} "python$version" /root/.pyenv/versions/"$version".*/bin/python; do
+    if "$candidate" -c "import sys; assert sys.version_info[:2] == (${version/./, })" >/dev/null 2>&1; then
+      echo "$candidate"
+      return
     fi
   done
-fi
-if [ -n "$py312" ]; then
-  PYTHON=$py312 venv_for .venv-py312 -e ".[dev]"
-  echo "== pytest, delivery tests on $(.venv-py312/bin/python -V)"
-  .venv-py312/bin/python -m pytest "$@" tests/test_hub.py tests/test_fastapi.py tests/test_server.py \
-    tests/test_security.py tests/test_publication.py tests/test_redis_faults.py \
-    tests/test_multiprocess.py tests/test_multiprocess_counts.py tests/test_browser.py
-else
-  echo "== no Python >= 3.12 found (set PYTHON312): the eager WebSocket writer is not tested"
+}
+default_version=$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+eager_tested=$(.venv/bin/python -c 'import sys; print(int(sys.version_info >= (3, 12)))')
+missing=()
+for version in 3.10 3.11 3.12 3.13; do
+  [ "$version" = "$default_version" ] && continue
+  python=$(find_python "$version")
+  if [ -z "$python" ]; then
+    missing+=("$version")
+    continue
+  fi
+  dir=.venv-py${version/./}
+  PYTHON=$python venv_for "$dir" -e ".[dev]"
+  tests=("${core_tests[@]}") what="the core tests"
+  if [ "$eager_tested" = 0 ] && "$dir/bin/python" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then
+    tests+=("${delivery_tests[@]}") what="the core and the delivery tests" eager_tested=1
+  fi
+  echo "== pytest, $($dir/bin/python -V): $what"
+  "$dir/bin/python" -m pytest "$@" "${tests[@]}"
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== Python ${missing[*]} not found (set PYTHON${missing[0]/./}=...): not tested" >&2
+  if [ "${CI:-}" = true ]; then exit 1; fi
 fi

@@ -178,7 +178,7 @@ def open_page(context: BrowserContext, name: str, server: ExampleServer, watch: 
     page.set_default_timeout(WAIT)
     watch.attach(name, page)
     page.goto(server.base_url + "/")
-    expect(page.locator("#state")).to_have_text("open", timeout=WAIT)
+    expect(page.locator("#status")).to_have_attribute("data-state", "open", timeout=WAIT)
     page.evaluate("window.__loadedOnce = true")  # gone if the page reloads
     return page
 
@@ -207,7 +207,8 @@ def test_two_pages_stay_in_sync_across_a_server_restart(browser: Browser, server
 
     # 2. Page B follows without reloading.
     expect(b.locator("#containers li")).to_have_text(starts("Lobby"), timeout=WAIT)
-    expect(b.locator("#forums li")).to_have_text(starts("General (0 posts)"), timeout=WAIT)
+    expect(b.locator("#forums li .name")).to_have_text(["General"], timeout=WAIT)
+    expect(b.locator("#forums li .meta")).to_have_text(["no posts yet"], timeout=WAIT)
     snap = httpx.get(f"{server.base_url}/api/snapshot", timeout=5).json()
     assert [c["name"] for c in snap["containers"]] == ["Lobby"]
     assert [(f["name"], f["container_id"]) for f in snap["forums"]] == [("General", snap["containers"][0]["id"])]
@@ -223,8 +224,8 @@ def test_two_pages_stay_in_sync_across_a_server_restart(browser: Browser, server
     watch.in_outage = True
     context_b.set_offline(True)
     server.stop()
-    expect(b.locator("#state")).to_have_text("connecting", timeout=WAIT)
-    expect(a.locator("#state")).to_have_text("connecting", timeout=WAIT)
+    expect(b.locator("#status")).to_have_attribute("data-state", "offline", timeout=WAIT)
+    expect(a.locator("#status")).to_have_attribute("data-state", "offline", timeout=WAIT)
 
     # 4. A new server (a new hub, so a new cursor epoch) on the same port and database; a forum
     #    created through it while page B is still disconnected.
@@ -238,14 +239,14 @@ def test_two_pages_stay_in_sync_across_a_server_restart(browser: Browser, server
 
     # 5. Page B reconnects by itself (its backoff is at most a few seconds here), is told to
     #    resync since its last_id is from the old hub, reloads and shows the missed forum.
-    expect(b.locator("#state")).to_have_text("open", timeout=WAIT)
-    expect(b.locator("#forums li")).to_have_text(starts("General (0 posts)", "Missed (0 posts)"), timeout=WAIT)
+    expect(b.locator("#status")).to_have_attribute("data-state", "open", timeout=WAIT)
+    expect(b.locator("#forums li .name")).to_have_text(["General", "Missed"], timeout=WAIT)
     expect(b.locator("#forums li").nth(1)).to_have_attribute("data-id", str(missed_id), timeout=WAIT)
     expect(b.locator("#containers li")).to_have_text(starts("Lobby"), timeout=WAIT)
     expect(b.locator("#log")).to_contain_text("resync: reloading everything", timeout=WAIT)
     # Page A, which reconnected on its own schedule, agrees.
-    expect(a.locator("#state")).to_have_text("open", timeout=WAIT)
-    expect(a.locator("#forums li")).to_have_text(starts("General (0 posts)", "Missed (0 posts)"), timeout=WAIT)
+    expect(a.locator("#status")).to_have_attribute("data-state", "open", timeout=WAIT)
+    expect(a.locator("#forums li .name")).to_have_text(["General", "Missed"], timeout=WAIT)
     watch.in_outage = False
 
     # Still the pages loaded at the start, and nothing went wrong in them.
@@ -255,6 +256,91 @@ def test_two_pages_stay_in_sync_across_a_server_restart(browser: Browser, server
     assert not unexpected, "errors in the pages:\n" + "\n".join(map(str, unexpected))
     context_a.close()
     context_b.close()
+
+
+def test_the_page_shows_empty_states_plurals_and_a_red_outage_with_writes_disabled(
+    browser: Browser, server: ExampleServer
+) -> None:
+    """What a user of the example sees: empty lists say so, counts read as English ("1 post",
+    "2 posts"); while the server is unreachable the status is red and counts down to the next
+    attempt (the client's ``retryIn``) and every write is disabled, until it is back.
+    With ``SQLA_NOTIFY_SCREENSHOTS=<dir>`` the test saves the page in each state there."""
+    watch = Watch(server.port)
+    context = browser.new_context(viewport={"width": 900, "height": 700})
+    page = open_page(context, "A", server, watch)
+    status = page.locator("#status")
+    add_container = page.get_by_role("button", name="Add container")
+    add_forum = page.get_by_role("button", name="Add forum")
+
+    # 1. Empty: each list says so, and a forum cannot be added before a container exists.
+    expect(status).to_have_text("Live")
+    expect(page.locator("#containers-empty")).to_have_text("No containers yet. Add the first one below.")
+    expect(page.locator("#forums-empty")).to_contain_text("add a container first")
+    expect(page.locator("#containers li")).to_have_count(0)
+    expect(page.locator("#log")).to_have_text("Nothing yet. Each committed change appears here.")
+    expect(add_container).to_be_enabled()
+    expect(add_forum).to_be_disabled()
+    screenshot(page, "empty")
+
+    # 2. Filled through the labelled form fields; counts and plurals follow the notifications.
+    page.get_by_label("Container name").fill("Lobby")
+    add_container.click()
+    expect(page.locator("#containers-count")).to_have_text("1 container")
+    expect(page.locator("#containers-empty")).to_be_hidden()
+    expect(page.locator("#forums-empty")).to_have_text("No forums yet. Add the first one below.")
+    page.get_by_label("Forum name").fill("General")
+    expect(add_forum).to_be_enabled()
+    add_forum.click()
+    expect(page.locator("#forums-count")).to_have_text("1 forum")
+    expect(page.locator("#forums-empty")).to_be_hidden()
+    expect(page.locator("#forums li .meta")).to_have_text(["no posts yet"])
+    add_post = page.get_by_role("button", name="Add a post to forum General")
+    add_post.click()
+    expect(page.locator("#forums li .meta")).to_have_text(["1 post"])
+    add_post.click()
+    expect(page.locator("#forums li .meta")).to_have_text(["2 posts"])
+    page.get_by_label("Container name").fill("Archive")
+    add_container.click()
+    expect(page.locator("#containers-count")).to_have_text("2 containers")
+    expect(page.locator("#outage")).to_be_hidden()
+    screenshot(page, "normal")
+
+    # 3. The server goes away: red, a countdown to the next attempt, and no control that writes.
+    watch.in_outage = True
+    server.stop()
+    expect(status).to_have_attribute("data-state", "offline")
+    expect(status).to_have_text(re.compile(r"Server unreachable · reconnecting in [1-9][0-9]* s"))
+    expect(status).to_have_css("background-color", "rgb(180, 35, 24)")  # --bad
+    expect(page.locator("#outage")).to_be_visible()
+    writes = page.locator("#writes").locator("button, input, select")
+    assert writes.count() == 9  # 2 forms of 2 and 3 controls, 2 delete buttons and 1 "+1 post"
+    for control in writes.all():
+        expect(control).to_be_disabled()
+    screenshot(page, "outage")
+
+    # 4. Back: green, writable again, and a write goes through. The client's backoff after a few
+    #    failed attempts is at most several seconds, hence the longer wait.
+    server.start()
+    expect(status).to_have_attribute("data-state", "open", timeout=2 * WAIT)
+    watch.in_outage = False
+    expect(status).to_have_text("Live")
+    expect(page.locator("#outage")).to_be_hidden()
+    expect(add_container).to_be_enabled()
+    expect(add_post).to_be_enabled()
+    add_post.click()
+    expect(page.locator("#forums li .meta")).to_have_text(["3 posts"])
+
+    assert page.evaluate("window.__loadedOnce") is True
+    unexpected = watch.unexpected()
+    assert not unexpected, "errors in the page:\n" + "\n".join(map(str, unexpected))
+    context.close()
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Save the page as ``<name>.png`` in ``$SQLA_NOTIFY_SCREENSHOTS``, when that is set."""
+    folder = os.environ.get("SQLA_NOTIFY_SCREENSHOTS")
+    if folder:
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
 def test_the_client_fetches_a_fresh_token_after_its_credentials_expire(browser: Browser, tmp_path: Path) -> None:

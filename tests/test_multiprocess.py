@@ -84,7 +84,7 @@ async def concurrent_writes(a: Server, b: Server, writes: int = 40) -> tuple[lis
 
         seen = await asyncio.gather(*(collect(ws) for ws in clients))
         for ws in clients:  # and nothing more
-            with pytest.raises(TimeoutError):
+            with pytest.raises(asyncio.TimeoutError):  # not the builtin TimeoutError before 3.11
                 await asyncio.wait_for(ws.recv(), 0.3)
         return ids, seen
     finally:
@@ -111,7 +111,7 @@ async def test_postgres_commit_on_a_reaches_b_and_a_client_moves(pg_servers: tup
             assert [first["data"], (await recv(on_b))["data"]] == [{"id": sync_id}, {"id": async_id}]
             await http.post(f"{b.base}/burst", params={"count": 1, "name": "from-b"})
             assert (await recv(on_b))["data"]["name"] == "from-b"  # once: from LISTEN only
-            with pytest.raises(TimeoutError):
+            with pytest.raises(asyncio.TimeoutError):  # not the builtin TimeoutError before 3.11
                 await asyncio.wait_for(on_b.recv(), 0.3)
         missed = (await http.post(f"{b.base}/forums/sync", params={"name": "z"})).json()["id"]
         # Every process receives NOTIFYs in commit order and names them alike: a client

@@ -63,7 +63,7 @@ async def test_every_row_reaches_every_client_once_whole_and_in_order(
 
             seen = await asyncio.gather(*(collect(ws) for ws in sockets))
             for ws in sockets:  # and nothing more
-                with pytest.raises(TimeoutError):
+                with pytest.raises(asyncio.TimeoutError):  # not the builtin TimeoutError before 3.11
                     await asyncio.wait_for(ws.recv(), 0.3)
         for messages in seen:
             assert all("data" in m for m in messages), [m for m in messages if "data" not in m]

@@ -58,7 +58,7 @@ async def test_every_transaction_reaches_every_client_once_whole_and_in_order(
 
         seen = await asyncio.gather(*(collect(ws) for ws in clients))
         for ws in clients:  # and nothing more
-            with pytest.raises(TimeoutError):
+            with pytest.raises(asyncio.TimeoutError):  # not the builtin TimeoutError before 3.11
                 await asyncio.wait_for(ws.recv(), 0.3)
     finally:
         await asyncio.gather(*(ws.close() for ws in clients))

@@ -49,13 +49,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f'sqla_notify.fastapi needs FastAPI ({exc.name} is missing): pip install "sqla_notify[fastapi]"'
     ) from exc
 
+from ._hub.hub import Hub
+from ._hub.protocol import Subscribe, clip, decode_client_message, quote_names
+from ._hub.subscriber import REPLY_BUDGET, Entry, Subscriber
+from ._report import HookErrors
 from ._web.auth import Admission, Credentials, authentication, bearer_token
 from ._web.gate import CLOSE_CREDENTIALS_EXPIRED, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, Gate, RouterStats, accept
-from ._hub.hub import Hub
 from ._web.origin import OriginPolicy
-from ._hub.protocol import Subscribe, clip, decode_client_message, quote_names
-from ._report import HookErrors
-from ._hub.subscriber import REPLY_BUDGET, Entry, Subscriber
 from .types import Authenticate, Authorize
 
 __all__ = ("ALL", "Authenticate", "Credentials", "NotifyRouter", "RouterStats", "bearer_token", "notify_router")

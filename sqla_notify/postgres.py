@@ -94,10 +94,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._brokers.base import Batch, Broker, Gap, Ready
-from ._json import ENCODER
 from ._brokers.mac import TAG_LEN, Secret, Seen, Signer, untagged
-from ._notify.notification import Notification
 from ._brokers.outbox import describe
+from ._json import ENCODER
+from ._notify.notification import Notification
 from ._report import Throttle
 
 if TYPE_CHECKING:

@@ -70,12 +70,12 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 
 from sqlalchemy.orm.base import NO_VALUE
 
+from .._notify.notification import Notification
+from .._report import HookErrors
 from .buffer import (
     DELETE, INSERT, UNKNOWN, UPDATE, Buffer, SomeRows, coalesce, identity, to_notifications,
 )
-from .._notify.notification import Notification
 from .options import ModelInfo, model_info
-from .._report import HookErrors
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection

@@ -76,11 +76,11 @@ import msgspec
 from .._brokers.base import Batch, Broker, Gap, Ready
 from .._errors import WouldBlock
 from .._notify.notification import Notification
+from .._notify.sinks import Sink
+from ..types import Authorize
 from .protocol import MAX_ERROR_LENGTH, Error, NotificationFrame, Resync, Subscribed, Welcome, clip, encode
 from .replay import ReplayWindow
-from .._notify.sinks import Sink
 from .subscriber import AUTHORIZE_ERRORS, Entry, Frame, Subscriber
-from ..types import Authorize
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection

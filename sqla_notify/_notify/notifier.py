@@ -15,9 +15,9 @@ from .._capture import bulk as _bulk
 from .._capture.recorder import Recorder
 from .._errors import NotAttachedError
 from .._report import HookErrors
+from ..types import SinkCallable
 from .notification import Notification
 from .sinks import CallbackSink, Sink, as_sink
-from ..types import SinkCallable
 
 __all__ = ("Notifier", "NotifierStats")
 

@@ -6,8 +6,8 @@ import abc
 from typing import TYPE_CHECKING
 
 from .._errors import SinkError
-from .notification import Notification
 from ..types import SinkCallable
+from .notification import Notification
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection

@@ -28,9 +28,9 @@ import anyio.to_thread
 from fastapi import Depends, HTTPException, WebSocket, WebSocketException, params
 from starlette.requests import HTTPConnection
 
-from .gate import PROTOCOL, Gate
 from .._report import HookErrors
 from ..types import Authenticate
+from .gate import PROTOCOL, Gate
 
 __all__ = ("Admission", "Credentials", "authentication", "bearer_token")
 

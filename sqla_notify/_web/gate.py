@@ -15,9 +15,9 @@ import msgspec
 from fastapi import HTTPException, WebSocket, WebSocketException
 from starlette.requests import HTTPConnection
 
-from .origin import OriginPolicy
-from .._report import Throttle
 from .._hub import subscriber as _subscriber
+from .._report import Throttle
+from .origin import OriginPolicy
 
 __all__ = (
     "CLOSE_CREDENTIALS_EXPIRED", "CLOSE_POLICY_VIOLATION", "CLOSE_TRY_AGAIN_LATER", "PROTOCOL", "Gate",

@@ -11,6 +11,7 @@ does the rest the same way for all of them:
 * statistics: :func:`percentile` (nearest rank), :func:`spread` (median, min, max) and the
   round-robin order of contenders (:func:`rotation`), so that pairing and alternation are
   the same everywhere;
+* :class:`Redis`: a stream per server or run, deleted after, and Redis's CPU time;
 * flags: :func:`presets` fills in the ``--quick`` or full defaults of the flags left unset;
 * results: :func:`base_meta` (machine, Python, the commit measured) and :func:`write`
   (``results/<name>.json`` and ``.md``).
@@ -31,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -215,13 +217,80 @@ class Server:
         }
 
 
+# == Redis =====================================================================================
+
+
+class Redis:
+    """The Redis server that a benchmark's brokers use, seen from the driver.
+
+    Each server (or run) gets a stream of its own, ``<prefix>:<this run>:<n>``
+    (:meth:`new_stream`), deleted when done (:meth:`drop`; any left over: :meth:`drop_all`):
+    it starts empty, as an in-process hub's window does, and nothing else sharing this Redis
+    (tests, another run) reads or writes it. :meth:`cpu` is Redis's own CPU time.
+
+    :raises ImportError: without redis-py; :raises redis.RedisError, OSError: if unreachable.
+    """
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis  # the bench extra; without it the contender is skipped
+
+        self.url = url
+        self.error = (redis.RedisError, OSError)
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self.client.ping()
+        self.version = str(self.client.info("server")["redis_version"])
+        self.redis_py = redis.__version__
+        self.prefix = f"{prefix}:{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.streams: set[str] = set()
+        self._count = 0
+
+    def new_stream(self) -> str:
+        """A stream name not used before; :meth:`drop_all` deletes it."""
+        self._count += 1
+        stream = f"{self.prefix}:{self._count}"
+        self.streams.add(stream)
+        return stream
+
+    def drop(self, stream: str) -> None:
+        """Delete ``stream``; a failure is logged, and the stream retried at :meth:`drop_all`."""
+        try:
+            self.client.delete(stream)
+            self.streams.discard(stream)
+        except self.error as exc:
+            log(f"  could not delete Redis stream {stream}: {type(exc).__name__}: {exc}")
+
+    def drop_all(self) -> None:
+        """Delete every stream not deleted yet."""
+        for stream in sorted(self.streams):
+            self.drop(stream)
+
+    def cpu(self) -> float | None:
+        """Redis's CPU seconds so far (user + system, all its threads); ``None`` if it does not answer."""
+        try:
+            info = self.client.info("cpu")
+        except self.error:
+            return None
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    @classmethod
+    def connect(cls, prefix: str, url: str | None = None) -> Redis | str:
+        """A :class:`Redis` at ``url`` (default ``$SQLA_NOTIFY_REDIS_URL``), or why there is none."""
+        url = url or os.environ.get("SQLA_NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/0")
+        try:
+            return cls(url, prefix)
+        except ImportError as exc:
+            return f'redis-py is not installed ({exc}): pip install "sqla_notify[redis]"'
+        except Exception as exc:  # noqa: BLE001 - redis.RedisError or OSError: unreachable, refused...
+            return f"Redis unreachable at {url}: {type(exc).__name__}: {exc}"
+
+
 # == flags and results =======================================================================
 
 
 def presets(args: argparse.Namespace, quick: dict[str, Any], full: dict[str, Any]) -> None:
-    """Fill each flag left unset (``None``) from ``quick`` when ``args.quick``, else ``full``."""
+    """Fill each flag left unset (``None``), or absent, from ``quick`` when ``args.quick``, else ``full``."""
     for name, value in (quick if getattr(args, "quick", False) else full).items():
-        if getattr(args, name) is None:
+        if getattr(args, name, None) is None:  # a preset need not be a flag
             setattr(args, name, value)
 
 

@@ -1,6 +1,6 @@
 """Commit → client latency through the hub: SQLite and PostgreSQL, sync and async sessions.
 
-**The modes.** One uvicorn process (``latency_server.py``, started by ``harness.Server``:
+**The modes.** One uvicorn process (``commit_server.py``, started by ``harness.Server``:
 ``--ws-per-message-deflate false``, uvicorn's other settings default: uvloop and httptools
 when installed) serves one ``Hub`` and four ways to commit one row:
 
@@ -409,10 +409,11 @@ def main() -> None:
         if pg_engine is not None and pg_table is not None:
             _table(pg_metadata, pg_table).create(pg_engine)
         try:
-            env = {"BENCH_SQLITE_PATH": str(sqlite_path), "BENCH_SQLITE_TABLE": SQLITE_TABLE,
-                   "BENCH_PG_URL": pg_url.render_as_string(hide_password=False) if pg_url else "",
-                   "BENCH_PG_TABLE": pg_table or ""}
-            server = Server("latency_server:app", SERVER_LOG, env=env, ready="/openapi.json")
+            databases = {"sqlite": [f"sqlite:///{sqlite_path}", SQLITE_TABLE]}
+            if pg_url and pg_table:
+                databases["postgres"] = [pg_url.render_as_string(hide_password=False), pg_table]
+            env = {"BENCH_DATABASES": json.dumps(databases), "BENCH_NAME": "bench_latency"}
+            server = Server("commit_server:app", SERVER_LOG, env=env, ready="/stats")
             try:
                 unexpected = asyncio.run(_run(modes, server.port, server.proc.pid, args))
             finally:

@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+import msgspec
+
 from contenders import ORDER
 from harness import Server, raise_nofile
 
@@ -445,3 +447,102 @@ class Clients:
         return result
 
 
+# == bench_brokers.py's clients: in its own process, keeping arrival times ================
+
+_decode = msgspec.json.Decoder().decode
+
+
+class RecordingClient(asyncio.Protocol):
+    """A WebSocket client: walks frame headers, answers pings, decodes what it must.
+
+    ``record_all``: decode every notification and keep ``(row id, arrival)``; otherwise
+    count them and keep that pair for the last notification of each read.
+    """
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.transport: asyncio.Transport | None = None
+        self.welcomed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.buf = b""
+        self.open = False
+        self.closed = False
+        self.record_all = False
+        self.count = 0
+        self.target = 0
+        self.done_at = 0.0
+        self.samples: list[tuple[int, float]] = []
+        self.controls: list[str] = []  # control messages after the welcome (resync...)
+
+    def reset(self, target: int, record_all: bool) -> None:
+        self.count, self.target, self.done_at = 0, target, 0.0
+        self.samples, self.controls, self.record_all = [], [], record_all
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.welcomed.done():
+            self.welcomed.set_exception(ConnectionError(f"lost before the welcome: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        if not self.open:
+            data = self.buf + data
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = data
+                return
+            if not data.startswith(b"HTTP/1.1 101"):
+                self.welcomed.set_exception(ConnectionError(data[:end].decode(errors="replace")))
+                return
+            self.open, self.buf, data = True, b"", data[end + 4:]
+        self.feed(data)
+
+    def feed(self, data: bytes) -> None:
+        now = time.monotonic()
+        if self.buf:
+            data = self.buf + data
+        n, i, count, last, last_end = len(data), 0, 0, -1, 0
+        while i + 2 <= n:
+            op, length, start = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
+            if length == 126:
+                if i + 4 > n:
+                    break
+                length, start = int.from_bytes(data[i + 2:i + 4], "big"), i + 4
+            elif length == 127:
+                if i + 10 > n:
+                    break
+                length, start = int.from_bytes(data[i + 2:i + 10], "big"), i + 10
+            end = start + length
+            if end > n:
+                break
+            if op == 1:
+                if data[start + 2] == 105:  # b'{"id":...': a notification
+                    count += 1
+                    if self.record_all:
+                        self.samples.append((_decode(data[start:end])["data"]["id"], now))
+                    else:
+                        last = start
+                        last_end = end
+                else:
+                    self.control(_decode(data[start:end])["type"])
+            elif op == 9:  # ping: pong, masked with a zero key as a client must
+                assert self.transport is not None
+                self.transport.write(bytes((0x8A, 0x80 | length, 0, 0, 0, 0)) + data[start:end])
+            elif op == 8:
+                self.closed = True
+            i = end
+        self.buf = data[i:]
+        if count:
+            self.count += count
+            if last >= 0:
+                self.samples.append((_decode(data[last:last_end])["data"]["id"], now))
+            if self.target and not self.done_at and self.count >= self.target:
+                self.done_at = now
+
+    def control(self, kind: str) -> None:
+        if kind == "welcome" and not self.welcomed.done():
+            self.welcomed.set_result(None)
+        else:
+            self.controls.append(kind)

@@ -19,8 +19,7 @@ schedule that alternates between the two processes. Every process, and this one,
 same CLOCK_MONOTONIC, so a server's ``time.monotonic()`` just before ``commit()`` and a
 client's arrival time compare directly.
 
-The clients live in this process: asyncio protocols that do the WebSocket handshake, walk
-frame headers, answer pings and parse the JSON they need; cheap enough not to be the
+The clients live in this process (``loadgen.RecordingClient``), cheap enough not to be the
 bottleneck (their CPU share is reported). Arrival time is when the bytes reach the client.
 
 **(a) Latency** at a moderate rate (``--rate`` commits/s, one row each, default 50/s):
@@ -61,9 +60,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import gc
-import importlib
 import json
 import math
 import os
@@ -78,11 +75,11 @@ from typing import Any, cast
 
 import httpx
 import sqlalchemy
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, text
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
 
 import sqla_notify
-from harness import Redis, Server, git_state, machine_cpu, own_cpu, percentile, presets, process_cpu, raise_nofile
-from harness import versions, write
+from harness import Redis, Server, git_state, machine_cpu, named_cpu, new_loop, own_cpu, percentile, postgres, presets
+from harness import raise_nofile, versions, write
 from brokers_report import report
 from loadgen import RecordingClient as Client
 
@@ -90,25 +87,6 @@ LAG_BOUND = 1.0  # s: a step holds only if every notification arrives within thi
 LATE_BOUND = 0.5  # s: ... and the commits keep to their schedule within this
 MAX_COMMITS = 100  # commits/s over both processes; beyond, several rows per commit
 SERVER_LOG = Path(f"/tmp/bench_brokers-{os.getpid()}.log")
-
-
-# == measuring CPU ===========================================================================
-
-
-def _postgres_cpu() -> float | None:
-    """CPU seconds of every local process named ``postgres`` (the whole server)."""
-    total, found = 0.0, False
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/comm") as f:
-                    if f.read().strip() != "postgres":
-                        continue
-                total += process_cpu(int(entry.name))
-                found = True
-            except OSError:
-                continue  # gone meanwhile
-    return total if found else None
 
 
 # == the configurations ======================================================================
@@ -130,14 +108,11 @@ class Config:
 
 
 def postgres_available() -> str | None:
-    """Why the PostgreSQL contender cannot run, or None if it can (the module may still be
-    in the works)."""
+    """Why the PostgreSQL contender cannot run (its extra not installed), or ``None`` if it can."""
     try:
-        module = importlib.import_module("sqla_notify.postgres")
+        from sqla_notify.postgres import PostgresBroker  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - any failure means "not available"
         return f"sqla_notify.postgres does not import ({exc!r})"
-    if not hasattr(module, "PostgresBroker"):
-        return "sqla_notify.postgres has no PostgresBroker"
     return None
 
 
@@ -159,19 +134,8 @@ def _ready(cfg: Config) -> None:
 
 
 async def _connect(cfg: Config, clients: int) -> None:
-    loop = asyncio.get_running_loop()
-    for port in (server.port for server in cfg.servers):
-        request = (
-            f"GET /notify/ws?collections={cfg.table} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-        group = []
-        for _ in range(clients):
-            _, client = await loop.create_connection(functools.partial(Client, request), "127.0.0.1", port)
-            group.append(client)
-        await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in group)), 30)
-        cfg.clients.append(group)
+    for server in cfg.servers:
+        cfg.clients.append(await Client.open(server.port, f"/notify/ws?collections={cfg.table}", clients))
 
 
 async def _stats(cfg: Config) -> list[dict[str, Any]]:
@@ -182,7 +146,7 @@ def _snapshot(cfg: Config, r: Redis) -> dict[str, Any]:
     cpu: dict[str, Any] = {"wall": time.monotonic(), "servers": [s.cpu() for s in cfg.servers]}
     cpu["clients"] = own_cpu()
     cpu["machine"] = machine_cpu()
-    cpu["postgres"] = _postgres_cpu()
+    cpu["postgres"] = named_cpu("postgres")
     cpu["redis"] = r.cpu()
     return cpu
 
@@ -391,14 +355,13 @@ async def ramp(cfgs: list[Config], r: Redis, args: argparse.Namespace, budget_en
 # == main ====================================================================================
 
 
-def _versions(r: Redis, pg_url: str | None) -> dict[str, Any]:
+def _versions(r: Redis, pg_version: str | None) -> dict[str, Any]:
     found: dict[str, Any] = versions(
         "fastapi", "uvicorn", "starlette", "redis", "psycopg", "msgspec", "uvloop", "httptools", "websockets")
     found.update(python=sys.version.split()[0], sqlalchemy=sqlalchemy.__version__, sqla_notify=sqla_notify.__version__)
     found["redis_server"] = r.version
-    if pg_url is not None:
-        with create_engine(pg_url).connect() as conn:
-            found["postgresql_server"] = str(conn.execute(text("SHOW server_version")).scalar())
+    if pg_version is not None:
+        found["postgresql_server"] = pg_version
     return found
 
 
@@ -449,13 +412,10 @@ def main() -> None:
 
     run_id = f"{os.getpid():x}{secrets.token_hex(3)}"
     code = git_state()  # before the run: what the servers import
-    pg_url: str | None = args.pg_url
-    try:
-        with create_engine(args.pg_url).connect():
-            pass
-    except Exception as exc:  # noqa: BLE001
-        print(f"postgres: unreachable at {args.pg_url} ({exc.__class__.__name__}); commits go to SQLite", file=sys.stderr)
-        pg_url = None
+    url, pg_version, unreachable = postgres(args.pg_url)
+    pg_url = None if url is None else url.render_as_string(hide_password=False)
+    if unreachable:
+        print(f"postgres: {unreachable}; commits go to SQLite", file=sys.stderr)
     skipped = postgres_available() if pg_url else "PostgreSQL unreachable"
     if skipped:
         print(f"postgres: skipped (not available: {skipped})")
@@ -486,20 +446,13 @@ def main() -> None:
     for cfg in cfgs:
         Table(cfg.table, metadata, Column("id", Integer, primary_key=True), Column("name", String(20)))
     metadata.create_all(engine)
-    loop_factory = None
-    try:
-        import uvloop  # the cheaper client loop, when installed
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        pass
     try:
         started = time.monotonic()
         for cfg in cfgs:
             _start(cfg)
         for cfg in cfgs:
             _ready(cfg)
-        loop = loop_factory() if loop_factory else asyncio.new_event_loop()
+        loop = new_loop()
         try:
             lat, thr = loop.run_until_complete(_main(args, cfgs, r, started))
         finally:
@@ -517,7 +470,7 @@ def main() -> None:
 
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "platform": platform.platform(),
-        "cpus": os.cpu_count(), "versions": _versions(r, pg_url), "git": code,
+        "cpus": os.cpu_count(), "versions": _versions(r, pg_version), "git": code,
         "mode": "quick" if args.quick else "full", "clients_per_process": args.clients,
         "database": "PostgreSQL (loopback)" if use_pg else "one SQLite file (WAL)",
         "rate": args.rate, "seconds": args.seconds, "rounds": args.rounds,

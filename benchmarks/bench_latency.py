@@ -70,11 +70,11 @@ from typing import Any
 import httpx
 import sqlalchemy
 import websockets
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
 
 import sqla_notify
-from harness import RESULTS, Server, git_state, machine_cpu, own_cpu, percentile, presets, process_cpu, quantiles
+from harness import RESULTS, Server, git_state, machine_cpu, own_cpu, percentile, postgres, presets, process_cpu
+from harness import quantiles
 from harness import versions, write
 
 SERVER_LOG = Path(f"/tmp/bench_latency-{os.getpid()}.log")  # the server's stderr
@@ -252,22 +252,6 @@ def _table(metadata: MetaData, name: str) -> Table:
     return Table(name, metadata, Column("id", Integer, primary_key=True), Column("name", String(20)))
 
 
-def _postgres(url_text: str) -> tuple[URL | None, str | None, str | None]:
-    """The psycopg URL, the server's version and why it is skipped (``None`` if not)."""
-    url = make_url(url_text).set(drivername="postgresql+psycopg")
-    try:
-        engine = create_engine(url)
-        try:
-            with engine.connect() as conn:
-                version = str(conn.execute(text("SHOW server_version")).scalar())
-        finally:
-            engine.dispose()
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return None, None, f"cannot connect to {url.render_as_string()}: {reason}"
-    return url, version, None
-
-
 def _versions() -> dict[str, str]:
     return {"python": sys.version.split()[0], "sqlalchemy": sqlalchemy.__version__,
             "sqla_notify": sqla_notify.__version__, "sqlite": sqlite3.sqlite_version, **versions(*VERSIONS)}
@@ -391,7 +375,7 @@ def main() -> None:
     started = time.monotonic()
     loadavg_before = _loadavg()
     code = git_state()  # before the run: what the server imports
-    pg_url, pg_version, skipped = (None, None, "--no-pg") if args.no_pg else _postgres(args.pg_url)
+    pg_url, pg_version, skipped = (None, None, "--no-pg") if args.no_pg else postgres(args.pg_url)
     if skipped:
         print(f"PostgreSQL skipped: {skipped}", file=sys.stderr)
     pg_table = f"{SQLITE_TABLE}_{os.getpid():x}{secrets.token_hex(2)}" if pg_url else None

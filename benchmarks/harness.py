@@ -6,8 +6,10 @@ does the rest the same way for all of them:
 * :class:`Server`: a uvicorn child process on a free loopback port (its stderr to a log
   file), ready when an HTTP path answers, stopped with SIGINT and then SIGKILL, its logged
   errors counted;
-* clocks: CPU seconds of a process (:func:`process_cpu`), of this one (:func:`own_cpu`) and
-  of the machine (:func:`machine_cpu`), from ``/proc``;
+* clocks: CPU seconds of a process (:func:`process_cpu`), of processes by name
+  (:func:`named_cpu`), of this one (:func:`own_cpu`) and of the machine (:func:`machine_cpu`),
+  from ``/proc``;
+* the benchmark's own event loop (:func:`new_loop`) and PostgreSQL, when reachable (:func:`postgres`);
 * statistics: :func:`percentile` (nearest rank), :func:`spread` (median, min, max) and the
   round-robin order of contenders (:func:`rotation`), so that pairing and alternation are
   the same everywhere;
@@ -20,6 +22,7 @@ does the rest the same way for all of them:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import importlib.metadata
 import json
@@ -93,6 +96,22 @@ def machine_cpu() -> tuple[float, float, float, float]:
     return busy / CLK_TCK, (irq + softirq) / CLK_TCK, steal / CLK_TCK, (busy + idle + iowait + steal) / CLK_TCK
 
 
+def named_cpu(name: str) -> float | None:
+    """CPU seconds of every local process named ``name`` (``postgres``: the whole server); ``None`` if none."""
+    total, found = 0.0, False
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/comm") as f:
+                    if f.read().strip() != name:
+                        continue
+                total += process_cpu(int(entry.name))
+                found = True
+            except OSError:
+                continue  # gone meanwhile
+    return total if found else None
+
+
 def own_cpu() -> float:
     """CPU seconds (user + system) of this process so far."""
     t = os.times()
@@ -113,6 +132,34 @@ def raise_nofile(want: int | None = None) -> None:
     target = target if hard == resource.RLIM_INFINITY else min(target, hard)
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """An event loop for the benchmark's own clients: uvloop's (cheaper) when installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def postgres(url_text: str) -> tuple[Any, str | None, str | None]:
+    """``url_text`` with the psycopg driver (a SQLAlchemy ``URL``), the server's version, and
+    why it cannot be used (``None`` if it can)."""
+    import sqlalchemy
+
+    url = sqlalchemy.make_url(url_text).set(drivername="postgresql+psycopg")
+    try:
+        engine = sqlalchemy.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                version = str(conn.execute(sqlalchemy.text("SHOW server_version")).scalar())
+        finally:
+            engine.dispose()
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return None, None, f"cannot connect to {url.render_as_string()}: {reason}"
+    return url, version, None
 
 
 # == servers =================================================================================

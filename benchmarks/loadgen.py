@@ -8,6 +8,9 @@ handshake and then only walk frame headers to count frames (and answer pings), c
 that the server stays the bottleneck. Socket.IO clients speak Engine.IO v4 (join the
 namespace with ``40``, answer pings with ``3``) and count only event frames (``42[...]``).
 A stalled client shrinks ``SO_RCVBUF`` and stops reading once connected.
+
+``bench_brokers.py``'s clients are here too (:class:`RecordingClient`): in its own process,
+they keep the row id and arrival time of the notifications they are asked to.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any, cast
 import msgspec
 
 from contenders import ORDER
-from harness import Server, raise_nofile
+from harness import Server, new_loop, raise_nofile
 
 HUBS = ("notify", "redis")  # their first frame (the welcome) says the client is subscribed
 PATHS = {c: f"/{c}/ws" for c in ORDER} | {"socketio": "/socket.io/?EIO=4&transport=websocket"}
@@ -309,12 +312,7 @@ def worker_main(conn: multiprocessing.connection.Connection, port: int) -> None:
     """Entry point of a load-generating process."""
     raise_nofile()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops us
-    try:
-        import uvloop
-
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()  # the cheaper client
-    except ImportError:
-        loop = asyncio.new_event_loop()
+    loop = new_loop()
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(Worker(conn, port).run())
@@ -447,13 +445,14 @@ class Clients:
         return result
 
 
-# == bench_brokers.py's clients: in its own process, keeping arrival times ================
+# == bench_brokers.py's clients: in its own process, keeping arrival times ===================
 
 _decode = msgspec.json.Decoder().decode
 
 
 class RecordingClient(asyncio.Protocol):
-    """A WebSocket client: walks frame headers, answers pings, decodes what it must.
+    """A WebSocket client in ``bench_brokers.py``'s own process: does the handshake, walks frame
+    headers, answers pings and decodes only the JSON it needs.
 
     ``record_all``: decode every notification and keep ``(row id, arrival)``; otherwise
     count them and keep that pair for the last notification of each read.
@@ -473,7 +472,17 @@ class RecordingClient(asyncio.Protocol):
         self.samples: list[tuple[int, float]] = []
         self.controls: list[str] = []  # control messages after the welcome (resync...)
 
+    @classmethod
+    async def open(cls, port: int, path: str, n: int) -> list[RecordingClient]:
+        """``n`` clients of ``ws://127.0.0.1:<port><path>``, once each has had the hub's welcome."""
+        request = HANDSHAKE.format(path=path, port=port, extensions="").encode()
+        loop = asyncio.get_running_loop()
+        clients = [(await loop.create_connection(lambda: cls(request), "127.0.0.1", port))[1] for _ in range(n)]
+        await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in clients)), 30)
+        return clients
+
     def reset(self, target: int, record_all: bool) -> None:
+        """Expect ``target`` notifications from now; ``record_all``: keep every arrival."""
         self.count, self.target, self.done_at = 0, target, 0.0
         self.samples, self.controls, self.record_all = [], [], record_all
 

@@ -37,12 +37,11 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from contenders import ORDER as CONTENDERS
-from contenders.hub import QUEUE_SIZE
 from harness import RESULTS, Server as _Server, base_meta, git_state, log as _log, presets, raise_nofile, write
 from harness import Redis, rotation as _rotation
 from broadcast_report import LABELS, markdown, render, summarize
@@ -237,9 +236,11 @@ def run_throughput(
     }
 
 
-def _servers(clients: Clients, rounds: int, contenders: tuple[str, ...]) -> Iterator[tuple[int, str, Server]]:
-    """Each round, each contender in turn (the order rotating): a fresh server with the clients'
-    processes started on it, stopped after the caller's step (its log counts in ``server.counts``)."""
+def _each_server(
+    clients: Clients, rounds: int, contenders: tuple[str, ...], step: Callable[[int, str, Server], None],
+) -> None:
+    """Each round, each contender in turn (the order rotating): ``step(round, contender, server)``
+    on a fresh server with the clients' processes started on it, both stopped after it."""
     for r in range(rounds):
         for c in _rotation(r, contenders):
             server = _start(c)
@@ -247,7 +248,7 @@ def _servers(clients: Clients, rounds: int, contenders: tuple[str, ...]) -> Iter
                 continue
             clients.start(server.port)
             try:
-                yield r, c, server
+                step(r, c, server)
             finally:
                 clients.stop()
                 server.stop()
@@ -281,9 +282,10 @@ def run_stalled(
     """One burst to ``n - stalled`` clients, then the same with ``stalled`` more whose buffers
     were filled until sending to them blocks; a fresh server per contender and round."""
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
-    info: dict[str, Any] = {}
-    for r, c, server in _servers(clients, rounds, contenders):
-        info = server.info
+    info: dict[str, Any] = {}  # a server's /info (versions), for the results
+
+    def step(r: int, c: str, server: Server) -> None:
+        info.update(server.info)
         # Slow contenders get three times their unstalled time, if that is longer.
         before, prefill, during = _with_stalled(clients, server, c, n, stalled, lambda first: clients.burst(
             server, c, messages, 60 if first is None else max(timeout, 3 * first["completion_s"])))
@@ -296,6 +298,8 @@ def run_stalled(
                  else f"{during['completion_s'] * 1e3:.0f} ms")
         _log(f"  stalled clients: round {r + 1}/{rounds}: {c}: unstalled {before['completion_s'] * 1e3:.0f} ms, "
              f"with {stalled} stalled: {state} (prefill: {prefill['blocked']}/{prefill['stalled']} blocked)")
+
+    _each_server(clients, rounds, contenders, step)
     return {"clients": n, "stalled": stalled, "messages": messages, "timeout_s": timeout, "runs": runs, "server": info}
 
 
@@ -303,7 +307,8 @@ def run_memory(clients: Clients, n: int, rounds: int, contenders: tuple[str, ...
     """The server's RSS before and after ``n`` idle connections; a fresh server per contender
     and round (the Redis hub's reader and connections are in both measures)."""
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
-    for r, c, server in _servers(clients, rounds, contenders):
+
+    def step(r: int, c: str, server: Server) -> None:
         clients.connect(c, 20)  # first-connection allocations are not per-connection cost
         clients.close(c)
         time.sleep(0.5)
@@ -323,6 +328,8 @@ def run_memory(clients: Clients, n: int, rounds: int, contenders: tuple[str, ...
         runs[c].append({"round": r, "rss_before": before["rss"], "rss_after": after["rss"], "per_connection": per,
                         "server_log": server.counts})
         _log(f"  memory: round {r + 1}/{rounds}: {c}: {per / 1024:.1f} KiB per connection")
+
+    _each_server(clients, rounds, contenders, step)
     return {"connections": n, "runs": runs}
 
 
@@ -354,12 +361,14 @@ def run_single(
         text = f"p50 {statistics.median(v) * 1e3:.1f} ms, max {max(v) * 1e3:.1f} ms" if v else ""
         return text + (f"{'; ' if v else ''}blocked after {len(v)}" if x["blocked"] else "")
 
-    for r, c, server in _servers(clients, rounds, contenders):
+    def step(r: int, c: str, server: Server) -> None:
         healthy, prefill, with_stalled = _with_stalled(clients, server, c, n, stalled, lambda _: series(server, c))
         _finish(clients, server, c)
         runs[c].append({"unstalled": healthy, "stalled": with_stalled, "prefill": prefill, "server_log": server.counts})
         _log(f"  one broadcast to {n - stalled}: round {r + 1}/{rounds}: {c}: {show(healthy)}; "
              f"with {stalled} stalled: {show(with_stalled)}")
+
+    _each_server(clients, rounds, contenders, step)
     return {"clients": n, "stalled": stalled, "repeats": repeats, "timeout_s": timeout, "runs": runs}
 
 
@@ -450,7 +459,7 @@ def _measure(args: argparse.Namespace, contenders: tuple[str, ...], skipped: dic
         "single_repeats": args.single_repeats, "single_rounds": args.single_rounds,
         "single_timeout_s": args.single_timeout, "clients": args.clients, "rounds": args.rounds,
         "stall_rounds": args.stall_rounds, "memory_rounds": args.memory_rounds, "stalled": args.stalled,
-        "stall_timeout_s": args.stall_timeout, "idle_connections": args.idle, "queue_size": QUEUE_SIZE,
+        "stall_timeout_s": args.stall_timeout, "idle_connections": args.idle, "queue_size": server["queue_size"],
         "contenders": list(contenders), "skipped": skipped,
         "redis": None if REDIS is None else {
             "url": REDIS.url, "server": REDIS.version, "redis-py": REDIS.redis_py, "streams": f"{REDIS.prefix}:<n>",

@@ -79,7 +79,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
 
 import sqla_notify
 from harness import Redis, Server, git_state, machine_cpu, named_cpu, new_loop, own_cpu, percentile, postgres, presets
-from harness import raise_nofile, versions, write
+from harness import raise_nofile, rotation, tail, versions, write
 from brokers_report import report
 from loadgen import RecordingClient as Client
 
@@ -292,7 +292,7 @@ async def run(
 async def latency(cfgs: list[Config], r: Redis, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {c.key: {"rounds": []} for c in cfgs}
     for rnd in range(args.rounds):
-        for cfg in cfgs[rnd % len(cfgs):] + cfgs[:rnd % len(cfgs)]:
+        for cfg in rotation(rnd, cfgs):
             res = await run(cfg, r, commits_per_s=args.rate, rows=1, seconds=args.seconds, record_all=True)
             out[cfg.key]["rounds"].append(res)
             print(f"  latency {cfg.key} round {rnd + 1}: p99 {res['lag_p99_ms']:.2f} ms"
@@ -304,9 +304,7 @@ async def latency(cfgs: list[Config], r: Redis, args: argparse.Namespace) -> dic
         other = [x for rd in rounds for x in rd.pop("other_process_ms")]
         expected = sum(rd["commits"] * (len(cfg.clients[0]) * (2 if cfg.shared else 1)) for rd in rounds)
         out[cfg.key].update({
-            "deliveries": len(values), "missing": expected - len(values),
-            "p50_ms": statistics.median(values), "p90_ms": percentile(values, 0.90),
-            "p99_ms": percentile(values, 0.99), "max_ms": max(values),
+            "deliveries": len(values), "missing": expected - len(values), **tail(values),
             "p99_per_round_ms": [rd["lag_p99_ms"] for rd in rounds],
             "same_process_p99_ms": percentile(same, 0.99) if same else None,
             "other_process_p99_ms": percentile(other, 0.99) if other else None,
@@ -329,7 +327,7 @@ async def ramp(cfgs: list[Config], r: Redis, args: argparse.Namespace, budget_en
         if not active:
             break
         rows = max(1, math.ceil(rate / MAX_COMMITS))
-        for cfg in active[i % len(active):] + active[:i % len(active)]:
+        for cfg in rotation(i, active):
             if time.monotonic() > budget_end:
                 out[cfg.key]["stopped"] = "time budget"
                 continue

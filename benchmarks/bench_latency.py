@@ -74,7 +74,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
 
 import sqla_notify
 from harness import RESULTS, Server, git_state, machine_cpu, own_cpu, percentile, postgres, presets, process_cpu
-from harness import quantiles
+from harness import quantiles, rotation, tail
 from harness import versions, write
 
 SERVER_LOG = Path(f"/tmp/bench_latency-{os.getpid()}.log")  # the server's stderr
@@ -125,13 +125,6 @@ def _modes(pg_table: str | None) -> list[Mode]:
 # Where the distribution is kept for the plot (results/latency-cdf.png): every percentile,
 # then the tail in finer steps, then the maximum.
 CDF_POINTS = [i / 100 for i in range(100)] + [0.99 + i / 1000 for i in range(1, 10)] + [0.9995, 0.9999, 1.0]
-
-
-def _summary(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
-    p90, p99 = quantiles(values, [0.90, 0.99])
-    return {"p50_ms": statistics.median(values), "p90_ms": p90, "p99_ms": p99, "max_ms": max(values)}
 
 
 class CpuClock:
@@ -213,7 +206,7 @@ async def _run(modes: list[Mode], port: int, server_pid: int, args: argparse.Nam
                 sent = await _commit_at_rate(http, mode, args.rate, WARMUP_SECONDS)
                 await _collect(received, mode.collection, sent, args.clients)
             for r in range(args.rounds):
-                order = modes[r % len(modes):] + modes[:r % len(modes)]
+                order = rotation(r, modes)
                 for position, mode in enumerate(order, 1):
                     before = cpu.read()
                     sent = await _commit_at_rate(http, mode, args.rate, args.seconds)
@@ -225,7 +218,7 @@ async def _run(modes: list[Mode], port: int, server_pid: int, args: argparse.Nam
                     figures = {
                         "round": r + 1, "position": position, "commits": len(sent),
                         "deliveries": len(latencies), "missing": args.clients * len(sent) - len(latencies),
-                        **_summary(latencies), "commit_p50_ms": statistics.median(commits),
+                        **tail(latencies), "commit_p50_ms": statistics.median(commits),
                         "commit_p99_ms": percentile(commits, 0.99), "cpu": shares,
                     }
                     mode.rounds.append(figures)
@@ -287,7 +280,7 @@ def _row(mode: Mode) -> dict[str, Any]:
         "commits": sum(r["commits"] for r in mode.rounds),
         "deliveries": len(mode.latencies),
         "missing": sum(r["missing"] for r in mode.rounds),
-        **_summary(mode.latencies),
+        **tail(mode.latencies),
         "commit_p50_ms": statistics.median(mode.commits), "commit_p99_ms": percentile(mode.commits, 0.99),
         "p50_per_round_ms": _spread([r["p50_ms"] for r in mode.rounds]),
         "p99_per_round_ms": _spread([r["p99_ms"] for r in mode.rounds]),

@@ -10,7 +10,8 @@ does the rest the same way for all of them:
   (:func:`named_cpu`), of this one (:func:`own_cpu`) and of the machine (:func:`machine_cpu`),
   from ``/proc``;
 * the benchmark's own event loop (:func:`new_loop`) and PostgreSQL, when reachable (:func:`postgres`);
-* statistics: :func:`percentile` (nearest rank), :func:`spread` (median, min, max) and the
+* statistics: :func:`percentile` (nearest rank), :func:`tail` (p50, p90, p99, max),
+  :func:`spread` (median, min, max) and the
   round-robin order of contenders (:func:`rotation`), so that pairing and alternation are
   the same everywhere;
 * :class:`Redis`: a stream per server or run, deleted after, and Redis's CPU time;
@@ -64,6 +65,14 @@ def quantiles(values: list[float], qs: list[float]) -> list[float]:
     """:func:`percentile` at each of ``qs``, sorting once; empty if ``values`` is."""
     ordered = sorted(values)
     return [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in qs] if ordered else []
+
+
+def tail(values: list[float]) -> dict[str, float | None]:
+    """``p50_ms``, ``p90_ms``, ``p99_ms`` and ``max_ms`` of latencies in ms (``None`` each if there are none)."""
+    if not values:
+        return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
+    p90, p99 = quantiles(values, [0.90, 0.99])
+    return {"p50_ms": statistics.median(values), "p90_ms": p90, "p99_ms": p99, "max_ms": max(values)}
 
 
 def spread(values: Iterable[float]) -> tuple[float, float, float]:

@@ -1,6 +1,6 @@
 """Several processes: the in-process hub against the Redis and PostgreSQL brokers, side by side.
 
-Three configurations run at once, each as two uvicorn processes (``brokers_server.py``,
+Three configurations run at once, each as two uvicorn processes (``commit_server.py``,
 ``--ws-per-message-deflate false``) with ``--clients`` WebSocket clients (default 100) on each:
 
 * **in-process** ``Hub()``: each process's commits reach only its own clients. This is the
@@ -9,17 +9,17 @@ Three configurations run at once, each as two uvicorn processes (``brokers_serve
 * **PostgreSQL** ``Hub(broker=PostgresBroker(url, channel=<unique per run>))``: only when
   ``sqla_notify.postgres`` provides ``PostgresBroker`` and the database answers.
 
-All three commit to the same database, PostgreSQL ``test`` on loopback (one table per
-configuration and run, dropped at the end; ``--db sqlite`` uses one shared SQLite file
-instead, and then PostgreSQL is not a contender), so only the broker differs. Commits are ORM
+All three commit to the same database, PostgreSQL (``--pg-url`` or ``SQLA_NOTIFY_PG_URL``) on
+loopback (one table per configuration and run, dropped at the end; unreachable: one shared
+SQLite file instead, and then PostgreSQL is not a contender), so only the broker differs. Redis
+comes from ``SQLA_NOTIFY_REDIS_URL``. Commits are ORM
 commits through a sync ``Session`` of ``notifier.attach(sessionmaker(engine))``, made by each
-server in a worker thread (a ``POST /load`` request, as a ``def`` endpoint would) on a shared
+server in a worker thread (a ``POST /db/load`` request, as a ``def`` endpoint would) on a shared
 schedule that alternates between the two processes. Every process, and this one, reads the
 same CLOCK_MONOTONIC, so a server's ``time.monotonic()`` just before ``commit()`` and a
 client's arrival time compare directly.
 
-The clients live in this process: asyncio protocols that do the WebSocket handshake, walk
-frame headers, answer pings and parse the JSON they need; cheap enough not to be the
+The clients live in this process (``loadgen.RecordingClient``), cheap enough not to be the
 bottleneck (their CPU share is reported). Arrival time is when the bytes reach the client.
 
 **(a) Latency** at a moderate rate (``--rate`` commits/s, one row each, default 50/s):
@@ -60,9 +60,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import gc
-import importlib
+import json
 import math
 import os
 import platform
@@ -75,139 +74,19 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
-import msgspec
-import redis
 import sqlalchemy
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, text
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
 
 import sqla_notify
-from harness import Server, git_state, machine_cpu, own_cpu, percentile, presets, process_cpu, raise_nofile
-from harness import versions, write
+from harness import Redis, Server, git_state, machine_cpu, named_cpu, new_loop, own_cpu, percentile, postgres, presets
+from harness import raise_nofile, rotation, tail, versions, write
+from brokers_report import report
+from loadgen import RecordingClient as Client
 
 LAG_BOUND = 1.0  # s: a step holds only if every notification arrives within this
 LATE_BOUND = 0.5  # s: ... and the commits keep to their schedule within this
 MAX_COMMITS = 100  # commits/s over both processes; beyond, several rows per commit
 SERVER_LOG = Path(f"/tmp/bench_brokers-{os.getpid()}.log")
-LABELS = {"inproc": "in-process `Hub()` (baseline)", "redis": "Redis Streams", "postgres": "PostgreSQL LISTEN/NOTIFY"}
-_decode = msgspec.json.Decoder().decode
-
-
-# == the clients =============================================================================
-
-
-class Client(asyncio.Protocol):
-    """A WebSocket client: walks frame headers, answers pings, decodes what it must.
-
-    ``record_all``: decode every notification and keep ``(row id, arrival)``; otherwise
-    count them and keep that pair for the last notification of each read.
-    """
-
-    def __init__(self, request: bytes) -> None:
-        self.request = request
-        self.transport: asyncio.Transport | None = None
-        self.welcomed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.buf = b""
-        self.open = False
-        self.closed = False
-        self.record_all = False
-        self.count = 0
-        self.target = 0
-        self.done_at = 0.0
-        self.samples: list[tuple[int, float]] = []
-        self.controls: list[str] = []  # control messages after the welcome (resync...)
-
-    def reset(self, target: int, record_all: bool) -> None:
-        self.count, self.target, self.done_at = 0, target, 0.0
-        self.samples, self.controls, self.record_all = [], [], record_all
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.write(self.request)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.welcomed.done():
-            self.welcomed.set_exception(ConnectionError(f"lost before the welcome: {exc}"))
-
-    def data_received(self, data: bytes) -> None:
-        if not self.open:
-            data = self.buf + data
-            end = data.find(b"\r\n\r\n")
-            if end < 0:
-                self.buf = data
-                return
-            if not data.startswith(b"HTTP/1.1 101"):
-                self.welcomed.set_exception(ConnectionError(data[:end].decode(errors="replace")))
-                return
-            self.open, self.buf, data = True, b"", data[end + 4:]
-        self.feed(data)
-
-    def feed(self, data: bytes) -> None:
-        now = time.monotonic()
-        if self.buf:
-            data = self.buf + data
-        n, i, count, last, last_end = len(data), 0, 0, -1, 0
-        while i + 2 <= n:
-            op, length, start = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
-            if length == 126:
-                if i + 4 > n:
-                    break
-                length, start = int.from_bytes(data[i + 2:i + 4], "big"), i + 4
-            elif length == 127:
-                if i + 10 > n:
-                    break
-                length, start = int.from_bytes(data[i + 2:i + 10], "big"), i + 10
-            end = start + length
-            if end > n:
-                break
-            if op == 1:
-                if data[start + 2] == 105:  # b'{"id":...': a notification
-                    count += 1
-                    if self.record_all:
-                        self.samples.append((_decode(data[start:end])["data"]["id"], now))
-                    else:
-                        last = start
-                        last_end = end
-                else:
-                    self.control(_decode(data[start:end])["type"])
-            elif op == 9:  # ping: pong, masked with a zero key as a client must
-                assert self.transport is not None
-                self.transport.write(bytes((0x8A, 0x80 | length, 0, 0, 0, 0)) + data[start:end])
-            elif op == 8:
-                self.closed = True
-            i = end
-        self.buf = data[i:]
-        if count:
-            self.count += count
-            if last >= 0:
-                self.samples.append((_decode(data[last:last_end])["data"]["id"], now))
-            if self.target and not self.done_at and self.count >= self.target:
-                self.done_at = now
-
-    def control(self, kind: str) -> None:
-        if kind == "welcome" and not self.welcomed.done():
-            self.welcomed.set_result(None)
-        else:
-            self.controls.append(kind)
-
-
-# == measuring CPU ===========================================================================
-
-
-def _postgres_cpu() -> float | None:
-    """CPU seconds of every local process named ``postgres`` (the whole server)."""
-    total, found = 0.0, False
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/comm") as f:
-                    if f.read().strip() != "postgres":
-                        continue
-                total += process_cpu(int(entry.name))
-                found = True
-            except OSError:
-                continue  # gone meanwhile
-    return total if found else None
 
 
 # == the configurations ======================================================================
@@ -229,14 +108,11 @@ class Config:
 
 
 def postgres_available() -> str | None:
-    """Why the PostgreSQL contender cannot run, or None if it can (the module may still be
-    in the works)."""
+    """Why the PostgreSQL contender cannot run (its extra not installed), or ``None`` if it can."""
     try:
-        module = importlib.import_module("sqla_notify.postgres")
+        from sqla_notify.postgres import PostgresBroker  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - any failure means "not available"
         return f"sqla_notify.postgres does not import ({exc!r})"
-    if not hasattr(module, "PostgresBroker"):
-        return "sqla_notify.postgres has no PostgresBroker"
     return None
 
 
@@ -244,8 +120,9 @@ def _start(cfg: Config) -> None:
     """Start two servers (not waiting for them: all configurations start at once)."""
     for _ in range(2):
         cfg.servers.append(Server(
-            "brokers_server:app", SERVER_LOG, ready=None,
-            env={**cfg.env, "BENCH_BROKER": cfg.broker, "BENCH_TABLE": cfg.table},
+            "commit_server:app", SERVER_LOG, ready=None,
+            env={**cfg.env, "BENCH_BROKER": cfg.broker, "BENCH_NAME": "bench_brokers",
+                 "BENCH_DATABASES": json.dumps({"db": [cfg.env["BENCH_DB_URL"], cfg.table]})},
         ))
 
 
@@ -257,32 +134,20 @@ def _ready(cfg: Config) -> None:
 
 
 async def _connect(cfg: Config, clients: int) -> None:
-    loop = asyncio.get_running_loop()
-    for port in (server.port for server in cfg.servers):
-        request = (
-            f"GET /notify/ws?collections={cfg.table} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-        group = []
-        for _ in range(clients):
-            _, client = await loop.create_connection(functools.partial(Client, request), "127.0.0.1", port)
-            group.append(client)
-        await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in group)), 30)
-        cfg.clients.append(group)
+    for server in cfg.servers:
+        cfg.clients.append(await Client.open(server.port, f"/notify/ws?collections={cfg.table}", clients))
 
 
 async def _stats(cfg: Config) -> list[dict[str, Any]]:
     return [(await http.get("/stats")).json() for http in cfg.http]
 
 
-def _snapshot(cfg: Config, r: redis.Redis) -> dict[str, Any]:
+def _snapshot(cfg: Config, r: Redis) -> dict[str, Any]:
     cpu: dict[str, Any] = {"wall": time.monotonic(), "servers": [s.cpu() for s in cfg.servers]}
     cpu["clients"] = own_cpu()
     cpu["machine"] = machine_cpu()
-    cpu["postgres"] = _postgres_cpu()
-    info = r.info("cpu")
-    cpu["redis"] = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+    cpu["postgres"] = named_cpu("postgres")
+    cpu["redis"] = r.cpu()
     return cpu
 
 
@@ -321,7 +186,7 @@ async def _settle(cfg: Config, quiet: float = 0.3, bound: float = 10.0) -> None:
 
 
 async def run(
-    cfg: Config, r: redis.Redis, *,
+    cfg: Config, r: Redis, *,
     commits_per_s: float, rows: int, seconds: float, record_all: bool,
 ) -> dict[str, Any]:
     """Commit at ``commits_per_s`` over both servers, alternately, and watch the clients."""
@@ -338,7 +203,7 @@ async def run(
         cpu0 = _snapshot(cfg, r)
         start = time.monotonic() + 0.1
         replies = await asyncio.gather(*(
-            http.post("/load", json={"start": start, "offset": i * interval / 2, "interval": interval,
+            http.post("/db/load", json={"start": start, "offset": i * interval / 2, "interval": interval,
                                      "count": per_proc, "rows": rows}, timeout=seconds * 3 + 60)
             for i, http in enumerate(cfg.http)
         ))
@@ -421,31 +286,13 @@ async def run(
     return result
 
 
-def _bottleneck(step: dict[str, Any]) -> str:
-    """A guess, from the CPU shares while the commits ran, at what stopped the step."""
-    cpu = step["cpu"]
-    parts = []
-    if max(cpu["servers"]) >= 0.85:
-        parts.append(f"the server processes ({max(cpu['servers']):.0%} CPU, event loop {max(cpu['server_loops']):.0%})")
-    for name in ("redis", "postgres"):
-        if cpu[name] is not None and cpu[name] >= 0.85:
-            parts.append(f"{name} ({cpu[name]:.0%} CPU)")
-    if cpu["clients"] >= 0.85:
-        parts.append(f"the clients ({cpu['clients']:.0%} CPU)")
-    if not parts and cpu["machine"] >= 0.9 * (os.cpu_count() or 1):
-        parts.append(f"the machine's {os.cpu_count()} CPUs ({cpu['machine']:.0%} busy, {cpu['other']:.0%} of it not this benchmark)")
-    if not parts and step["schedule_late_ms"] > LATE_BOUND * 1e3:
-        parts.append("the commits (database or committing thread)")
-    return ", ".join(parts) or "nothing saturated (by CPU)"
-
-
 # == the phases ==============================================================================
 
 
-async def latency(cfgs: list[Config], r: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
+async def latency(cfgs: list[Config], r: Redis, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {c.key: {"rounds": []} for c in cfgs}
     for rnd in range(args.rounds):
-        for cfg in cfgs[rnd % len(cfgs):] + cfgs[:rnd % len(cfgs)]:
+        for cfg in rotation(rnd, cfgs):
             res = await run(cfg, r, commits_per_s=args.rate, rows=1, seconds=args.seconds, record_all=True)
             out[cfg.key]["rounds"].append(res)
             print(f"  latency {cfg.key} round {rnd + 1}: p99 {res['lag_p99_ms']:.2f} ms"
@@ -457,9 +304,7 @@ async def latency(cfgs: list[Config], r: redis.Redis, args: argparse.Namespace) 
         other = [x for rd in rounds for x in rd.pop("other_process_ms")]
         expected = sum(rd["commits"] * (len(cfg.clients[0]) * (2 if cfg.shared else 1)) for rd in rounds)
         out[cfg.key].update({
-            "deliveries": len(values), "missing": expected - len(values),
-            "p50_ms": statistics.median(values), "p90_ms": percentile(values, 0.90),
-            "p99_ms": percentile(values, 0.99), "max_ms": max(values),
+            "deliveries": len(values), "missing": expected - len(values), **tail(values),
             "p99_per_round_ms": [rd["lag_p99_ms"] for rd in rounds],
             "same_process_p99_ms": percentile(same, 0.99) if same else None,
             "other_process_p99_ms": percentile(other, 0.99) if other else None,
@@ -475,14 +320,14 @@ def _rates(args: argparse.Namespace) -> list[float]:
     return rates
 
 
-async def ramp(cfgs: list[Config], r: redis.Redis, args: argparse.Namespace, budget_end: float) -> dict[str, Any]:
+async def ramp(cfgs: list[Config], r: Redis, args: argparse.Namespace, budget_end: float) -> dict[str, Any]:
     out: dict[str, Any] = {c.key: {"steps": [], "held": None, "failed": None, "stopped": None} for c in cfgs}
     active = list(cfgs)
     for i, rate in enumerate(_rates(args)):
         if not active:
             break
         rows = max(1, math.ceil(rate / MAX_COMMITS))
-        for cfg in active[i % len(active):] + active[:i % len(active)]:
+        for cfg in rotation(i, active):
             if time.monotonic() > budget_end:
                 out[cfg.key]["stopped"] = "time budget"
                 continue
@@ -505,130 +350,21 @@ async def ramp(cfgs: list[Config], r: redis.Redis, args: argparse.Namespace, bud
     return out
 
 
-# == reporting ===============================================================================
-
-
-def _cpu_text(cpu: dict[str, Any]) -> str:
-    parts = [
-        "servers " + "/".join(f"{x:.0%}" for x in cpu["servers"])
-        + " (loops " + "/".join(f"{x:.0%}" for x in cpu["server_loops"]) + ")",
-        f"clients {cpu['clients']:.0%}",
-    ]
-    if cpu["redis"] is not None:
-        parts.append(f"Redis {cpu['redis']:.0%}")
-    if cpu["postgres"] is not None:
-        parts.append(f"PostgreSQL {cpu['postgres']:.0%}")
-    parts.append(f"interrupts {cpu['interrupts']:.0%}")
-    parts.append(f"machine {cpu['machine']:.0%} (other processes {cpu['other']:.0%}, stolen {cpu['stolen']:.0%})")
-    return ", ".join(parts)
-
-
-def _ramp_table(meta: dict[str, Any], thr: dict[str, Any], keys: list[str]) -> list[str]:
-    lines = [
-        "",
-        (f"**(b) Sustained rate**: steps of {meta['step_seconds']:g} s from {meta['start_rate']:g} to "
-         f"{meta['max_rate']:g} committed notifications/s (both processes together, ×{meta['factor']:.3g} per step, "
-         f"at most {MAX_COMMITS} commits/s); a step holds when every client gets everything within "
-         f"{LAG_BOUND * 1e3:.0f} ms, with no resync or drop, and the commits keep to schedule. Per process: "
-         "notifications each of its clients received per second, and WebSocket frames it sent per second "
-         "(× clients). CPU while the commits ran: 100% = one CPU; *loops* = the server process without "
-         "its committing thread; *other processes* = the machine's busy time not accounted for here."),
-        "",
-        "| configuration | highest step held: committed/s offered (achieved) | delivered per process (notifications/s) | frames/s per process | lag p99 / max (ms) | next step | what failed | CPU in the failed step | likely bottleneck |",
-        "|---|---:|---:|---:|---|---:|---|---|---|",
-    ]
-    for k in keys:
-        x = thr[k]
-        held, failed = x["held"], x["failed"]
-        if held:
-            per = min(held["delivered_notifications_per_s_per_process"])
-            achieved = held["commits"] * held["rows"] / held["window_s"]
-            cells = [f"{held['offered_notifications_per_s']:.0f} ({achieved:.0f})", f"{per:.0f}",
-                     f"{per * meta['clients_per_process']:,.0f}",
-                     f"{held['lag_p99_ms']:.0f} / {held['lag_max_ms']:.0f}"]
-        else:
-            cells = ["none", "–", "–", "–"]
-        if failed:
-            cells += [f"{failed['offered_notifications_per_s']:.0f}", "; ".join(failed["problems"]),
-                      _cpu_text(failed["cpu"]), _bottleneck(failed)]
-        else:
-            cells += ["–", f"not reached ({x['stopped']})", _cpu_text(held["cpu"]) if held else "–", "–"]
-        lines.append(f"| {LABELS[k]} | " + " | ".join(cells) + " |")
-    lines += ["", "Every step (✓ held, ✗ failed; lag p99 in ms; server CPU):", "",
-              "| committed/s | " + " | ".join(LABELS[k] for k in keys) + " |",
-              "|---:|" + "---|" * len(keys)]
-    rates = sorted({s["offered_notifications_per_s"] for k in keys for s in thr[k]["steps"]})
-    for rate in rates:
-        cells = []
-        for k in keys:
-            steps = [s for s in thr[k]["steps"] if s["offered_notifications_per_s"] == rate]
-            cells.append(", then ".join(
-                f"{'✓' if not s['problems'] else '✗'} {s['lag_p99_ms'] or 0:.0f} ms, "
-                + "/".join(f"{v:.0%}" for v in s["cpu"]["servers"]) for s in steps) or "–")
-        lines.append(f"| {rate:.0f} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def report(meta: dict[str, Any], lat: dict[str, Any], thr: dict[str, Any], skipped: str | None) -> str:
-    keys = list(lat)
-    v = meta["versions"]
-    lines = [
-        (f"sqla_notify at {meta['git']['commit']}{' (with uncommitted changes)' if meta['git']['uncommitted_package_files'] else ''}; "
-         f"Python {v['python']}, {meta['cpus']} CPUs, uvicorn {v['uvicorn']}, redis-py {v.get('redis')}, "
-         f"psycopg {v.get('psycopg')}, Redis {v.get('redis_server')}, PostgreSQL {v.get('postgresql_server', '–').split()[0]}. "
-         f"{meta['clients_per_process']} clients on each of 2 uvicorn processes per configuration; "
-         f"commits to {meta['database']}. {meta['note']}"),
-        "",
-        (f"**(a) Commit → client latency**, {meta['rate']:g} commits/s (one row each) alternating "
-         f"between the processes, {meta['rounds']} × {meta['seconds']:g} s per configuration, rounds "
-         "interleaved; from `commit()` called to each client's read of the frame (all clients for "
-         "a broker, the committing process's for in-process)."),
-        "",
-        "| configuration | deliveries | missing | p50 (ms) | p90 (ms) | **p99 (ms)** | max (ms) | p99 per round | p99 vs in-process | p99 committing / other process's clients |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
-    ]
-    base = lat["inproc"]["p99_ms"]
-    for k in keys:
-        x = lat[k]
-        delta = "–" if k == "inproc" else f"{x['p99_ms'] - base:+.2f} ms"
-        per_round = "–".join(f"{v:.2f}" for v in (min(x["p99_per_round_ms"]), max(x["p99_per_round_ms"])))
-        lines.append(
-            f"| {LABELS[k]} | {x['deliveries']} | {x['missing']} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} "
-            f"| **{x['p99_ms']:.2f}** | {x['max_ms']:.2f} | {per_round} | {delta} "
-            f"| {x['same_process_p99_ms']:.2f} / {'–' if x['other_process_p99_ms'] is None else format(x['other_process_p99_ms'], '.2f')} |"
-        )
-    if all(thr[k] is not None for k in keys):
-        lines += _ramp_table(meta, thr, keys)
-    lines += ["", "| target | measured | verdict |", "|---|---|---|"]
-    for k in keys:
-        if k != "inproc":
-            d = lat[k]["p99_ms"] - base
-            spread = [b - a for a, b in zip(lat["inproc"]["p99_per_round_ms"], lat[k]["p99_per_round_ms"])]
-            lines.append(
-                f"| {LABELS[k]}: p99 at most 2 ms over in-process at {meta['rate']:g} commits/s "
-                f"| {d:+.2f} ms (per round {min(spread):+.2f} to {max(spread):+.2f}) | {'met' if d <= 2 else 'missed'} |"
-            )
-    if skipped:
-        lines += ["", f"postgres: skipped ({skipped})"]
-    return "\n".join(lines)
-
-
 # == main ====================================================================================
 
 
-def _versions(r: redis.Redis, pg_url: str | None) -> dict[str, Any]:
+def _versions(r: Redis, pg_version: str | None) -> dict[str, Any]:
     found: dict[str, Any] = versions(
         "fastapi", "uvicorn", "starlette", "redis", "psycopg", "msgspec", "uvloop", "httptools", "websockets")
     found.update(python=sys.version.split()[0], sqlalchemy=sqlalchemy.__version__, sqla_notify=sqla_notify.__version__)
-    found["redis_server"] = r.info("server")["redis_version"]
-    if pg_url is not None:
-        with create_engine(pg_url).connect() as conn:
-            found["postgresql_server"] = str(conn.execute(text("SHOW server_version")).scalar())
+    found["redis_server"] = r.version
+    if pg_version is not None:
+        found["postgresql_server"] = pg_version
     return found
 
 
 async def _main(
-    args: argparse.Namespace, cfgs: list[Config], r: redis.Redis, started: float,
+    args: argparse.Namespace, cfgs: list[Config], r: Redis, started: float,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``started``: when the servers were started; the ramp's time budget counts from it."""
     try:
@@ -652,21 +388,20 @@ async def _main(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="about 80 s: shorter, fewer rounds, coarser ramp")
-    parser.add_argument("--clients", type=int, default=100, help="per process")
-    parser.add_argument("--rate", type=float, default=50.0, help="latency: commits/s over both processes")
-    parser.add_argument("--seconds", type=float, help="latency: seconds per round and configuration")
-    parser.add_argument("--rounds", type=int, help="latency rounds")
-    parser.add_argument("--step-seconds", type=float, help="ramp: seconds per step")
-    parser.add_argument("--start-rate", type=float, help="ramp: first step, committed notifications/s")
-    parser.add_argument("--max-rate", type=float, default=25_600.0, help="ramp: last step")
-    parser.add_argument("--factor", type=float, help="ramp: rate ratio between steps")
-    parser.add_argument("--budget", type=float, help="seconds after which the ramp stops")
-    parser.add_argument("--no-ramp", dest="ramp", action="store_false", help="latency only")
-    parser.add_argument("--out", default="brokers", help="results/<out>.json and .md")
-    parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres", help="where the commits go")
-    parser.add_argument("--redis-url", default=os.environ.get("SQLA_NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--pg-url", default=os.environ.get("SQLA_NOTIFY_PG_URL", "postgresql+psycopg://127.0.0.1/test"))
+    add = parser.add_argument
+    add("--quick", action="store_true", help="about 80 s: shorter, fewer rounds, coarser ramp")
+    add("--clients", type=int, default=100, help="per process")
+    add("--rate", type=float, default=50.0, help="latency: commits/s over both processes")
+    add("--seconds", type=float, help="latency: seconds per round and configuration")
+    add("--rounds", type=int, help="latency rounds")
+    add("--step-seconds", type=float, help="ramp: seconds per step")
+    add("--start-rate", type=float, help="ramp: first step, committed notifications/s")
+    add("--max-rate", type=float, default=25_600.0, help="ramp: last step")
+    add("--factor", type=float, help="ramp: rate ratio between steps")
+    add("--budget", type=float, help="seconds after which the ramp stops")
+    add("--no-ramp", dest="ramp", action="store_false", help="latency only")
+    add("--out", default="brokers", help="results/<out>.json and .md")
+    add("--pg-url", default=os.environ.get("SQLA_NOTIFY_PG_URL", "postgresql+psycopg://127.0.0.1/test"))
     args = parser.parse_args()
     quick = {"seconds": 2.5, "rounds": 2, "step_seconds": 1.5, "start_rate": 200.0, "factor": 2.0, "budget": 75.0}
     full = {"seconds": 5.0, "rounds": 3, "step_seconds": 3.0, "start_rate": 200.0, "factor": math.sqrt(2), "budget": 300.0}
@@ -675,38 +410,31 @@ def main() -> None:
 
     run_id = f"{os.getpid():x}{secrets.token_hex(3)}"
     code = git_state()  # before the run: what the servers import
-    pg_url: str | None = args.pg_url
-    try:
-        with create_engine(args.pg_url).connect():
-            pass
-    except Exception as exc:  # noqa: BLE001
-        print(f"postgres: unreachable at {args.pg_url} ({exc.__class__.__name__}); commits go to SQLite", file=sys.stderr)
-        pg_url = None
+    url, pg_version, unreachable = postgres(args.pg_url)
+    pg_url = None if url is None else url.render_as_string(hide_password=False)
+    if unreachable:
+        print(f"postgres: {unreachable}; commits go to SQLite", file=sys.stderr)
     skipped = postgres_available() if pg_url else "PostgreSQL unreachable"
-    if args.db == "sqlite" and not skipped:
-        skipped = "--db sqlite"
     if skipped:
         print(f"postgres: skipped (not available: {skipped})")
-    r = redis.Redis.from_url(args.redis_url)
-    try:
-        r.ping()
-    except redis.RedisError as exc:
-        raise SystemExit(f"Redis is needed at {args.redis_url}: {exc}") from exc
+    r = Redis.connect("bench_brokers")
+    if isinstance(r, str):
+        raise SystemExit(f"Redis is needed: {r}")
 
-    use_pg = pg_url is not None and args.db == "postgres"
+    use_pg = pg_url is not None
     tmp = Path(f"/tmp/bench_brokers-{run_id}.db")
     db_url = pg_url if use_pg else f"sqlite:///{tmp}"
     engine = create_engine(cast(str, db_url))
     if not use_pg:
         with engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-    stream = f"bench_brokers:{run_id}"
+    stream = r.new_stream()
     channel = f"bench_brokers_{run_id}"
     common = {"BENCH_DB_URL": cast(str, db_url)}
     cfgs = [
         Config("inproc", "none", f"bench_brokers_{run_id}_inproc", common),
         Config("redis", "redis", f"bench_brokers_{run_id}_redis",
-               {**common, "BENCH_REDIS_URL": args.redis_url, "BENCH_STREAM": stream}),
+               {**common, "BENCH_REDIS_URL": r.url, "BENCH_STREAM": stream}),
     ]
     if not skipped:
         plain = cast(str, pg_url).replace("+psycopg", "")
@@ -716,20 +444,13 @@ def main() -> None:
     for cfg in cfgs:
         Table(cfg.table, metadata, Column("id", Integer, primary_key=True), Column("name", String(20)))
     metadata.create_all(engine)
-    loop_factory = None
-    try:
-        import uvloop  # the cheaper client loop, when installed
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        pass
     try:
         started = time.monotonic()
         for cfg in cfgs:
             _start(cfg)
         for cfg in cfgs:
             _ready(cfg)
-        loop = loop_factory() if loop_factory else asyncio.new_event_loop()
+        loop = new_loop()
         try:
             lat, thr = loop.run_until_complete(_main(args, cfgs, r, started))
         finally:
@@ -740,14 +461,14 @@ def main() -> None:
                 server.stop()
         metadata.drop_all(engine)
         engine.dispose()
-        r.delete(stream)
+        r.drop_all()
         tmp.unlink(missing_ok=True)
         for suffix in ("-wal", "-shm"):
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)
 
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "platform": platform.platform(),
-        "cpus": os.cpu_count(), "versions": _versions(r, pg_url), "git": code,
+        "cpus": os.cpu_count(), "versions": _versions(r, pg_version), "git": code,
         "mode": "quick" if args.quick else "full", "clients_per_process": args.clients,
         "database": "PostgreSQL (loopback)" if use_pg else "one SQLite file (WAL)",
         "rate": args.rate, "seconds": args.seconds, "rounds": args.rounds,

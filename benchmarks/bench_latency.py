@@ -1,6 +1,6 @@
 """Commit → client latency through the hub: SQLite and PostgreSQL, sync and async sessions.
 
-**The modes.** One uvicorn process (``latency_server.py``, started by ``harness.Server``:
+**The modes.** One uvicorn process (``commit_server.py``, started by ``harness.Server``:
 ``--ws-per-message-deflate false``, uvicorn's other settings default: uvloop and httptools
 when installed) serves one ``Hub`` and four ways to commit one row:
 
@@ -70,11 +70,11 @@ from typing import Any
 import httpx
 import sqlalchemy
 import websockets
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
 
 import sqla_notify
-from harness import RESULTS, Server, git_state, machine_cpu, own_cpu, percentile, presets, process_cpu, quantiles
+from harness import RESULTS, Server, git_state, machine_cpu, own_cpu, percentile, postgres, presets, process_cpu
+from harness import quantiles, rotation, tail
 from harness import versions, write
 
 SERVER_LOG = Path(f"/tmp/bench_latency-{os.getpid()}.log")  # the server's stderr
@@ -125,13 +125,6 @@ def _modes(pg_table: str | None) -> list[Mode]:
 # Where the distribution is kept for the plot (results/latency-cdf.png): every percentile,
 # then the tail in finer steps, then the maximum.
 CDF_POINTS = [i / 100 for i in range(100)] + [0.99 + i / 1000 for i in range(1, 10)] + [0.9995, 0.9999, 1.0]
-
-
-def _summary(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
-    p90, p99 = quantiles(values, [0.90, 0.99])
-    return {"p50_ms": statistics.median(values), "p90_ms": p90, "p99_ms": p99, "max_ms": max(values)}
 
 
 class CpuClock:
@@ -213,7 +206,7 @@ async def _run(modes: list[Mode], port: int, server_pid: int, args: argparse.Nam
                 sent = await _commit_at_rate(http, mode, args.rate, WARMUP_SECONDS)
                 await _collect(received, mode.collection, sent, args.clients)
             for r in range(args.rounds):
-                order = modes[r % len(modes):] + modes[:r % len(modes)]
+                order = rotation(r, modes)
                 for position, mode in enumerate(order, 1):
                     before = cpu.read()
                     sent = await _commit_at_rate(http, mode, args.rate, args.seconds)
@@ -225,7 +218,7 @@ async def _run(modes: list[Mode], port: int, server_pid: int, args: argparse.Nam
                     figures = {
                         "round": r + 1, "position": position, "commits": len(sent),
                         "deliveries": len(latencies), "missing": args.clients * len(sent) - len(latencies),
-                        **_summary(latencies), "commit_p50_ms": statistics.median(commits),
+                        **tail(latencies), "commit_p50_ms": statistics.median(commits),
                         "commit_p99_ms": percentile(commits, 0.99), "cpu": shares,
                     }
                     mode.rounds.append(figures)
@@ -250,22 +243,6 @@ async def _run(modes: list[Mode], port: int, server_pid: int, args: argparse.Nam
 
 def _table(metadata: MetaData, name: str) -> Table:
     return Table(name, metadata, Column("id", Integer, primary_key=True), Column("name", String(20)))
-
-
-def _postgres(url_text: str) -> tuple[URL | None, str | None, str | None]:
-    """The psycopg URL, the server's version and why it is skipped (``None`` if not)."""
-    url = make_url(url_text).set(drivername="postgresql+psycopg")
-    try:
-        engine = create_engine(url)
-        try:
-            with engine.connect() as conn:
-                version = str(conn.execute(text("SHOW server_version")).scalar())
-        finally:
-            engine.dispose()
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return None, None, f"cannot connect to {url.render_as_string()}: {reason}"
-    return url, version, None
 
 
 def _versions() -> dict[str, str]:
@@ -303,7 +280,7 @@ def _row(mode: Mode) -> dict[str, Any]:
         "commits": sum(r["commits"] for r in mode.rounds),
         "deliveries": len(mode.latencies),
         "missing": sum(r["missing"] for r in mode.rounds),
-        **_summary(mode.latencies),
+        **tail(mode.latencies),
         "commit_p50_ms": statistics.median(mode.commits), "commit_p99_ms": percentile(mode.commits, 0.99),
         "p50_per_round_ms": _spread([r["p50_ms"] for r in mode.rounds]),
         "p99_per_round_ms": _spread([r["p99_ms"] for r in mode.rounds]),
@@ -391,7 +368,7 @@ def main() -> None:
     started = time.monotonic()
     loadavg_before = _loadavg()
     code = git_state()  # before the run: what the server imports
-    pg_url, pg_version, skipped = (None, None, "--no-pg") if args.no_pg else _postgres(args.pg_url)
+    pg_url, pg_version, skipped = (None, None, "--no-pg") if args.no_pg else postgres(args.pg_url)
     if skipped:
         print(f"PostgreSQL skipped: {skipped}", file=sys.stderr)
     pg_table = f"{SQLITE_TABLE}_{os.getpid():x}{secrets.token_hex(2)}" if pg_url else None
@@ -409,10 +386,11 @@ def main() -> None:
         if pg_engine is not None and pg_table is not None:
             _table(pg_metadata, pg_table).create(pg_engine)
         try:
-            env = {"BENCH_SQLITE_PATH": str(sqlite_path), "BENCH_SQLITE_TABLE": SQLITE_TABLE,
-                   "BENCH_PG_URL": pg_url.render_as_string(hide_password=False) if pg_url else "",
-                   "BENCH_PG_TABLE": pg_table or ""}
-            server = Server("latency_server:app", SERVER_LOG, env=env, ready="/openapi.json")
+            databases = {"sqlite": [f"sqlite:///{sqlite_path}", SQLITE_TABLE]}
+            if pg_url and pg_table:
+                databases["postgres"] = [pg_url.render_as_string(hide_password=False), pg_table]
+            env = {"BENCH_DATABASES": json.dumps(databases), "BENCH_NAME": "bench_latency"}
+            server = Server("commit_server:app", SERVER_LOG, env=env, ready="/stats")
             try:
                 unexpected = asyncio.run(_run(modes, server.port, server.proc.pid, args))
             finally:

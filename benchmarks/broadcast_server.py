@@ -16,8 +16,7 @@ Control endpoints (loopback benchmark use only):
 * ``POST /prefill/{contender}``: fill the ``role=stall`` clients' socket buffers until sending
   to them blocks, the steady state of a client that stopped reading a while ago.
 * ``GET /rss`` (after ``gc.collect()``, with each contender's connections), ``GET /info``,
-  ``GET /stats?contender=notify|redis`` (a hub's counters), ``GET /gc`` (collections so far),
-  ``POST /profile/start`` and ``POST /profile/stop`` (cProfile of the event-loop thread).
+  ``GET /stats?contender=notify|redis`` (a hub's counters), and ``GET /gc`` (collections so far).
 
 Configured by environment variables: ``BENCH_QUEUE_SIZE`` (the hubs' ``queue_size``, default
 1000), ``BENCH_START_CHUNK``, ``BENCH_REDIS_URL``, ``BENCH_REDIS_STREAM`` and
@@ -27,7 +26,6 @@ Configured by environment variables: ``BENCH_QUEUE_SIZE`` (the hubs' ``queue_siz
 from __future__ import annotations
 
 import asyncio
-import cProfile
 import gc
 import importlib.metadata
 import os
@@ -158,25 +156,3 @@ gc.callbacks.append(_on_gc)
 async def gc_stats() -> dict[str, Any]:
     """Garbage collections in this process so far: count and seconds per generation."""
     return {"count": _gc_count, "seconds": _gc_time}
-
-
-_profiler: cProfile.Profile | None = None
-
-
-@api.post("/profile/start")
-async def profile_start() -> dict[str, bool]:
-    global _profiler
-    _profiler = cProfile.Profile()
-    _profiler.enable()
-    return {"ok": True}
-
-
-@api.post("/profile/stop")
-async def profile_stop(path: str) -> dict[str, bool]:
-    global _profiler
-    if _profiler is None:
-        return {"ok": False}
-    _profiler.disable()
-    _profiler.dump_stats(path)
-    _profiler = None
-    return {"ok": True}

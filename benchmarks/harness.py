@@ -6,11 +6,15 @@ does the rest the same way for all of them:
 * :class:`Server`: a uvicorn child process on a free loopback port (its stderr to a log
   file), ready when an HTTP path answers, stopped with SIGINT and then SIGKILL, its logged
   errors counted;
-* clocks: CPU seconds of a process (:func:`process_cpu`), of this one (:func:`own_cpu`) and
-  of the machine (:func:`machine_cpu`), from ``/proc``;
-* statistics: :func:`percentile` (nearest rank), :func:`spread` (median, min, max) and the
+* clocks: CPU seconds of a process (:func:`process_cpu`), of processes by name
+  (:func:`named_cpu`), of this one (:func:`own_cpu`) and of the machine (:func:`machine_cpu`),
+  from ``/proc``;
+* the benchmark's own event loop (:func:`new_loop`) and PostgreSQL, when reachable (:func:`postgres`);
+* statistics: :func:`percentile` (nearest rank), :func:`tail` (p50, p90, p99, max),
+  :func:`spread` (median, min, max) and the
   round-robin order of contenders (:func:`rotation`), so that pairing and alternation are
   the same everywhere;
+* :class:`Redis`: a stream per server or run, deleted after, and Redis's CPU time;
 * flags: :func:`presets` fills in the ``--quick`` or full defaults of the flags left unset;
 * results: :func:`base_meta` (machine, Python, the commit measured) and :func:`write`
   (``results/<name>.json`` and ``.md``).
@@ -19,6 +23,7 @@ does the rest the same way for all of them:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import importlib.metadata
 import json
@@ -31,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,6 +65,14 @@ def quantiles(values: list[float], qs: list[float]) -> list[float]:
     """:func:`percentile` at each of ``qs``, sorting once; empty if ``values`` is."""
     ordered = sorted(values)
     return [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in qs] if ordered else []
+
+
+def tail(values: list[float]) -> dict[str, float | None]:
+    """``p50_ms``, ``p90_ms``, ``p99_ms`` and ``max_ms`` of latencies in ms (``None`` each if there are none)."""
+    if not values:
+        return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
+    p90, p99 = quantiles(values, [0.90, 0.99])
+    return {"p50_ms": statistics.median(values), "p90_ms": p90, "p99_ms": p99, "max_ms": max(values)}
 
 
 def spread(values: Iterable[float]) -> tuple[float, float, float]:
@@ -91,6 +105,22 @@ def machine_cpu() -> tuple[float, float, float, float]:
     return busy / CLK_TCK, (irq + softirq) / CLK_TCK, steal / CLK_TCK, (busy + idle + iowait + steal) / CLK_TCK
 
 
+def named_cpu(name: str) -> float | None:
+    """CPU seconds of every local process named ``name`` (``postgres``: the whole server); ``None`` if none."""
+    total, found = 0.0, False
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/comm") as f:
+                    if f.read().strip() != name:
+                        continue
+                total += process_cpu(int(entry.name))
+                found = True
+            except OSError:
+                continue  # gone meanwhile
+    return total if found else None
+
+
 def own_cpu() -> float:
     """CPU seconds (user + system) of this process so far."""
     t = os.times()
@@ -111,6 +141,34 @@ def raise_nofile(want: int | None = None) -> None:
     target = target if hard == resource.RLIM_INFINITY else min(target, hard)
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """An event loop for the benchmark's own clients: uvloop's (cheaper) when installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def postgres(url_text: str) -> tuple[Any, str | None, str | None]:
+    """``url_text`` with the psycopg driver (a SQLAlchemy ``URL``), the server's version, and
+    why it cannot be used (``None`` if it can)."""
+    import sqlalchemy
+
+    url = sqlalchemy.make_url(url_text).set(drivername="postgresql+psycopg")
+    try:
+        engine = sqlalchemy.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                version = str(conn.execute(sqlalchemy.text("SHOW server_version")).scalar())
+        finally:
+            engine.dispose()
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return None, None, f"cannot connect to {url.render_as_string()}: {reason}"
+    return url, version, None
 
 
 # == servers =================================================================================
@@ -215,13 +273,80 @@ class Server:
         }
 
 
+# == Redis =====================================================================================
+
+
+class Redis:
+    """The Redis server that a benchmark's brokers use, seen from the driver.
+
+    Each server (or run) gets a stream of its own, ``<prefix>:<this run>:<n>``
+    (:meth:`new_stream`), deleted when done (:meth:`drop`; any left over: :meth:`drop_all`):
+    it starts empty, as an in-process hub's window does, and nothing else sharing this Redis
+    (tests, another run) reads or writes it. :meth:`cpu` is Redis's own CPU time.
+
+    :raises ImportError: without redis-py; :raises redis.RedisError, OSError: if unreachable.
+    """
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis  # the bench extra; without it the contender is skipped
+
+        self.url = url
+        self.error = (redis.RedisError, OSError)
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self.client.ping()
+        self.version = str(self.client.info("server")["redis_version"])
+        self.redis_py = redis.__version__
+        self.prefix = f"{prefix}:{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.streams: set[str] = set()
+        self._count = 0
+
+    def new_stream(self) -> str:
+        """A stream name not used before; :meth:`drop_all` deletes it."""
+        self._count += 1
+        stream = f"{self.prefix}:{self._count}"
+        self.streams.add(stream)
+        return stream
+
+    def drop(self, stream: str) -> None:
+        """Delete ``stream``; a failure is logged, and the stream retried at :meth:`drop_all`."""
+        try:
+            self.client.delete(stream)
+            self.streams.discard(stream)
+        except self.error as exc:
+            log(f"  could not delete Redis stream {stream}: {type(exc).__name__}: {exc}")
+
+    def drop_all(self) -> None:
+        """Delete every stream not deleted yet."""
+        for stream in sorted(self.streams):
+            self.drop(stream)
+
+    def cpu(self) -> float | None:
+        """Redis's CPU seconds so far (user + system, all its threads); ``None`` if it does not answer."""
+        try:
+            info = self.client.info("cpu")
+        except self.error:
+            return None
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    @classmethod
+    def connect(cls, prefix: str, url: str | None = None) -> Redis | str:
+        """A :class:`Redis` at ``url`` (default ``$SQLA_NOTIFY_REDIS_URL``), or why there is none."""
+        url = url or os.environ.get("SQLA_NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/0")
+        try:
+            return cls(url, prefix)
+        except ImportError as exc:
+            return f'redis-py is not installed ({exc}): pip install "sqla_notify[redis]"'
+        except Exception as exc:  # noqa: BLE001 - redis.RedisError or OSError: unreachable, refused...
+            return f"Redis unreachable at {url}: {type(exc).__name__}: {exc}"
+
+
 # == flags and results =======================================================================
 
 
 def presets(args: argparse.Namespace, quick: dict[str, Any], full: dict[str, Any]) -> None:
-    """Fill each flag left unset (``None``) from ``quick`` when ``args.quick``, else ``full``."""
+    """Fill each flag left unset (``None``), or absent, from ``quick`` when ``args.quick``, else ``full``."""
     for name, value in (quick if getattr(args, "quick", False) else full).items():
-        if getattr(args, name) is None:
+        if getattr(args, name, None) is None:  # a preset need not be a flag
             setattr(args, name, value)
 
 

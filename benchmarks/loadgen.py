@@ -8,6 +8,9 @@ handshake and then only walk frame headers to count frames (and answer pings), c
 that the server stays the bottleneck. Socket.IO clients speak Engine.IO v4 (join the
 namespace with ``40``, answer pings with ``3``) and count only event frames (``42[...]``).
 A stalled client shrinks ``SO_RCVBUF`` and stops reading once connected.
+
+``bench_brokers.py``'s clients are here too (:class:`RecordingClient`): in its own process,
+they keep the row id and arrival time of the notifications they are asked to.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+import msgspec
+
 from contenders import ORDER
-from harness import Server, raise_nofile
+from harness import Server, new_loop, raise_nofile
 
 HUBS = ("notify", "redis")  # their first frame (the welcome) says the client is subscribed
 PATHS = {c: f"/{c}/ws" for c in ORDER} | {"socketio": "/socket.io/?EIO=4&transport=websocket"}
@@ -307,12 +312,7 @@ def worker_main(conn: multiprocessing.connection.Connection, port: int) -> None:
     """Entry point of a load-generating process."""
     raise_nofile()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops us
-    try:
-        import uvloop
-
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()  # the cheaper client
-    except ImportError:
-        loop = asyncio.new_event_loop()
+    loop = new_loop()
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(Worker(conn, port).run())
@@ -445,3 +445,113 @@ class Clients:
         return result
 
 
+# == bench_brokers.py's clients: in its own process, keeping arrival times ===================
+
+_decode = msgspec.json.Decoder().decode
+
+
+class RecordingClient(asyncio.Protocol):
+    """A WebSocket client in ``bench_brokers.py``'s own process: does the handshake, walks frame
+    headers, answers pings and decodes only the JSON it needs.
+
+    ``record_all``: decode every notification and keep ``(row id, arrival)``; otherwise
+    count them and keep that pair for the last notification of each read.
+    """
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.transport: asyncio.Transport | None = None
+        self.welcomed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.buf = b""
+        self.open = False
+        self.closed = False
+        self.record_all = False
+        self.count = 0
+        self.target = 0
+        self.done_at = 0.0
+        self.samples: list[tuple[int, float]] = []
+        self.controls: list[str] = []  # control messages after the welcome (resync...)
+
+    @classmethod
+    async def open(cls, port: int, path: str, n: int) -> list[RecordingClient]:
+        """``n`` clients of ``ws://127.0.0.1:<port><path>``, once each has had the hub's welcome."""
+        request = HANDSHAKE.format(path=path, port=port, extensions="").encode()
+        loop = asyncio.get_running_loop()
+        clients = [(await loop.create_connection(lambda: cls(request), "127.0.0.1", port))[1] for _ in range(n)]
+        await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in clients)), 30)
+        return clients
+
+    def reset(self, target: int, record_all: bool) -> None:
+        """Expect ``target`` notifications from now; ``record_all``: keep every arrival."""
+        self.count, self.target, self.done_at = 0, target, 0.0
+        self.samples, self.controls, self.record_all = [], [], record_all
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.welcomed.done():
+            self.welcomed.set_exception(ConnectionError(f"lost before the welcome: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        if not self.open:
+            data = self.buf + data
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = data
+                return
+            if not data.startswith(b"HTTP/1.1 101"):
+                self.welcomed.set_exception(ConnectionError(data[:end].decode(errors="replace")))
+                return
+            self.open, self.buf, data = True, b"", data[end + 4:]
+        self.feed(data)
+
+    def feed(self, data: bytes) -> None:
+        now = time.monotonic()
+        if self.buf:
+            data = self.buf + data
+        n, i, count, last, last_end = len(data), 0, 0, -1, 0
+        while i + 2 <= n:
+            op, length, start = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
+            if length == 126:
+                if i + 4 > n:
+                    break
+                length, start = int.from_bytes(data[i + 2:i + 4], "big"), i + 4
+            elif length == 127:
+                if i + 10 > n:
+                    break
+                length, start = int.from_bytes(data[i + 2:i + 10], "big"), i + 10
+            end = start + length
+            if end > n:
+                break
+            if op == 1:
+                if data[start + 2] == 105:  # b'{"id":...': a notification
+                    count += 1
+                    if self.record_all:
+                        self.samples.append((_decode(data[start:end])["data"]["id"], now))
+                    else:
+                        last = start
+                        last_end = end
+                else:
+                    self.control(_decode(data[start:end])["type"])
+            elif op == 9:  # ping: pong, masked with a zero key as a client must
+                assert self.transport is not None
+                self.transport.write(bytes((0x8A, 0x80 | length, 0, 0, 0, 0)) + data[start:end])
+            elif op == 8:
+                self.closed = True
+            i = end
+        self.buf = data[i:]
+        if count:
+            self.count += count
+            if last >= 0:
+                self.samples.append((_decode(data[last:last_end])["data"]["id"], now))
+            if self.target and not self.done_at and self.count >= self.target:
+                self.done_at = now
+
+    def control(self, kind: str) -> None:
+        if kind == "welcome" and not self.welcomed.done():
+            self.welcomed.set_result(None)
+        else:
+            self.controls.append(kind)

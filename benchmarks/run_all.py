@@ -13,7 +13,7 @@ or overruns is reported and the next one runs):
   one-notification latency and memory; writes the PNG plots;
 * ``bench_latency.py``: commit to client through the hub, SQLite and PostgreSQL, sync and
   async sessions (``--quick`` when quick); writes the latency plot;
-* ``bench_brokers.py``, if present: in-process against Redis and PostgreSQL (its ``--quick``);
+* ``bench_brokers.py``: in-process against Redis and PostgreSQL (its ``--quick``);
 * ``bench_writer_start.py``: the hub's writers started 32 per loop step against all at once
   (``--rounds 1`` when quick).
 
@@ -47,8 +47,7 @@ RESULTS = HERE / "results"
 class Step:
     name: str
     script: str
-    full: list[str]
-    quick: list[str]
+    quick: list[str]  # its flags in a quick run (a full run: none)
     limit_full: float  # seconds
     limit_quick: float
     outputs: list[str]  # file names in results/
@@ -58,15 +57,15 @@ class Step:
 
 
 STEPS = [
-    Step("capture", "bench_capture.py", [], ["--rounds", "2"], 20 * 60, 6 * 60, ["capture.json", "capture.md"]),
+    Step("capture", "bench_capture.py", ["--rounds", "2"], 20 * 60, 6 * 60, ["capture.json", "capture.md"]),
     Step(
-        "broadcast", "bench_broadcast.py", [], ["--quick"], 50 * 60, 12 * 60,
+        "broadcast", "bench_broadcast.py", ["--quick"], 50 * 60, 12 * 60,
         ["broadcast.json", "broadcast.md", "broadcast-throughput.png", "broadcast-one-broadcast.png"],
     ),
-    Step("latency", "bench_latency.py", [], ["--quick"], 8 * 60, 3 * 60, ["latency.json", "latency.md", "latency-cdf.png"]),
-    Step("brokers", "bench_brokers.py", [], ["--quick"], 15 * 60, 5 * 60, ["brokers.json", "brokers.md"]),
+    Step("latency", "bench_latency.py", ["--quick"], 8 * 60, 3 * 60, ["latency.json", "latency.md", "latency-cdf.png"]),
+    Step("brokers", "bench_brokers.py", ["--quick"], 15 * 60, 5 * 60, ["brokers.json", "brokers.md"]),
     Step(
-        "writer-start", "bench_writer_start.py", [], ["--rounds", "1"], 5 * 60, 3 * 60,
+        "writer-start", "bench_writer_start.py", ["--rounds", "1"], 5 * 60, 3 * 60,
         ["writer-start.json", "writer-start.md"],
     ),
 ]
@@ -121,12 +120,7 @@ def _snapshot(names: list[str]) -> dict[str, bytes | None]:
 
 
 def run_step(step: Step, quick: bool, index: int, total: int) -> None:
-    path = HERE / step.script
-    if not path.exists():
-        step.status = f"skipped: {step.script} does not exist"
-        _log(f"[{index}/{total}] {step.name}: {step.status}")
-        return
-    args = [sys.executable, str(path), *(step.quick if quick else step.full)]
+    args = [sys.executable, str(HERE / step.script), *(step.quick if quick else [])]
     limit = step.limit_quick if quick else step.limit_full
     _log(f"[{index}/{total}] {step.name}: {' '.join(args[1:])} (at most {limit / 60:.0f} min)")
     before = _snapshot(step.outputs)

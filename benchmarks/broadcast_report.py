@@ -1,0 +1,427 @@
+"""The tables of ``bench_broadcast.py``: its runs summarized (medians, min–max over rounds,
+ratios paired with the bare loop of the same server and round), rendered as Markdown, and
+checked against the project's targets. ``plots.py`` reads the same summary."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from contenders import ORDER as CONTENDERS
+from harness import percentile, spread as _spread
+
+
+MODES = {"burst": "back to back", "paced": "paced"}
+LABELS = {
+    "bare": "bare `await ws.send_text` loop",
+    "manager": "FastAPI docs' ConnectionManager",
+    "notify": "sqla_notify Hub + notify_router",
+    "redis": "sqla_notify Hub via Redis + notify_router",
+    "broadcaster": "broadcaster `memory://` (its README's endpoint)",
+    "socketio": "python-socketio `sio.emit` to all",
+}
+
+
+NOTES = """\
+*Back to back*: the burst's notifications are published in one go (one `publish` per
+notification, no await between them), so the hub's writers find many frames queued and send
+them in one pass per client. *Paced*: `await asyncio.sleep(0)` after each notification, as
+when commits arrive one at a time: every writer then wakes once per notification. The bare
+loop and the manager do the same work either way. *Last frame in*: from the broadcast
+request to the last client's last frame, by the clients' clock; deliveries/s is clients ×
+messages over it. *Server hand-off*: the server's own time until every frame is in a
+socket's transport. *Server GC*: time in the server's garbage collector during the burst
+(medians throughout). Server CPU near 100% with the last frame in within a few ms of the
+hand-off means the server, not the load generator, is the bottleneck. Stalled clients'
+buffers are filled until sending to them blocks before the measured burst, which then has
+`--stall-timeout` or three times its unstalled time, whichever is longer. The manager does
+the same work as the bare loop: its ratio to it shows how noisy the machine was.
+*broadcaster*: `Broadcast("memory://")` behind the endpoint of its README (per connection a
+task group, an unbounded queue and a sender task; `await broadcast.publish(channel, text)` per
+notification). *python-socketio*: `AsyncServer(async_mode="asgi")` with default settings,
+`await sio.emit("n", message)` per notification (one task per client per emit, an unbounded
+queue and a writer task per client); its clients speak Engine.IO v4 (join with `40`, answer
+pings) and only its `42[...]` event frames are counted. For these two, *server hand-off* ends
+when every healthy client's queue is empty. *Hub via Redis*: a second hub in the same
+server, `Hub(broker=RedisBroker(url, stream=...))` behind the same `notify_router`, a stream
+per server (empty at its start, deleted after); `publish` queues each notification for the
+broker, which writes it to the stream (pipelined `XADD`s) and delivers it to this
+process's clients only when the hub's `XREAD` has read it back, so every figure includes
+that round trip; its *server hand-off* ends when all of them were read back and are in
+every healthy client's transport; *+ Redis* is Redis's own CPU over the burst (same two
+CPUs). Paced makes less difference through Redis: the broker writes what was queued while
+its last write was in flight in one go, and the reader delivers what one `XREAD` returns in
+one loop step, so the writers see batches again. Its ratio to the in-process hub (targets
+table) is paired within one server and round, like the ratios to the bare loop. *Not
+measured*: a contender whose burst did not finish within the bound, or that could not
+connect every client, at that client count. Above the file-descriptor limit (20,000) the
+contenders are connected in turns of three, each turn with the bare loop (the two hubs in
+the same turn), so ratios stay paired within one server and round.
+*One notification*: from the server starting to publish it to the last healthy client's
+receipt (all processes read CLOCK_MONOTONIC), one notification at a time, 50 ms apart; a
+fresh server per contender and round; "with stalled": the stalled clients' buffers are full
+first, as above. p99 pools every round; per-round figures
+show the spread (with 30 to 90 samples, p99 is the largest or next to it)."""
+
+
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.0f}"
+
+
+def _throughput_rows(block: dict[str, Any], mode: str, runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    rows = []
+    for c in (c for c in CONTENDERS if c in runs):
+        if not runs[c]:
+            rows.append({
+                "clients": block["clients"], "messages": block["messages"], "mode": mode, "contender": c,
+                "failed": block.get("failed", {}).get(c, "not measured"),
+            })
+            continue
+        rate = [r["deliveries_per_s"] for r in runs[c]]
+        # Paired: the bare loop's burst of the same server and round, a few seconds apart.
+        ratio = [r["deliveries_per_s"] / r["bare_deliveries_per_s"] for r in runs[c] if r.get("bare_deliveries_per_s")]
+        # The hub through Redis against the in-process hub, paired likewise.
+        to_hub = [r["deliveries_per_s"] / r["hub_deliveries_per_s"] for r in runs[c] if r.get("hub_deliveries_per_s")]
+        handoff = [r["server_handoff_s"] for r in runs[c] if r["server_handoff_s"] is not None]
+        redis_cpu = [r["redis_cpu_s"] / r["completion_s"] for r in runs[c] if r.get("redis_cpu_s") is not None]
+        rows.append({
+            "clients": block["clients"], "messages": block["messages"], "mode": mode, "contender": c,
+            "rounds": len(runs[c]),
+            "deliveries_per_s": _spread(rate), "ratio_to_bare": _spread(ratio) if ratio else None,
+            "ratio_to_hub": _spread(to_hub) if to_hub else None,
+            "completion_s": _spread([r["completion_s"] for r in runs[c]]),
+            "server_handoff_s": statistics.median(handoff) if handoff else None,
+            "server_cpu_share": statistics.median(r["server_cpu_s"] / r["completion_s"] for r in runs[c]),
+            "redis_cpu_share": statistics.median(redis_cpu) if redis_cpu else None,
+            "server_gc_s": statistics.median(r["server_gc_s"] for r in runs[c]),
+            "busiest_client_cpu_share": statistics.median(
+                max(r["client_cpu_s"]) / r["completion_s"] for r in runs[c]
+            ),
+            "failed": block.get("failed", {}).get(c),  # measured, then a later burst timed out
+        })
+    return rows
+
+
+def _single_rows(single: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for c in (c for c in CONTENDERS if single["runs"].get(c)):
+        row: dict[str, Any] = {"contender": c}
+        for kind in ("unstalled", "stalled"):
+            series = [r[kind] for r in single["runs"][c]]
+            pooled = [x for s in series for x in s["seconds"]]
+            complete = [s["seconds"] for s in series if s["seconds"] and not s["blocked"]]
+            row[kind] = {
+                "broadcasts": len(pooled),
+                "p50_s": statistics.median(pooled) if pooled else None,
+                "p99_s": percentile(pooled, 0.99) if pooled else None,
+                "round_p50_s": _spread([statistics.median(v) for v in complete]) if complete else None,
+                "round_p99_s": _spread([percentile(v, 0.99) for v in complete]) if complete else None,
+                "blocked_rounds": sum(1 for s in series if s["blocked"]),
+                "rounds": len(series),
+                "seconds": pooled,
+            }
+        rows.append(row)
+    return rows
+
+
+def _redis_health(
+    throughput: list[dict[str, Any]], stalled: dict[str, Any], memory: dict[str, Any], single: dict[str, Any] | None,
+) -> dict[str, int]:
+    """Failed Redis calls and gaps (``resync`` for every client) of the Redis hubs, all servers."""
+    logs = [log for block in throughput for log in block["server_log"]]
+    for part in (stalled, memory, single or {"runs": {}}):
+        logs += [r["server_log"] for r in part["runs"].get("redis", [])]
+    logs = [log for log in logs if "redis_errors" in log]
+    return {
+        "servers": len(logs),
+        "errors": sum(log["redis_errors"] for log in logs),
+        "gaps": sum(log["redis_gaps"] for log in logs),
+    }
+
+
+def summarize(
+    throughput: list[dict[str, Any]], stalled: dict[str, Any], memory: dict[str, Any], single: dict[str, Any] | None,
+    skipped: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "throughput": [], "stalled": [], "memory": [], "single": [], "skipped": dict(skipped or {}),
+    }
+    for block in throughput:
+        for mode, runs in block["runs"].items():
+            summary["throughput"] += _throughput_rows(block, mode, runs)
+    for c in (c for c in CONTENDERS if stalled["runs"].get(c)):
+        runs = stalled["runs"][c]
+        before = [r["unstalled"]["completion_s"] for r in runs]
+        timed_out = [r["stalled"]["timed_out"] for r in runs]
+        during = [r["stalled"]["completion_s"] for r in runs if not r["stalled"]["timed_out"]]
+        ratios = [
+            r["stalled"]["completion_s"] / r["unstalled"]["completion_s"]
+            for r in runs if not r["stalled"]["timed_out"]
+        ]
+        summary["stalled"].append({
+            "contender": c,
+            "unstalled_s": _spread(before),
+            "stalled_s": _spread(during) if during else None,
+            "ratio": _spread(ratios) if ratios else None,
+            "timed_out_rounds": sum(timed_out),
+            "timeout_s": max(r["timeout_s"] for r in runs),
+            "rounds": len(runs),
+            "delivered_share_when_timed_out": [
+                r["stalled"]["delivered_share"] for r in runs if r["stalled"]["timed_out"]
+            ],
+            "prefill": [r["prefill"] for r in runs],
+            "server_asgi_exceptions": sum(r["server_log"]["asgi_exceptions"] for r in runs),
+        })
+    bare = {m["round"]: m for m in memory["runs"]["bare"]}
+    for c in (c for c in CONTENDERS if memory["runs"].get(c)):
+        per = [r["per_connection"] for r in memory["runs"][c]]
+        # Paired with the bare loop's server of the same round.
+        ratio = [m["per_connection"] / bare[m["round"]]["per_connection"] for m in memory["runs"][c] if m["round"] in bare]
+        summary["memory"].append({
+            "contender": c, "per_connection": _spread(per), "ratio_to_bare": _spread(ratio) if ratio else None,
+        })
+    if single is not None:
+        summary["single"] = _single_rows(single)
+    if "redis" in stalled["runs"]:  # the contender was in this run
+        summary["redis"] = _redis_health(throughput, stalled, memory, single)
+    return summary
+
+
+def _range(spread: tuple[float, float, float] | None, scale: float = 1e3, fmt: str = ".1f") -> str:
+    if spread is None:
+        return "–"
+    return f"{spread[0] * scale:{fmt}} ({spread[1] * scale:{fmt}}–{spread[2] * scale:{fmt}})"
+
+
+def _find(rows: list[dict[str, Any]], **keys: Any) -> dict[str, Any] | None:
+    return next((t for t in rows if all(t.get(k) == v for k, v in keys.items())), None)
+
+
+def render(
+    summary: dict[str, Any], stalled: dict[str, Any], memory: dict[str, Any], single: dict[str, Any] | None = None,
+) -> str:
+    lines = [
+        f"**Not measured: {LABELS[c]}**: {reason.rstrip('.')}." for c, reason in summary.get("skipped", {}).items()
+    ]
+    if lines:
+        lines.append("")
+    lines += [
+        (
+            "| clients | burst | contender | deliveries/s (median, min–max) | **vs bare** (median, min–max) "
+            "| last frame in (ms) | server hand-off (ms) | server GC (ms) | server CPU | busiest client CPU |"
+        ),
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in summary["throughput"]:
+        if "deliveries_per_s" not in t:
+            lines.append(
+                f"| {t['clients']:,} | {MODES[t['mode']]} | {LABELS[t['contender']]} | **not measured**: {t['failed']} "
+                "| – | – | – | – | – | – |"
+            )
+            continue
+        med, lo, hi = t["deliveries_per_s"]
+        ratio = "–" if t["ratio_to_bare"] is None else (
+            f"**{t['ratio_to_bare'][0]:.2f}** ({t['ratio_to_bare'][1]:.2f}–{t['ratio_to_bare'][2]:.2f})"
+        )
+        handoff = "–" if t["server_handoff_s"] is None else _ms(t["server_handoff_s"])
+        note = f" (then: {t['failed']})" if t.get("failed") else ""
+        redis_cpu = "" if t.get("redis_cpu_share") is None else f" + Redis {t['redis_cpu_share']:.0%}"
+        lines.append(
+            f"| {t['clients']:,} | {MODES[t['mode']]} | {LABELS[t['contender']]} | {med / 1e3:.0f}k ({lo / 1e3:.0f}k–{hi / 1e3:.0f}k){note} "
+            f"| {ratio} | {_ms(t['completion_s'][0])} | {handoff} "
+            f"| {_ms(t['server_gc_s'])} "
+            f"| {t['server_cpu_share']:.0%}{redis_cpu} | {t['busiest_client_cpu_share']:.0%} |"
+        )
+    lines += [
+        "",
+        (
+            f"| {stalled['stalled']} of {stalled['clients']:,} clients stalled | healthy clients, unstalled (ms) "
+            "| healthy clients, with stalled (ms) | **ratio** (median, min–max) |"
+        ),
+        "|---|---:|---:|---:|",
+    ]
+    for s in summary["stalled"]:
+        before = f"{_ms(s['unstalled_s'][0])} ({_ms(s['unstalled_s'][1])}–{_ms(s['unstalled_s'][2])})"
+        if s["timed_out_rounds"]:
+            shares = s["delivered_share_when_timed_out"]
+            during = (
+                f"stalled in {s['timed_out_rounds']}/{s['rounds']} rounds (timed out after "
+                f"{s['timeout_s']:.0f} s, {max(shares):.1%} delivered)"
+            )
+        else:
+            during = ""
+        if s["stalled_s"] is not None:
+            med, lo, hi = s["stalled_s"]
+            during = (during + "; " if during else "") + f"{_ms(med)} ({_ms(lo)}–{_ms(hi)})"
+        ratio = "–" if s["ratio"] is None else f"**{s['ratio'][0]:.2f}** ({s['ratio'][1]:.2f}–{s['ratio'][2]:.2f})"
+        lines.append(f"| {LABELS[s['contender']]} | {before} | {during} | {ratio} |")
+    logged = [s for s in summary["stalled"] if s["server_asgi_exceptions"]]
+    if logged:
+        lines += ["", "Server log during the stalled runs (tracebacks in the server log): " + "; ".join(
+            f"{LABELS[s['contender']]}: {s['server_asgi_exceptions']} × \"Exception in ASGI application\""
+            for s in logged
+        ) + "."]
+    if single is not None:
+        healthy = single["clients"] - single["stalled"]
+        lines += [
+            "",
+            (
+                f"| one notification to {healthy:,} clients: publish → last client (ms) | p50 | p99 "
+                f"| per-round p50 (median, min–max) | per-round p99 (median, min–max) "
+                f"| **with {single['stalled']} more stalled**: p50 | p99 | per-round p50 | per-round p99 |"
+            ),
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in summary["single"]:
+            cells = []
+            for kind in ("unstalled", "stalled"):
+                k = row[kind]
+                if k["blocked_rounds"]:
+                    cells.append(
+                        f"**blocked** in {k['blocked_rounds']}/{k['rounds']} rounds: no broadcast reached every "
+                        f"healthy client within {single['timeout_s']:g} s | – | – | –"
+                    )
+                    continue
+                cells.append(
+                    f"{k['p50_s'] * 1e3:.1f} | **{k['p99_s'] * 1e3:.1f}** | {_range(k['round_p50_s'])} "
+                    f"| {_range(k['round_p99_s'])}"
+                )
+            lines.append(f"| {LABELS[row['contender']]} | {cells[0]} | {cells[1]} |")
+    lines += [
+        "",
+        (
+            f"| idle connections ({memory['connections']:,}) | RSS per connection (KiB, median, min–max) "
+            "| **vs bare** (median, min–max) |"
+        ),
+        "|---|---:|---:|",
+    ]
+    for m in summary["memory"]:
+        med, lo, hi = m["per_connection"]
+        ratio = "–" if m["ratio_to_bare"] is None else "**{:.2f}** ({:.2f}–{:.2f})".format(*m["ratio_to_bare"])
+        lines.append(f"| {LABELS[m['contender']]} | {med / 1024:.1f} ({lo / 1024:.1f}–{hi / 1024:.1f}) | {ratio} |")
+    health = summary.get("redis")
+    if health is not None:
+        lines += ["", (
+            f"Redis during this run ({health['servers']} servers with a Redis hub, a stream each): "
+            + ("no failed Redis call, no gap." if not (health["errors"] or health["gaps"]) else
+               f"**{health['errors']} failed Redis call(s), {health['gaps']} gap(s)** (every client told to "
+               "resync): the Redis hub's figures are suspect; the server log has the broker's warnings.")
+        )]
+    lines += ["", _targets(summary, stalled)]
+    return "\n".join(lines)
+
+
+def _targets(summary: dict[str, Any], stalled: dict[str, Any]) -> str:
+    """The project's targets (issues 3 and 5), what Redis costs the hub (no target), and the
+    ratios measured elsewhere."""
+    rows = summary["throughput"]
+    first = rows[0]["clients"] if rows else 1000
+    lines = ["| target | measured | verdict |", "|---|---|---|"]
+
+    def ratio_line(label: str, t: dict[str, Any] | None, verdict: Any, key: str = "ratio_to_bare") -> None:
+        if t is None:
+            return
+        if t.get(key) is None:
+            lines.append(f"| {label} | not measured ({t.get('failed')}) | – |")
+            return
+        r, lo, hi = t[key]
+        lines.append(f"| {label} | {r:.0%} (per-round {lo:.0%}–{hi:.0%}) | {verdict(r)} |")
+
+    def met(r: float) -> str:
+        return "met" if r >= 0.8 else "missed"
+
+    ratio_line(f"hub ≥ 80% of the bare loop's deliveries/s at {first:,} clients",
+               _find(rows, contender="notify", clients=first, mode="burst"), met)
+    ratio_line("the same, paced (one notification per loop iteration)",
+               _find(rows, contender="notify", clients=first, mode="paced"), met)
+    for n in sorted({t["clients"] for t in rows} - {first}):
+        ratio_line(f"the same at {n:,} clients (back to back)", _find(rows, contender="notify", clients=n, mode="burst"), met)
+    stalls = {s["contender"]: s for s in summary["stalled"]}
+    if "notify" in stalls:
+        hub_stall = stalls["notify"]
+        if hub_stall["ratio"] is not None and not hub_stall["timed_out_rounds"]:
+            r = hub_stall["ratio"][0]
+            lines.append(
+                f"| {stalled['stalled']} stalled clients: healthy completion within 10% of unstalled | {r - 1:+.0%} "
+                f"(per-round {hub_stall['ratio'][1] - 1:+.0%} to {hub_stall['ratio'][2] - 1:+.0%}) "
+                f"| {'met' if r <= 1.1 else 'missed'} |"
+            )
+        else:
+            lines.append(f"| {stalled['stalled']} stalled clients: within 10% | hub timed out | missed |")
+    single = {r["contender"]: r for r in summary.get("single", [])}
+    if "notify" in single:
+        k = single["notify"]
+        if not k["stalled"]["blocked_rounds"] and k["unstalled"]["p99_s"] and k["stalled"]["p99_s"]:
+            r = k["stalled"]["p99_s"] / k["unstalled"]["p99_s"]
+            lines.append(
+                f"| one broadcast with 1% stalled: hub p99 isolated from them (not a set target) | "
+                f"{k['unstalled']['p99_s'] * 1e3:.1f} → {k['stalled']['p99_s'] * 1e3:.1f} ms ({r:.2f}×) | "
+                f"{'isolated' if r <= 1.5 else 'affected'} |"
+            )
+    memory = {m["contender"]: m for m in summary["memory"]}
+    if "notify" in memory and memory["notify"]["ratio_to_bare"] is not None:
+        r = memory["notify"]["ratio_to_bare"][0]
+        lines.append(
+            f"| memory per idle connection ≤ bare + 10% | {r - 1:+.0%} "
+            f"({memory['notify']['per_connection'][0] / 1024:.1f} KiB vs "
+            f"{memory['bare']['per_connection'][0] / 1024:.1f} KiB) | {'met' if r <= 1.1 else 'missed'} |"
+        )
+    # The hub through Redis: what the round trip costs it, against the in-process hub.
+    for mode in MODES:
+        ratio_line(
+            f"{LABELS['redis']} vs the in-process hub at {first:,} clients, {MODES[mode]} (paired; no target)",
+            _find(rows, contender="redis", clients=first, mode=mode), lambda r: "–", key="ratio_to_hub",
+        )
+    redis_stall = stalls.get("redis")
+    if redis_stall is not None:
+        if redis_stall["ratio"] is not None and not redis_stall["timed_out_rounds"]:
+            r, lo, hi = redis_stall["ratio"]
+            lines.append(
+                f"| {LABELS['redis']}: {stalled['stalled']} stalled clients, healthy completion vs unstalled "
+                f"(no target) | {r - 1:+.0%} (per-round {lo - 1:+.0%} to {hi - 1:+.0%}) "
+                f"| {'within 10%' if r <= 1.1 else 'over 10%'} |"
+            )
+        else:
+            lines.append(f"| {LABELS['redis']}: {stalled['stalled']} stalled clients (no target) | timed out | – |")
+    if "redis" in single and "notify" in single:
+        k, h = single["redis"]["unstalled"], single["notify"]["unstalled"]
+        if k["p50_s"] is not None and h["p50_s"] is not None:
+            lines.append(
+                f"| {LABELS['redis']}: one broadcast, p50 / p99 over the in-process hub's (no target) | "
+                f"{(k['p50_s'] - h['p50_s']) * 1e3:+.1f} / {(k['p99_s'] - h['p99_s']) * 1e3:+.1f} ms "
+                f"({k['p50_s'] * 1e3:.1f} / {k['p99_s'] * 1e3:.1f} ms) | – |"
+            )
+    for c, elsewhere in (("broadcaster", 0.45), ("socketio", 0.2)):
+        ratio_line(
+            f"{LABELS[c]} vs bare at {first:,} clients (measured elsewhere: ≈{elsewhere:g}×; no target)",
+            _find(rows, contender=c, clients=first, mode="burst"),
+            lambda r, e=elsewhere: f"{r / e:.1f}× the figure from elsewhere",
+        )
+    return "\n".join(lines)
+
+
+def markdown(meta: dict[str, Any], throughput: list[dict[str, Any]], table: str) -> str:
+    """``results/<name>.md``: what ran (versions, settings from ``meta``), :data:`NOTES`, then ``table``."""
+    redis = meta["redis"]
+    return (
+        f"# bench_broadcast ({meta['when']})\n\n"
+        f"Python {meta['python']}, FastAPI {meta['fastapi']}, uvicorn {meta['uvicorn']} "
+        f"(websockets {meta['websockets']}, loop {meta['server_loop']}, per-message deflate "
+        f"{'on' if 'deflate true' in meta['uvicorn_settings'] else 'off'}), {meta['cpus']} CPUs, broadcaster "
+        f"{meta['broadcaster']}, python-socketio {meta['python-socketio']} (python-engineio {meta['python-engineio']})"
+        + ("" if redis is None else f", Redis {redis['server']} (redis-py {redis['redis-py']})")
+        + "; notifications of about 100 bytes. Throughput: "
+        + "; ".join(
+            f"{b['clients']:,} clients: bursts of {b['messages']}, {b['rounds']} rounds, "
+            f"{meta['client_procs'] if b['clients'] <= 2000 else meta['big_client_procs']} client process(es)"
+            + (f", {len(b['groups'])} servers in turn ({' | '.join(', '.join(g) for g in b['groups'])})"
+               if len(b["groups"]) > 1 else "")
+            for b in throughput
+        )
+        + f". Stalled: {meta['stall_rounds']} rounds; one broadcast: {meta['single_rounds']} rounds of "
+        f"{meta['single_repeats']}; memory: {meta['memory_rounds']} rounds; spread = min–max over rounds. "
+        f"Server/client CPU = CPU seconds over the burst's duration. {meta['duration_s']} s in all.\n\n"
+        f"{NOTES}\n\n{table}\n"
+    )

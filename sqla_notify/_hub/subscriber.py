@@ -238,16 +238,7 @@ class Subscriber:
                 f"a hand-over of at most {self._bound}, got {len(queue)} waiting and {len(frames)} offered"
             )
         queue.extend(frames)
-        waiter = self._waiter  # the transport's wake-up, inline, as in send_nowait
-        if waiter is not None:
-            if not waiter.done():
-                waiter.set_result(None)
-        elif not self._writing and self._start is not None:
-            self._writing = True
-            if self._schedule is None:
-                self._start()
-            else:
-                self._schedule(self._start)
+        self._wake()
 
     def send_welcome(self, frames: list[Frame]) -> None:
         """Queue the first frames (the ``welcome``, then a replay) beyond the bound.

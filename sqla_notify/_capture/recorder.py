@@ -93,10 +93,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sqla_notify")
 
+_MUTABLE = (dict, list)
+
+
 def _snapshot(value: Any) -> Any:
     # JSON and ARRAY columns hold mutable containers: copy them so that a change made after
     # the commit cannot alter a notification that is still on its way.
-    return copy.deepcopy(value) if value.__class__ in (dict, list) else value
+    return copy.deepcopy(value) if value.__class__ in _MUTABLE else value
 
 
 _insert_order = operator.attrgetter("insert_order")
@@ -372,15 +375,25 @@ class Recorder:
             buf.add(key, (action, info, values))
             return
         d = state.dict
+        committed = state.committed_state
         before: dict[str, Any] | None = None
         after: dict[str, Any] | None = None
         old: dict[str, Any] | None = None
         filter_by = info.filter_by
         if filter_by:
+            if action != DELETE:
+                after = {}
+                for k in filter_by:
+                    if k in d:
+                        after[k] = d[k]
+                if unknown:
+                    for k in unknown:
+                        if k in filter_by:
+                            after[k] = UNKNOWN_VALUE
+                            buf.unknown = True
             if action != INSERT and prev is None:
                 # First seen in this transaction (or savepoint): the values it started with.
                 # A column the session never loaded, or one the flush expired, is unknown.
-                committed = state.committed_state
                 before = {}
                 for k in filter_by:
                     if k in committed:
@@ -389,22 +402,16 @@ class Recorder:
                             before[k] = v
                     elif k in d:
                         before[k] = d[k]
-            if action != DELETE:
-                after = {k: d[k] for k in filter_by if k in d}
-                if unknown:
-                    for k in unknown:
-                        if k in filter_by:
-                            after[k] = UNKNOWN_VALUE
-                            buf.unknown = True
+                if before == after:
+                    before = after  # most updates keep their filter values: one dict, never mutated
         if changed and info.old and action == UPDATE and net == UPDATE:
-            committed = state.committed_state
             exclude = info.exclude
             old = {}
             for k in changed:
                 if k in committed and k not in exclude:
                     v = committed[k]
                     if v is not NO_VALUE:
-                        old[k] = _snapshot(v)
+                        old[k] = copy.deepcopy(v) if v.__class__ in _MUTABLE else v  # see _snapshot
         if prev is None:
             entries[key] = Row(action, info, values, before, after, old)
         else:

@@ -394,16 +394,24 @@ class Recorder:
             if action != INSERT and prev is None:
                 # First seen in this transaction (or savepoint): the values it started with.
                 # A column the session never loaded, or one the flush expired, is unknown.
-                before = {}
                 for k in filter_by:
                     if k in committed:
-                        v = committed[k]
-                        if v is not NO_VALUE:
-                            before[k] = v
-                    elif k in d:
-                        before[k] = d[k]
-                if before == after:
-                    before = after  # most updates keep their filter values: one dict, never mutated
+                        break
+                else:
+                    if after is not None and not buf.unknown:
+                        # Most updates keep their filter values: share the dict (never
+                        # mutated) rather than allocate another, which brings the garbage
+                        # collector's next pass closer.
+                        before = after
+                if before is None:
+                    before = {}
+                    for k in filter_by:
+                        if k in committed:
+                            v = committed[k]
+                            if v is not NO_VALUE:
+                                before[k] = v
+                        elif k in d:
+                            before[k] = d[k]
         if changed and info.old and action == UPDATE and net == UPDATE:
             exclude = info.exclude
             old = {}

@@ -242,13 +242,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--pg-url", default=os.environ.get("SQLA_NOTIFY_PG_URL", DEFAULT_PG))
     parser.add_argument("--no-pg", action="store_true", help="SQLite only")
+    parser.add_argument(
+        "--filter-old", action="store_true",
+        help="the model declares NotifyOptions(filter_by={'value'}, old=True) (the row-level options)",
+    )
     args = parser.parse_args()
     code = git_state()
+    suffix = ""
+    if args.filter_old:
+        Item.__sqla_notify__ = sqla_notify.NotifyOptions(filter_by={"value"}, old=True)  # type: ignore[attr-defined]
+        suffix = ", filter_by+old"
 
-    rows = run_database("sqlite://", args.rounds, "SQLite (memory)")
+    rows = run_database("sqlite://", args.rounds, "SQLite (memory)" + suffix)
     if not args.no_pg:
         try:
-            rows += run_database(args.pg_url, args.rounds, "PostgreSQL")
+            rows += run_database(args.pg_url, args.rounds, "PostgreSQL" + suffix)
         except sqlalchemy.exc.OperationalError as exc:
             print(f"PostgreSQL skipped: {exc.orig}", file=sys.stderr)
     notify = bench_notify(200_000, args.rounds)
@@ -283,6 +291,7 @@ def main() -> None:
         "msgspec": msgspec.__version__,
         "sqla_notify": sqla_notify.__version__,
         "rounds": args.rounds,
+        "filter_old": args.filter_old,
     }
     write(
         "capture", {"meta": meta, "capture": rows, "notify": notify},

@@ -221,7 +221,13 @@ class PostgresBroker(Broker):
             one = _ascii(_encoder.encode(n))
             if len(one) > room - _ENVELOPE:
                 logger.info("sqla_notify sent a %s %s without its data, too large for NOTIFY", n.collection, n.action)
-                one = _ascii(_encoder.encode(Notification(n.collection, n.action)))
+                # Filter values are small and tell the hub whom the row concerns; without
+                # them every filtered subscriber would get it. old goes with data.
+                one = _ascii(_encoder.encode(Notification(
+                    n.collection, n.action, filter_before=n.filter_before, filter_after=n.filter_after
+                )))
+                if len(one) > room - _ENVELOPE:  # huge filter values: "some row changed"
+                    one = _ascii(_encoder.encode(Notification(n.collection, n.action)))
             encoded.append(one)
         out: list[str] = []
         start = 0

@@ -54,3 +54,17 @@ def test_unencodable_value_falls_back_to_str() -> None:
 def test_plain_msgspec_round_trip() -> None:
     n = Notification("forums", "delete", {"id": 1})
     assert msgspec.json.decode(msgspec.json.encode(n), type=Notification) == n
+
+
+def test_old_and_filter_values_are_encoded_when_present_and_left_out_of_repr_when_absent() -> None:
+    n = Notification("posts", "update", {"id": 1}, {"forum_id": 7}, {"forum_id": 7}, {"forum_id": 8})
+    assert encode(n) == (
+        b'{"collection":"posts","action":"update","data":{"id":1},"old":{"forum_id":7},'
+        b'"filter_before":{"forum_id":7},"filter_after":{"forum_id":8}}'
+    )
+    assert msgspec.json.decode(encode(n), type=Notification) == n
+    assert repr(n) == (
+        "Notification(collection='posts', action='update', data={'id': 1}, old={'forum_id': 7}, "
+        "filter_before={'forum_id': 7}, filter_after={'forum_id': 8})"
+    )
+    assert repr(Notification("f", "reload")) == "Notification(collection='f', action='reload', data=None)"

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any, Union, cast
 
+import msgspec
+
 from .._notify.notification import Notification
 from .options import ModelInfo
 
@@ -16,6 +18,18 @@ UPDATE = "update"
 DELETE = "delete"
 #: payload key listing the columns an UPDATE wrote whose new values only the database knows
 UNKNOWN = "$unknown"
+
+
+class _UnknownValue:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNKNOWN_VALUE"
+
+
+#: a filter value the database computed: stands for "unknown" in a buffer, so that merging
+#: drops the earlier value, and is left out of the notification
+UNKNOWN_VALUE: Any = _UnknownValue()
 
 
 class SomeRows:
@@ -33,23 +47,48 @@ class SomeRows:
 #
 #   identity key             -> (action, ModelInfo)            shared, see ModelInfo.actions
 #                            -> (action, ModelInfo, values)    payload modes
+#                            -> Row                            models with filter_by or old
 #   SomeRows()               -> (action, ModelInfo)
 #   object()                 -> Notification                   notify(session=...)
 #
 # The identity key is SQLAlchemy's own ``(base class, pk tuple, identity token)``: updated
 # and deleted rows already carry it in ``state.key``, so recording them allocates nothing.
-Value = Union["tuple[str, ModelInfo]", "tuple[str, ModelInfo, dict[str, Any] | None]", Notification]
+
+
+class Row(msgspec.Struct, gc=False):
+    """A row of a model with ``filter_by`` or ``old``: its action, payload values, the
+    values it had before the transaction and its ``filter_by`` values after.
+
+    Not a tuple, unlike other entries: a tuple holding the ModelInfo is tracked by the
+    garbage collector, and one per row of a large flush made the collector's passes cost as
+    much as capture itself; ``gc=False`` structs are never tracked.
+    """
+
+    action: str
+    info: ModelInfo
+    values: Union[dict[str, Any], None]
+    #: the ``filter_by`` values at the start of the transaction (``None``: unknown, or an insert)
+    before: Union[dict[str, Any], None]
+    #: the ``filter_by`` values now (``None``: unknown, or a delete)
+    after: Union[dict[str, Any], None]
+    #: the previous values of the changed columns (updates of ``old=True`` models)
+    old: Union[dict[str, Any], None]
+
+
+Value = Union["tuple[str, ModelInfo]", "tuple[str, ModelInfo, dict[str, Any] | None]", Row, Notification]
 
 
 class Buffer:
     """What one real transaction (root or savepoint) has changed so far."""
 
-    __slots__ = ("entries", "committed")
+    __slots__ = ("entries", "committed", "unknown")
 
     def __init__(self) -> None:
         # Insertion-ordered: the order of first appearance is the publishing order.
         self.entries: dict[Hashable, Value] = {}
         self.committed = False
+        #: whether some entry holds an UNKNOWN_VALUE (rare: only then are they filtered out)
+        self.unknown = False
 
     def add(self, key: Hashable, value: Value) -> None:
         """Record a row under ``key``, coalescing with what the key already holds."""
@@ -58,6 +97,15 @@ class Buffer:
         if prev is None:
             entries[key] = value
             return
+        if value.__class__ is Row:
+            row = _merge_rows(prev, value)
+            if row is None:
+                del entries[key]
+            else:
+                entries[key] = row
+            return
+        if prev.__class__ is Row:  # another mapper of the same table: keep what both know
+            prev = (prev.action, prev.info, prev.values)
         prev = cast("tuple[Any, ...]", prev)  # only rows share keys
         value = cast("tuple[Any, ...]", value)
         first, info = prev[0], value[1]
@@ -79,11 +127,56 @@ class Buffer:
 
     def merge(self, child: Buffer) -> None:
         """Fold a released savepoint's entries into this (enclosing) buffer."""
+        self.unknown = self.unknown or child.unknown
         for key, value in child.entries.items():
-            if value.__class__ is tuple:
+            if value.__class__ is tuple or value.__class__ is Row:
                 self.add(key, value)
             else:
                 self.entries[key] = value
+
+
+def _merge_rows(prev: Any, value: Row) -> Row | None:
+    """A row with filter or old values seen again: the earliest ``before`` and ``old`` (the
+    values at the start of the transaction) and the latest ``after`` win. ``None``: the
+    row's changes cancel out (insert→delete)."""
+    if prev.__class__ is Row:
+        first, prior = prev.action, prev.values
+        before, p_after, p_old = prev.before, prev.after, prev.old
+    else:  # recorded by another mapper of the table, without them: unknown
+        first, prior = prev[0], prev[2] if len(prev) == 3 else None
+        before = p_after = p_old = None
+    net = coalesce(first, value.action)
+    if net is None:
+        return None
+    info, values = value.info, value.values
+    if values is not None and net != DELETE and first != DELETE and prior:
+        if UNKNOWN in prior or UNKNOWN in values:
+            values = _merge_unknown(info, prior, values)
+        else:
+            values = {**prior, **values}
+    after = value.after
+    if net == DELETE or after is None:
+        after = None
+    elif p_after is not None and first != DELETE:
+        # Columns absent now were not loaded, so not written: their earlier values hold.
+        after = {**p_after, **after}
+    old = value.old
+    if net != UPDATE or first != UPDATE:
+        old = None  # an insert has none; delete→insert: the deleted row's values are unknown
+    elif p_old is not None:
+        old = p_old if old is None else {**old, **p_old}
+    return Row(net, info, values, None if net == INSERT else before, after, old)
+
+
+def _known(values: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``values`` without the columns whose values only the database knows."""
+    if values is None:
+        return None
+    return {k: v for k, v in values.items() if v is not UNKNOWN_VALUE}
+
+
+def _same(values: dict[str, Any] | None) -> dict[str, Any] | None:
+    return values
 
 
 def _merge_unknown(info: ModelInfo, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -113,8 +206,17 @@ def to_notifications(buffer: Buffer) -> list[Notification]:
     """Build the notifications of a committed buffer, in order."""
     out: list[Notification] = []
     append = out.append
+    known = _known if buffer.unknown else _same
     for key, value in buffer.entries.items():
-        if value.__class__ is not tuple:
+        cls = value.__class__
+        if cls is Row:
+            row = cast(Row, value)
+            append(Notification(
+                row.info.collection, row.action, _data(row.info, key, row.values), row.old or None,
+                known(row.before), known(row.after),
+            ))
+            continue
+        if cls is not tuple:
             append(cast(Notification, value))
             continue
         value = cast("tuple[Any, ...]", value)
@@ -132,6 +234,19 @@ def to_notifications(buffer: Buffer) -> list[Notification]:
             data.update(value[2])
         append(Notification(info.collection, action, data or None))
     return out
+
+
+def _data(info: ModelInfo, key: Any, values: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``data`` of a :class:`Row`: its primary key (bar excluded columns) and values."""
+    pk = key[1]
+    names = info.pk_keys
+    if info.pk_shown is None:
+        data = {names[0]: pk[0]} if len(names) == 1 else dict(zip(names, pk, strict=True))
+    else:
+        data = {names[i]: pk[i] for i in info.pk_shown}
+    if values:
+        data.update(values)
+    return data or None
 
 
 def identity(info: ModelInfo, pk: tuple[Any, ...], token: Any = None) -> tuple[Any, ...]:

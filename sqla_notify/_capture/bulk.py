@@ -16,7 +16,11 @@ changing what the caller gets back:
   the collection, meaning "reload it". Never silently nothing.
 
 Bulk rows carry the primary key only, in every payload mode: the new values were computed by
-the database. The statement is executed before anything is recorded, so a statement that
+the database. For a model with ``filter_by``, the ``RETURNING`` clause also asks for those
+columns: an UPDATE learns their new values (``filter_after``) and a DELETE the deleted rows'
+values (``filter_before``). An UPDATE cannot learn the values it replaced without a query of
+its own, so its ``filter_before`` is unknown (``None``); an UPDATE by primary key and an
+INSERT know the values their parameters set, and nothing else. Bulk rows never carry ``old``. The statement is executed before anything is recorded, so a statement that
 fails records nothing.
 """
 
@@ -26,7 +30,9 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .buffer import DELETE, INSERT, UPDATE, SomeRows, identity
+from sqlalchemy.sql.elements import BindParameter
+
+from .buffer import DELETE, INSERT, UPDATE, Row, SomeRows, identity
 from .recorder import Recorder
 
 if TYPE_CHECKING:
@@ -64,15 +70,48 @@ def do_orm_execute(recorder: Recorder, state: ORMExecuteState) -> Result[Any] | 
         and not getattr(statement, "_return_defaults", False)
         and _dialect_returns(state, action)
     )
+    filter_by = info.filter_by
+    found: list[dict[str, Any]] | None = None  # filter_by's values of each row, from RETURNING
     if use_returning:
-        result = state.invoke_statement(
-            statement=statement.return_defaults(*mapper.primary_key)
-        )
-        keys = [tuple(row) for row in result.returned_defaults_rows or ()]  # type: ignore[attr-defined]
+        columns = list(mapper.primary_key)
+        by_column: dict[str, str] = {}
+        for k in filter_by:
+            column = mapper.get_property(k).columns[0]
+            by_column[column.key] = k
+            columns.append(column)
+        result = state.invoke_statement(statement=statement.return_defaults(*columns))
+        returned = result.returned_defaults_rows or ()  # type: ignore[attr-defined]
+        if filter_by:
+            # RETURNING's columns come in no set order (the SET clause's first): by name.
+            # It leaves out the columns the SET clause assigns a value: theirs are in it.
+            assigned = _assigned(statement, by_column) if action == UPDATE else {}
+            pk_names = [c.key for c in mapper.primary_key]
+            keys, found = [], []
+            for row in returned:
+                named = dict(zip(row._fields, row, strict=True))
+                keys.append(tuple([named[name] for name in pk_names]))
+                values = dict(assigned)
+                for name, k in by_column.items():
+                    if name in named:
+                        values[k] = named[name]
+                found.append(values)
+        else:
+            keys = [tuple(row) for row in returned]
     else:
         result = state.invoke_statement()
 
     buf = recorder.buffer(state.session)
+    if keys is not None and info.extras:
+        # Only reached without RETURNING when _keys_from_parameters found a list of dicts.
+        given: Any = [params] if isinstance(params, Mapping) else params
+        for i, pk in enumerate(keys):
+            if found is not None:
+                values = found[i]
+            else:  # what the parameters set; the rest is unknown
+                values = {k: given[i][k] for k in filter_by if k in given[i]}
+            before, after = (values, None) if action == DELETE else (None, values)
+            buf.add(identity(info, pk), Row(action, info, None, before, after, None))
+        return result
     value = info.actions[action]
     if keys is not None:
         for pk in keys:
@@ -99,6 +138,20 @@ def _keys_from_parameters(
         except KeyError:
             return None
     return keys
+
+
+def _assigned(statement: Any, by_column: Mapping[str, str]) -> dict[str, Any]:
+    """The filter columns an UPDATE's SET clause assigns a literal value, e.g. ``.values(forum_id=8)``.
+
+    A SQL expression, or a ``bindparam()`` filled in at execution, leaves the value unknown.
+    """
+    out: dict[str, Any] = {}
+    for target, value in (getattr(statement, "_values", None) or {}).items():
+        name = target if isinstance(target, str) else getattr(target, "key", None)
+        key = by_column.get(name)  # type: ignore[arg-type]
+        if key is not None and isinstance(value, BindParameter) and value.unique and value.callable is None:
+            out[key] = value.value
+    return out
 
 
 def _dialect_returns(state: ORMExecuteState, action: str) -> bool:

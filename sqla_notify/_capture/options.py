@@ -76,14 +76,28 @@ class NotifyOptions:
         primary key columns too (the payload then carries the rest, or no data).
     :param enabled: ``False`` turns notifications for the model off, like
         ``__sqla_notify__ = False``.
+    :param filter_by: attribute keys (or column names) of the columns that clients may
+        filter this model's notifications on, e.g. ``{"forum_id", "status"}``. Capture then
+        records their values before and after each change (see :attr:`Notification.filter_before`),
+        for the hub to choose the subscribers; these values are not sent to browsers. Each
+        must be a mapped column attribute, never an excluded one: checked when the model's
+        options are first resolved (its first flush or bulk statement), which then raises
+        :class:`ValueError`.
+    :param old: ``True``: updates carry :attr:`Notification.old`, the values before the
+        transaction of the columns that changed, excluded columns left out. Off by default:
+        it sends what a ``"changes"`` payload does not (the previous value of every changed
+        column), which a model must choose to reveal.
     :raises TypeError: for an argument of the wrong type.
-    :raises ValueError: for an unknown payload mode or an empty collection name.
+    :raises ValueError: for an unknown payload mode, an empty collection name or a column
+        that is both excluded and in ``filter_by``.
     """
 
     collection: str | None = None
     payload: PayloadMode | PayloadFunction = "pk"
     exclude: Collection[str] = ()
     enabled: bool = True
+    filter_by: Collection[str] = ()
+    old: bool = False
 
     def __post_init__(self) -> None:
         if self.collection is not None:
@@ -110,8 +124,28 @@ class NotifyOptions:
                 f"NotifyOptions.exclude expected a collection of attribute names, "
                 f"got {self.exclude!r}"
             )
+        if isinstance(self.filter_by, str) or not all(isinstance(k, str) for k in self.filter_by):
+            raise TypeError(
+                f"NotifyOptions.filter_by expected a collection of attribute names, "
+                f"got {self.filter_by!r}"
+            )
+        if not isinstance(self.old, bool):
+            raise TypeError(f"NotifyOptions.old expected a bool, got {type(self.old).__name__}: {self.old!r}")
         # Normalise so that equal options compare and hash equal.
-        object.__setattr__(self, "exclude", frozenset(self.exclude))
+        exclude, filter_by = frozenset(self.exclude), frozenset(self.filter_by)
+        object.__setattr__(self, "exclude", exclude)
+        object.__setattr__(self, "filter_by", filter_by)
+        both = filter_by & exclude
+        if both:
+            raise ValueError(
+                f"NotifyOptions.filter_by expected columns that are not excluded, got "
+                f"{', '.join(sorted(both))}, also in exclude: an excluded column never leaves "
+                f"the process, so clients cannot filter on it"
+            )
+
+
+class InvalidOptions(ValueError):
+    """Options that do not fit their model, raised where a fallback would be unsafe."""
 
 
 _DEFAULT = NotifyOptions()
@@ -124,6 +158,7 @@ class ModelInfo:
     __slots__ = (
         "collection", "mode", "function", "pk_keys", "pk_set", "pk_shown", "columns", "exclude",
         "exclude_names", "payload_columns", "identity_class", "actions", "written", "key_tables",
+        "filter_by", "old", "extras", "plain",
     )
 
     def __init__(
@@ -138,6 +173,8 @@ class ModelInfo:
         written: tuple[tuple[str, frozenset[Any] | None], ...] = (),
         key_tables: dict[str, frozenset[Any]] | None = None,
         exclude_names: frozenset[str] | None = None,
+        filter_by: tuple[str, ...] = (),
+        old: bool = False,
     ) -> None:
         self.collection = collection
         self.mode = mode
@@ -168,6 +205,16 @@ class ModelInfo:
         self.written = written
         #: the tables of each column key; filled only when ``written`` is not empty
         self.key_tables = key_tables or {}
+        #: attribute keys whose values before and after each change are recorded, in the
+        #: mapper's column order (empty for most models)
+        self.filter_by = filter_by
+        #: whether updates carry the previous values of their changed columns
+        self.old = old
+        #: rows are recorded by key and action only: no payload values, no filter values,
+        #: no old values (the cheapest path, which most models take)
+        self.plain = mode == "pk" and not filter_by and not old
+        #: entries carry filter and old values (see :mod:`.buffer`)
+        self.extras = bool(filter_by) or old
 
 
 def default_collection(mapper: Mapper[Any]) -> str:
@@ -228,6 +275,7 @@ def model_info(mapper: Mapper[Any]) -> ModelInfo | None:
             "is" if len(unknown) == 1 else "are", ", ".join(sorted(columns)),
         )
         mode = "pk"
+    filter_by = _filter_by(mapper, options, columns, key_of_column, exclude, ordered)
     function = options.payload if mode == "function" else None
     identity_class = mapper.identity_key_from_primary_key((None,) * len(pk_keys))[0]
     written, key_tables = _written_on_update(mapper)
@@ -236,8 +284,42 @@ def model_info(mapper: Mapper[Any]) -> ModelInfo | None:
         exclude_names |= names_of_key.get(key, set())
     return ModelInfo(
         collection, mode, function, pk_keys, ordered, frozenset(exclude),  # type: ignore[arg-type]
-        identity_class, written, key_tables, frozenset(exclude_names),
+        identity_class, written, key_tables, frozenset(exclude_names), filter_by, options.old,
     )
+
+
+def _filter_by(
+    mapper: Mapper[Any],
+    options: NotifyOptions,
+    columns: frozenset[str],
+    key_of_column: Mapping[str, str],
+    exclude: set[str],
+    ordered: tuple[str, ...],
+) -> tuple[str, ...]:
+    """``options.filter_by`` as attribute keys in mapper order.
+
+    Unlike the other options, a wrong one raises: degrading silently would make filtered
+    subscribers miss rows, or filter on a column that must not leave the process.
+
+    :raises ValueError: for a name that is no mapped column attribute, or an excluded one.
+    """
+    keys = set()
+    for name in options.filter_by:
+        key = name if name in columns else key_of_column.get(name)
+        if key is None:
+            raise InvalidOptions(
+                f"{mapper.class_.__name__}.{OPTIONS_ATTRIBUTE}: filter_by expected mapped column "
+                f"attributes of {mapper.class_.__name__} (one of {', '.join(sorted(columns))}), "
+                f"got {name!r}"
+            )
+        if key in exclude:
+            raise InvalidOptions(
+                f"{mapper.class_.__name__}.{OPTIONS_ATTRIBUTE}: filter_by expected columns that "
+                f"are not excluded, got {name!r}, which exclude names: an excluded column never "
+                f"leaves the process, so clients cannot filter on it"
+            )
+        keys.add(key)
+    return tuple(k for k in ordered if k in keys)
 
 
 def _written_on_update(

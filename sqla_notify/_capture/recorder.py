@@ -29,6 +29,15 @@ them:
    happened to it: insert→update = insert, insert→delete = nothing, update→delete = delete,
    delete→insert = update.
 
+   For a model with ``filter_by`` or ``old=True``, an entry also holds the values the row
+   had before the transaction (its ``filter_by`` columns; the previous values of its
+   changed columns) and the ``filter_by`` values after. The row's first record in a buffer
+   reads them from ``committed_state`` (the values before this flush), which for the
+   transaction's first write of the row are the values it started with; coalescing keeps
+   the earliest "before" and the latest "after". A savepoint's buffer records the values at
+   its own start, but folding it into the enclosing buffer keeps the enclosing one's, and a
+   rolled-back savepoint's buffer is dropped with its rows: what remains is the transaction's.
+
 3. **Before the root's COMMIT**, only for a *transactional* sink (a hub with a PostgreSQL
    broker): ``before_commit`` flushes, then hands the root's complete batch to the sink on
    the transaction's connection, so that the database delivers it if and only if it
@@ -73,9 +82,9 @@ from sqlalchemy.orm.base import NO_VALUE
 from .._notify.notification import Notification
 from .._report import HookErrors
 from .buffer import (
-    DELETE, INSERT, UNKNOWN, UPDATE, Buffer, SomeRows, coalesce, identity, to_notifications,
+    DELETE, INSERT, UNKNOWN, UNKNOWN_VALUE, UPDATE, Buffer, Row, SomeRows, coalesce, identity, to_notifications,
 )
-from .options import ModelInfo, model_info
+from .options import InvalidOptions, ModelInfo, model_info
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -84,10 +93,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sqla_notify")
 
+_MUTABLE = (dict, list)
+
+
 def _snapshot(value: Any) -> Any:
     # JSON and ARRAY columns hold mutable containers: copy them so that a change made after
     # the commit cannot alter a notification that is still on its way.
-    return copy.deepcopy(value) if value.__class__ in (dict, list) else value
+    return copy.deepcopy(value) if value.__class__ in _MUTABLE else value
 
 
 _insert_order = operator.attrgetter("insert_order")
@@ -160,9 +172,15 @@ class Recorder:
             logger.exception("sqla_notify failed to prepare for a flush")
 
     def after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
-        """Copy what this flush wrote into the current transaction's buffer."""
+        """Copy what this flush wrote into the current transaction's buffer.
+
+        :raises ValueError: when a model's ``filter_by`` does not fit it; the flush then
+            fails, as it will until the model is fixed (see :class:`NotifyOptions`).
+        """
         try:
             self._capture(session, flush_context)
+        except InvalidOptions:
+            raise
         except Exception:  # noqa: BLE001
             logger.exception("sqla_notify failed to capture a flush; its changes are not announced")
 
@@ -231,12 +249,13 @@ class Recorder:
         before: Any = _UNSET  # what before_flush saw, read only if needed
         buf: Buffer | None = None
         inserts: list[InstanceState[Any]] = []
+        changes: list[str] = []
         for mapper, states in flush_context.mappers.items():
             info = self.info(mapper)
             if info is None:
                 continue
             columns = info.columns
-            plain = info.mode == "pk"
+            plain = info.plain
             pk_keys = info.pk_keys
             deleted, updated = info.actions[DELETE], info.actions[UPDATE]
             for state in states:
@@ -290,7 +309,9 @@ class Recorder:
                         if entries.setdefault(key, updated) is not updated:
                             buf.add(key, updated)
                 else:
-                    changes: list[str] = []
+                    # One list for the whole flush (_add copies what it keeps): a list per
+                    # row would bring the garbage collector's passes closer.
+                    changes.clear()
                     if _changed(committed, state.dict, columns, changes):
                         self._add(buf, info, state, key, UPDATE, changes)
         if not inserts:
@@ -311,7 +332,7 @@ class Recorder:
                 model = cast(ModelInfo, self._infos[last_mapper])
                 names = model.pk_keys
                 single = names[0] if len(names) == 1 else None
-                plain = model.mode == "pk"
+                plain = model.plain
                 inserted = model.actions[INSERT]
             d = state.dict
             try:
@@ -336,15 +357,73 @@ class Recorder:
         changed: list[str] | None,
         unknown: list[str] | None = None,
     ) -> None:
-        """Record a row of a model whose payload carries values."""
+        """Record a row of a model whose payload, filter or old values carry values.
+
+        ``changed`` is the caller's to reuse: nothing here keeps it.
+        """
         # A payload describes the row's net action, e.g. insert→update is an insert.
-        prev = buf.entries.get(key)
+        entries = buf.entries
+        prev = entries.get(key)
         net = action
         if prev is not None:
-            net = coalesce(cast("tuple[str, Any]", prev)[0], action) or action
-            if net == INSERT:
-                changed = None  # for an insert, every column is new
-        buf.add(key, (action, info, self._payload(info, state, net, changed, unknown)))
+            first = prev.action if prev.__class__ is Row else cast("tuple[str, Any]", prev)[0]
+            net = coalesce(first, action) or action
+        values = None if info.mode == "pk" else self._payload(
+            info, state, net, None if net == INSERT else changed, unknown
+        )
+        if not info.extras:
+            buf.add(key, (action, info, values))
+            return
+        d = state.dict
+        committed = state.committed_state
+        before: dict[str, Any] | None = None
+        after: dict[str, Any] | None = None
+        old: dict[str, Any] | None = None
+        filter_by = info.filter_by
+        if filter_by:
+            if action != DELETE:
+                after = {}
+                for k in filter_by:
+                    if k in d:
+                        after[k] = d[k]
+                if unknown:
+                    for k in unknown:
+                        if k in filter_by:
+                            after[k] = UNKNOWN_VALUE
+                            buf.unknown = True
+            if action != INSERT and prev is None:
+                # First seen in this transaction (or savepoint): the values it started with.
+                # A column the session never loaded, or one the flush expired, is unknown.
+                for k in filter_by:
+                    if k in committed:
+                        break
+                else:
+                    if after is not None and not buf.unknown:
+                        # Most updates keep their filter values: share the dict (never
+                        # mutated) rather than allocate another, which brings the garbage
+                        # collector's next pass closer.
+                        before = after
+                if before is None:
+                    before = {}
+                    for k in filter_by:
+                        if k in committed:
+                            v = committed[k]
+                            if v is not NO_VALUE:
+                                before[k] = v
+                        elif k in d:
+                            before[k] = d[k]
+        if changed and info.old and action == UPDATE and net == UPDATE:
+            exclude = info.exclude
+            old = {}
+            for k in changed:
+                if k in committed and k not in exclude:
+                    v = committed[k]
+                    if v is not NO_VALUE:
+                        old[k] = copy.deepcopy(v) if v.__class__ in _MUTABLE else v  # see _snapshot
+        if prev is None:
+            entries[key] = Row(action, info, values, before, after, old)
+        else:
+            buf.add(key, Row(action, info, values, before, after, old))
 
     def _payload(
         self,

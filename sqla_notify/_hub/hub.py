@@ -304,7 +304,7 @@ class Hub(Sink):
             for n in notifications:
                 seq += 1
                 ident = f"{epoch}-{seq}"
-                entries.append(Entry(seq, ident, n, encode(NotificationFrame(ident, n.collection, n.action, n.data))))
+                entries.append(Entry(seq, ident, n, encode(NotificationFrame(ident, n.collection, n.action, n.data, n.old))))
             self._ingest(entries, live=live)
             return
         if len(ids) != len(notifications):
@@ -328,7 +328,7 @@ class Hub(Sink):
                               f"its batch was skipped", live=live)
                     return
                 seq = key
-            entries.append(Entry(seq, ident, n, encode(NotificationFrame(ident, n.collection, n.action, n.data))))
+            entries.append(Entry(seq, ident, n, encode(NotificationFrame(ident, n.collection, n.action, n.data, n.old))))
         if shared is None:
             self._replay.name(entries)
         self._ingest(entries, live=live)

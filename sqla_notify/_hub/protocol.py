@@ -27,12 +27,13 @@ _QUOTED_NAME_LENGTH = 40  # characters of each
 
 
 class NotificationFrame(msgspec.Struct, omit_defaults=True, gc=False):
-    """A notification as sent: its cursor first."""
+    """A notification as sent: its cursor first. Filter values stay on the server."""
 
     id: str
     collection: str
     action: str
     data: Union[dict[str, Any], None] = None
+    old: Union[dict[str, Any], None] = None
 
 
 class Welcome(msgspec.Struct, tag="welcome", tag_field="type"):

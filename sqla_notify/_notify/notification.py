@@ -23,6 +23,11 @@ class Notification(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     >>> encode(Notification("forums", "insert", {"id": 7}))
     b'{"collection":"forums","action":"insert","data":{"id":7}}'
 
+    Rows of a model with ``NotifyOptions(filter_by=...)`` carry the values of those columns
+    before and after the change, for the hub to choose the subscribers whose filters match;
+    with ``NotifyOptions(old=True)``, updates carry ``old``. Each of these fields is omitted
+    when ``None``, so a notification without them encodes exactly as before they existed.
+
     Instances are immutable and are not tracked by the garbage collector (``gc=False``): a
     commit of 10,000 rows creates 10,000 of them, and a collector pass over them would cost
     more than building them.
@@ -31,6 +36,28 @@ class Notification(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     collection: str
     action: str
     data: dict[str, Any] | None = None
+    #: for an update, the previous values (before the transaction) of the columns that
+    #: changed, excluded columns and columns whose previous value capture did not know left
+    #: out; ``None`` for other actions and for models without ``NotifyOptions(old=True)``
+    old: dict[str, Any] | None = None
+    #: the ``filter_by`` columns' values before the change (at the start of the transaction),
+    #: for updates and deletes. A column that is absent has an unknown value, and so does
+    #: every column when the field is ``None`` on an update or delete (a bulk ``UPDATE``
+    #: knows only the new values; a statement without ``RETURNING`` knows neither): such a
+    #: row must be treated as possibly matching any filter. Inserts have none.
+    filter_before: dict[str, Any] | None = None
+    #: the ``filter_by`` columns' values after the change, for inserts and updates, with the
+    #: same rule for unknown values. Deletes have none.
+    filter_after: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        # The three later fields only when set: most notifications read as they always did.
+        text = f"Notification(collection={self.collection!r}, action={self.action!r}, data={self.data!r}"
+        for name in ("old", "filter_before", "filter_after"):
+            value = getattr(self, name)
+            if value is not None:
+                text += f", {name}={value!r}"
+        return text + ")"
 
 
 def encode(notification: Notification) -> bytes:

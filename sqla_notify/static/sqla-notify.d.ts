@@ -36,6 +36,12 @@ export interface Notification<Data = Record<string, unknown>> {
    * Absent when the rows affected are not known: reload the whole collection.
    */
   readonly data?: Data;
+  /**
+   * For an update of a model with `NotifyOptions(old=True)`: the values the changed columns
+   * had before the transaction, e.g. `{ forum_id: 7 }` (excluded columns never appear).
+   * Absent otherwise, and when the notification was too large to send with its values.
+   */
+  readonly old?: Record<string, unknown>;
 }
 
 /** Sent when the server cannot replay what the client missed. */

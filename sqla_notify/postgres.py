@@ -224,10 +224,11 @@ class PostgresBroker(Broker):
                 # Filter values are small and tell the hub whom the row concerns; without
                 # them every filtered subscriber would get it. old goes with data.
                 one = _ascii(_encoder.encode(Notification(
-                    n.collection, n.action, filter_before=n.filter_before, filter_after=n.filter_after
+                    n.collection, n.action, filter_before=n.filter_before, filter_after=n.filter_after,
+                    origin=n.origin,
                 )))
                 if len(one) > room - _ENVELOPE:  # huge filter values: "some row changed"
-                    one = _ascii(_encoder.encode(Notification(n.collection, n.action)))
+                    one = _ascii(_encoder.encode(Notification(n.collection, n.action, origin=n.origin)))
             encoded.append(one)
         out: list[str] = []
         start = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -66,7 +67,8 @@ def receive(ws: WebSocketTestSession) -> dict[str, Any]:
 def test_welcome_then_committed_changes(world: World) -> None:
     with world.client.websocket_connect("/notify/ws") as ws:
         welcome = receive(ws)
-        assert welcome == {"type": "welcome", "cursor": world.hub.cursor}
+        assert welcome == {"type": "welcome", "cursor": world.hub.cursor, "connection": welcome["connection"]}
+        assert re.fullmatch(r"[A-Za-z0-9_-]{16}", welcome["connection"])
         forum = world.add_forum()
         assert receive(ws) == {"id": world.hub.cursor, "collection": "forums", "action": "insert", "data": {"id": forum}}
 

@@ -45,7 +45,7 @@ async def test_publish_from_loop_and_threads() -> None:
             if hub.stats().published == 3:
                 break
         got = texts(sub)
-    assert got[0] == {"type": "welcome", "cursor": got[0]["cursor"]}
+    assert got[0] == {"type": "welcome", "cursor": got[0]["cursor"], "connection": sub.id}
     assert sorted(m["data"]["id"] for m in got[1:]) == [1, 2, 3]
     # cursors are "<epoch>-<seq>", consecutive, and the welcome one came before all
     epoch = got[0]["cursor"].split("-")[0]

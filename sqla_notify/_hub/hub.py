@@ -354,8 +354,9 @@ class Hub(Sink):
         if len(entries) == 1:  # the usual case, kept lean: one call per client, no allocation
             entry = entries[0]
             notification = entry.notification
+            origin = notification.origin
             for sub in tuple(self._subscribers):
-                if sub.wants(notification):
+                if sub.wants(notification) and sub.id != origin:
                     try:
                         sub.send_nowait(entry)
                         frames += 1
@@ -363,7 +364,9 @@ class Hub(Sink):
                         self._overflow(sub, 1)
         else:
             for sub in tuple(self._subscribers):
-                wanted: list[Frame] = [e for e in entries if sub.wants(e.notification)]
+                wanted: list[Frame] = [
+                    e for e in entries if sub.wants(e.notification) and e.notification.origin != sub.id
+                ]
                 if wanted:
                     try:
                         sub.send_batch_nowait(wanted)
@@ -444,7 +447,7 @@ class Hub(Sink):
         Call on the event loop. Pair with :meth:`unsubscribe` in a ``finally``.
         """
         sub = Subscriber(collections, principal, authorize, bound=self.queue_size, schedule=self._schedule)
-        first: list[Frame] = [encode(Welcome(self.cursor))]
+        first: list[Frame] = [encode(Welcome(self.cursor, sub.id))]
         if last_id is not None:
             missed = self._missed(last_id, collections)
             if missed is None:

@@ -34,10 +34,18 @@ class NotificationFrame(msgspec.Struct, omit_defaults=True, gc=False):
     action: str
     data: Union[dict[str, Any], None] = None
     old: Union[dict[str, Any], None] = None
+    #: ``"enter"`` or ``"leave"``: an update that moved the row into or out of the client's
+    #: filtered subscription to this collection
+    move: Union[str, None] = None
+    #: ``True``: sent to catch up a subscription made with ``since`` (older than frames
+    #: already sent: it does not move the connection's position)
+    replay: Union[bool, None] = None
 
 
 class Welcome(msgspec.Struct, tag="welcome", tag_field="type"):
     cursor: str
+    #: this connection's id, for the ``X-Notify-Connection`` header (echo suppression)
+    connection: str
 
 
 class Subscribed(msgspec.Struct, tag="subscribed", tag_field="type"):

@@ -11,6 +11,7 @@ full instead of letting the caller inspect it. A transport takes them by pull
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
 from collections.abc import AsyncIterator
 from typing import Any, Callable, NoReturn, Union
@@ -114,7 +115,7 @@ class Subscriber:
     """
 
     __slots__ = (
-        "collections", "principal", "authorize", "close_code", "close_reason", "on_close", "reply_budget",
+        "id", "collections", "principal", "authorize", "close_code", "close_reason", "on_close", "reply_budget",
         "_queue", "_bound", "_limit", "_waiter", "_start", "_schedule", "_writing", "_busy",
         "_overflowed", "_replies", "_replies_in", "_subscribed_at", "__weakref__",
     )
@@ -130,6 +131,10 @@ class Subscriber:
     ) -> None:
         if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
             raise ValueError(f"Subscriber(bound=...) expected an int >= 1, got {bound!r}")
+        #: this connection's id, random and unguessable: sent in its ``welcome`` only, it names
+        #: the connection in ``X-Notify-Connection`` so that the changes its own requests
+        #: cause are not sent back to it (``Notification.origin``)
+        self.id = secrets.token_urlsafe(12)
         #: the collections it receives; ``None`` means all
         self.collections = collections
         #: who the client is (what ``authenticate`` returned), passed to ``authorize``

@@ -49,11 +49,15 @@ class Notification(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     #: the ``filter_by`` columns' values after the change, for inserts and updates, with the
     #: same rule for unknown values. Deletes have none.
     filter_after: dict[str, Any] | None = None
+    #: the id of the client connection whose request caused the change (its ``welcome``'s
+    #: ``connection``), so that the hub does not send it back to that connection (echo
+    #: suppression); ``None``: deliver to everyone. Never sent to browsers.
+    origin: str | None = None
 
     def __repr__(self) -> str:
-        # The three later fields only when set: most notifications read as they always did.
+        # The later fields only when set: most notifications read as they always did.
         text = f"Notification(collection={self.collection!r}, action={self.action!r}, data={self.data!r}"
-        for name in ("old", "filter_before", "filter_after"):
+        for name in ("old", "filter_before", "filter_after", "origin"):
             value = getattr(self, name)
             if value is not None:
                 text += f", {name}={value!r}"

@@ -10,7 +10,8 @@ public names are re-exported here and from the modules named after a technology)
     _notify/     2 notifier   Notifier: one batch per committed transaction, and notify()
                  3 sinks      Sink, CallbackSink, FanoutSink: where batches go
     _hub/        4 hub        Hub (the default sink): cursors, ReplayWindow, a Subscriber
-                              per client with its bounded queue; the wire protocol's frames
+                              per client with its bounded queue and Selection (indexed by
+                              what it receives); the wire protocol's frames
     fastapi.py   5 transports notify_router: WebSocket and SSE routes (internals in _web/),
     static/                   and the browser client it serves
     _brokers/    brokers      Broker, Batch, Gap, Ready: how hubs of several processes share
@@ -23,12 +24,14 @@ from ._brokers.base import Broker as Broker
 from ._brokers.base import Gap as Gap
 from ._brokers.base import Ready as Ready
 from ._capture.options import NotifyOptions as NotifyOptions
+from ._capture.options import filter_columns as filter_columns
 from ._errors import NotAttachedError as NotAttachedError
 from ._errors import SinkError as SinkError
 from ._errors import SqlaNotifyError as SqlaNotifyError
 from ._errors import WouldBlock as WouldBlock
 from ._hub.hub import Hub as Hub
 from ._hub.hub import HubStats as HubStats
+from ._hub.selection import Selection as Selection
 from ._hub.subscriber import Entry as Entry
 from ._hub.subscriber import Frame as Frame
 from ._hub.subscriber import Subscriber as Subscriber
@@ -65,6 +68,7 @@ __all__ = (
     "PayloadFunction",
     "PayloadMode",
     "Ready",
+    "Selection",
     "Sink",
     "SinkCallable",
     "SinkError",
@@ -72,4 +76,5 @@ __all__ = (
     "Subscriber",
     "WouldBlock",
     "encode",
+    "filter_columns",
 )

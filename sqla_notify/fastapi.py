@@ -35,7 +35,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Collection, Coroutine
+from collections.abc import Collection, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,9 +50,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._hub.hub import Hub
-from ._hub.protocol import Subscribe, clip, decode_client_message, quote_names
+from ._hub.protocol import Subscribe, clip, decode_client_message
 from ._hub.subscriber import REPLY_BUDGET, Entry, Subscriber
 from ._report import HookErrors
+from ._web.catalog import Catalog, check_filters
 from ._web.auth import Admission, Credentials, authentication, bearer_token
 from ._web.gate import CLOSE_CREDENTIALS_EXPIRED, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, Gate, RouterStats, accept
 from ._web.origin import OriginPolicy
@@ -149,6 +150,7 @@ def notify_router(
     authenticate: Authenticate | params.Depends | None = None,
     authorize: Authorize | None = None,
     collections: Collection[str] | Literal["*"] | None = None,
+    filters: Mapping[str, Collection[str]] | None = None,
     allowed_origins: Collection[str] = (),
     max_connections: int | None = None,
     max_connections_per_client: int | None = None,
@@ -204,6 +206,11 @@ def notify_router(
         publishes every collection the hub carries, for a prototype: every model of every
         attached session factory, primary keys included, goes to every client that passes
         ``authenticate`` and ``authorize``.
+    :param filters: the columns clients may filter on, by collection, for subscriptions
+        with ``where`` (``docs/protocol.md``, "Subscriptions"): pass
+        :func:`sqla_notify.filter_columns` of your models, which lists each model's
+        ``NotifyOptions(filter_by=...)``. ``None`` (default): no filtering; a ``where`` gets
+        an ``error``.
     :param allowed_origins: browser origins allowed besides the request's own, exactly as
         browsers send them: ``{"https://app.example.com"}``. ``"null"`` allows sandboxed
         frames and ``file:`` pages. ``"*"`` turns the check off: **unsafe with cookie
@@ -218,8 +225,9 @@ def notify_router(
         cannot be stopped: its thread runs on, and its answer is ignored.
     :param max_message_size: the largest client message, in characters; larger ones get an
         ``error`` and are ignored.
-    :param max_collections: the most collections one client may subscribe to (each name is
-        1 to 200 characters).
+    :param max_collections: the most subscriptions one client may hold (each name is 1 to
+        200 characters): a collection counts one, a filter the product of its value lists'
+        lengths (``{"forum_id": [1, 2], "status": ["a", "b"]}`` counts four).
     :param max_message_rate: client messages per second, sustained, on one WebSocket;
         ``max_message_burst`` may come at once. A client over the limit is closed with 1008
         (the browser client does not retry) and reason ``too many messages: ...``.
@@ -253,37 +261,13 @@ def notify_router(
     _check_positive("max_message_burst", max_message_burst, integer=True)
     _check_positive("max_reply_bytes", max_reply_bytes, integer=True)
     too_many = f"too many messages: over {max_message_burst} at once or {max_message_rate:g} per second"
-    known = _public(collections)
+    catalog = Catalog(_public(collections), check_filters(filters), max_collections)
     gate = Gate(OriginPolicy(allowed_origins), max_connections, max_connections_per_client)
     authenticate_errors = HookErrors("authenticate")
     admitted = authentication(authenticate, handshake_timeout, gate, authenticate_errors)
     router = NotifyRouter()
     router._gate = gate
     router._authenticate_errors = authenticate_errors
-
-    def parse_names(names: list[str]) -> tuple[set[str], list[str]]:
-        """Valid names, and errors for the rest."""
-        errors = []
-        bad = [n for n in names if not n or len(n) > 200]
-        if bad:
-            errors.append(f"collection names must be 1 to 200 characters, got {quote_names(bad)}")
-        good = {n for n in names if n and len(n) <= 200}
-        if known is not None and good - known:
-            unknown = sorted(good - known)
-            errors.append(f"unknown collection(s) {quote_names(unknown)}; expected any of {quote_names(sorted(known))}")
-            good &= known
-        return good, errors
-
-    def initial(conn: HTTPConnection) -> tuple[frozenset[str] | None, list[str]]:
-        raw = conn.query_params.get("collections")
-        if raw is None:  # absent: everything the client may see
-            return known, []
-        names, errors = parse_names([n.strip() for n in raw.split(",")] if raw else [])
-        if len(names) > max_collections:
-            errors.append(f"at most {max_collections} collections per client, got {len(names)}")
-            names = set(sorted(names)[:max_collections])
-        return frozenset(names), errors
-
 
     @router.websocket("/ws")
     async def websocket_endpoint(
@@ -294,7 +278,7 @@ def notify_router(
             code, reason = _WS_REFUSAL[admission.refusal]
             await websocket.close(code=code, reason=reason)
             return
-        wanted, errors = initial(websocket)
+        wanted, errors = catalog.initial(websocket.query_params.get("collections"))
         sub = hub.subscribe(
             wanted, last_id=websocket.query_params.get("last_id") or None,
             principal=admission.principal, authorize=authorize,
@@ -349,31 +333,32 @@ def notify_router(
             except ValueError as exc:
                 hub.send_error(
                     sub, f"invalid message: {clip(str(exc), 200)}; expected "
-                    f'{{"type": "subscribe" or "unsubscribe", "collections": [names]}}'
+                    f'{{"type": "subscribe" or "unsubscribe", "collections": [names or '
+                    f'{{"collection": name, "where": {{column: value or [values]}}}}]}}'
                 )
                 continue
-            names, errors = parse_names(request.collections)
+            selection, errors = catalog.parse(request.collections)
             for error in errors:
                 hub.send_error(sub, error)
-            if errors and not names:
+            if errors and not selection.names:
                 continue  # nothing valid to apply: the error says it all
-            current = sub.collections
+            current = sub.selection
             if isinstance(request, Subscribe):
                 if current is None:
                     hub.update(sub, None)  # already receiving everything
                     continue
-                updated = current | names
+                updated = current | selection
                 if len(updated) > max_collections:
-                    hub.send_error(sub, f"at most {max_collections} collections per client")
+                    hub.send_error(sub, f"at most {max_collections} subscriptions per client, got {len(updated)}")
                     continue
-                hub.update(sub, frozenset(updated))
+                hub.update(sub, updated, since=request.since)
             elif current is None:
                 hub.send_error(
                     sub, "cannot unsubscribe from part of everything; connect with "
                     "?collections=... or subscribe to a list first"
                 )
             else:
-                hub.update(sub, frozenset(current - names))
+                hub.update(sub, current - selection)
 
     @router.get("/events")
     async def events_endpoint(
@@ -382,7 +367,7 @@ def notify_router(
         if admission.refusal is not None:
             status, detail = _HTTP_REFUSAL[admission.refusal]
             raise HTTPException(status, detail, headers=_HTTP_REFUSAL_HEADERS.get(status))
-        wanted, errors = initial(request)
+        wanted, errors = catalog.initial(request.query_params.get("collections"))
         last_id = request.headers.get("last-event-id") or request.query_params.get("last_id") or None
         sub = hub.subscribe(wanted, last_id=last_id, principal=admission.principal, authorize=authorize)
         for error in errors:

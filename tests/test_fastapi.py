@@ -116,7 +116,7 @@ def test_subscribe_and_unsubscribe(world: World) -> None:
         ("not json", "invalid message: JSON is malformed"),
         ('{"type": "dance", "collections": []}', "invalid message: Invalid value 'dance' - at `$.type`"),
         ('{"type": "subscribe", "collections": "forums"}', "invalid message: Expected `array`, got `str` - at `$.collections`"),
-        ('{"type": "subscribe", "collections": [1]}', "invalid message: Expected `str`, got `int` - at `$.collections[0]`"),
+        ('{"type": "subscribe", "collections": [1]}', "invalid message: Expected `str | object`, got `int` - at `$.collections[0]`"),
         ('{"type": "subscribe"}', "invalid message: Object missing required field `collections`"),
         ('{"type": "subscribe", "collections": ["forums"], "x": 1}', "invalid message: Object contains unknown field `x`"),
         ('{"type": "subscribe", "collections": ["users"]}', "unknown collection(s) ['users']; expected any of ['containers', 'forums']"),

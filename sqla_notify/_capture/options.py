@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy.orm import Mapper
+from sqlalchemy.orm import registry as _registry
 
 from ..types import PayloadFunction, PayloadMode
 
-__all__ = ("NotifyOptions",)
+__all__ = ("NotifyOptions", "filter_columns")
 
 logger = logging.getLogger("sqla_notify")
 
@@ -346,3 +347,31 @@ def _written_on_update(
     if not written:
         return (), {}
     return tuple(written), key_tables
+
+
+def filter_columns(models: Any) -> dict[str, frozenset[str]]:
+    """The columns clients may filter on, by collection: every model's
+    ``NotifyOptions(filter_by=...)``, for ``notify_router(filters=...)``.
+
+    >>> filter_columns(Base)  # doctest: +SKIP
+    {'posts': frozenset({'forum_id', 'status'})}
+
+    :param models: a declarative base class (``DeclarativeBase`` subclass) or a
+        ``registry``; every class mapped in it counts, so import your models first.
+    :raises TypeError: for anything else.
+    :raises InvalidOptions: if a model's ``filter_by`` names what is not a column, or an
+        excluded one.
+    """
+    registry = models if isinstance(models, _registry) else getattr(models, "registry", None)
+    if not isinstance(registry, _registry):
+        raise TypeError(
+            f"filter_columns() expected a declarative base class or a registry, got "
+            f"{type(models).__name__}: {models!r}"
+        )
+    registry.configure()
+    found: dict[str, set[str]] = {}
+    for mapper in registry.mappers:
+        info = model_info(mapper)
+        if info is not None and info.filter_by:
+            found.setdefault(info.collection, set()).update(info.filter_by)
+    return {collection: frozenset(columns) for collection, columns in sorted(found.items())}

@@ -69,6 +69,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import msgspec
@@ -79,7 +80,9 @@ from .._notify.notification import Notification
 from .._notify.sinks import Sink
 from ..types import Authorize
 from .protocol import MAX_ERROR_LENGTH, Error, NotificationFrame, Resync, Subscribed, Welcome, clip, encode
+from .index import Index
 from .replay import ReplayWindow
+from .selection import Selection
 from .subscriber import AUTHORIZE_ERRORS, Entry, Frame, Subscriber
 
 if TYPE_CHECKING:
@@ -185,6 +188,8 @@ class Hub(Sink):
         self._shared = self._broker is not None and self._broker.shared_cursors
         self._cursor = self._broker.initial_cursor if self._broker and self._shared else f"{self._epoch}-0"
         self._subscribers: set[Subscriber] = set()
+        self._index = Index()  # the same subscribers, by what they receive
+        self._by_id: dict[str, Subscriber] = {}  # by connection id, for echo suppression
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
         self._published = self._frames = self._dropped = self._slow = self._replays = 0
@@ -223,8 +228,8 @@ class Hub(Sink):
             await self._broker.stop()
             await self._stop_pulling()
         for sub in list(self._subscribers):
+            self._forget(sub)
             sub.close(1001)  # going away
-        self._subscribers.clear()
         self._loop = None
 
     async def _pull(self, broker: Broker) -> None:
@@ -304,7 +309,7 @@ class Hub(Sink):
             for n in notifications:
                 seq += 1
                 ident = f"{epoch}-{seq}"
-                entries.append(Entry(seq, ident, n, encode(NotificationFrame(ident, n.collection, n.action, n.data, n.old))))
+                entries.append(Entry(seq, ident, n, _frame(ident, n)))
             self._ingest(entries, live=live)
             return
         if len(ids) != len(notifications):
@@ -328,7 +333,7 @@ class Hub(Sink):
                               f"its batch was skipped", live=live)
                     return
                 seq = key
-            entries.append(Entry(seq, ident, n, encode(NotificationFrame(ident, n.collection, n.action, n.data, n.old))))
+            entries.append(Entry(seq, ident, n, _frame(ident, n)))
         if shared is None:
             self._replay.name(entries)
         self._ingest(entries, live=live)
@@ -348,32 +353,63 @@ class Hub(Sink):
         if not live:
             return
         frames = 0
-        # A snapshot: a client that overflows is removed while we go. WouldBlock is the
-        # rare case (a full queue), and a ``try`` costs nothing (Python 3.11+) or next to
-        # nothing (3.10) when nothing is raised.
-        if len(entries) == 1:  # the usual case, kept lean: one call per client, no allocation
+        if len(entries) == 1:  # the usual case, kept lean: no allocation per client
             entry = entries[0]
-            notification = entry.notification
-            origin = notification.origin
-            for sub in tuple(self._subscribers):
-                if sub.wants(notification) and sub.id != origin:
-                    try:
-                        sub.send_nowait(entry)
-                        frames += 1
-                    except WouldBlock:
-                        self._overflow(sub, 1)
+            n = entry.notification
+            skip = self._by_id.get(n.origin) if n.origin is not None else None  # echo suppression
+            index = self._index
+            # Snapshots (tuple()): a client that overflows is removed while we go. WouldBlock
+            # is the rare case (a full queue), and a ``try`` costs nothing (Python 3.11+) or
+            # next to nothing (3.10) when nothing is raised.
+            for group in (index.everything, index.whole.get(n.collection)):
+                if group:
+                    for sub in tuple(group):
+                        if sub is not skip and sub.allows(n):
+                            try:
+                                sub.send_nowait(entry)
+                                frames += 1
+                            except WouldBlock:
+                                self._overflow(sub, 1)
+            if n.collection in index.filtered:
+                for sub, move in index.filtered_targets(n):
+                    if sub is not skip and sub.allows(n):
+                        try:
+                            sub.send_nowait(entry if move is None else _moved(entry, move))
+                            frames += 1
+                        except WouldBlock:
+                            self._overflow(sub, 1)
         else:
-            for sub in tuple(self._subscribers):
-                wanted: list[Frame] = [
-                    e for e in entries if sub.wants(e.notification) and e.notification.origin != sub.id
-                ]
-                if wanted:
-                    try:
-                        sub.send_batch_nowait(wanted)
-                        frames += len(wanted)
-                    except WouldBlock:
-                        self._overflow(sub, len(wanted))
+            wanted: dict[Subscriber, list[Frame]] = {}
+            for entry in entries:
+                for sub, frame in self._targets(entry):
+                    frames_of = wanted.get(sub)
+                    if frames_of is None:
+                        wanted[sub] = [frame]
+                    else:
+                        frames_of.append(frame)
+            for sub, frames_of in wanted.items():
+                try:
+                    sub.send_batch_nowait(frames_of)
+                    frames += len(frames_of)
+                except WouldBlock:
+                    self._overflow(sub, len(frames_of))
         self._frames += frames
+
+    def _targets(self, entry: Entry) -> Iterator[tuple[Subscriber, Entry]]:
+        """Who receives ``entry`` (each subscriber once, its ``authorize`` applied, the
+        connection that caused it skipped), and the frame each gets."""
+        n = entry.notification
+        skip = self._by_id.get(n.origin) if n.origin is not None else None
+        index = self._index
+        for group in (index.everything, index.whole.get(n.collection)):
+            if group:
+                for sub in tuple(group):
+                    if sub is not skip and sub.allows(n):
+                        yield sub, entry
+        if n.collection in index.filtered:
+            for sub, move in index.filtered_targets(n):
+                if sub is not skip and sub.allows(n):
+                    yield sub, entry if move is None else _moved(entry, move)
 
     def _offer(self, sub: Subscriber, frame: str) -> None:
         """Queue one control message (``resync``) for ``sub``."""
@@ -429,14 +465,14 @@ class Hub(Sink):
 
     def _give_up(self, sub: Subscriber) -> None:
         self._slow += 1
-        self._subscribers.discard(sub)
+        self._forget(sub)
         self._dropped += sub.close(CLOSE_TRY_AGAIN_LATER)
         # Not the principal: a log line must not carry who it was (it may hold a token).
         logger.warning("giving up on a client that stopped reading (1013)")
 
     def subscribe(
         self,
-        collections: frozenset[str] | None = None,
+        collections: Selection | Iterable[str] | None = None,
         *,
         last_id: str | None = None,
         principal: Any = None,
@@ -445,31 +481,64 @@ class Hub(Sink):
         """Register a client; queue ``welcome`` and, with ``last_id``, what it missed.
 
         Call on the event loop. Pair with :meth:`unsubscribe` in a ``finally``.
+
+        :param collections: what it receives: collection names, a :class:`Selection` (with
+            filtered collections), or ``None``: everything.
         """
         sub = Subscriber(collections, principal, authorize, bound=self.queue_size, schedule=self._schedule)
         first: list[Frame] = [encode(Welcome(self.cursor, sub.id))]
         if last_id is not None:
-            missed = self._missed(last_id, collections)
+            missed = self._missed(last_id, sub.selection)
             if missed is None:
                 first.append(encode(Resync(self.cursor, "cannot replay from that id; reload")))
                 self._resyncs += 1
             else:
                 self._replays += 1
-                first.extend([entry for entry in missed if sub.wants(entry.notification)])
+                first.extend(self._replayed(sub, missed))
         # The welcome and the replay are admitted whole, beyond the bound: live frames that
         # arrive before the writer first runs are measured against the bound on top of them.
         sub.send_welcome(first)
         self._frames += len(first)
         self._subscribers.add(sub)
+        self._by_id[sub.id] = sub
+        self._index.add(sub, sub.selection)
         return sub
 
-    def _missed(self, last_id: str, collections: frozenset[str] | None) -> list[Entry] | None:
-        """What a client subscribed to ``collections`` missed after ``last_id``; ``None``
+    def _forget(self, sub: Subscriber) -> None:
+        if sub in self._subscribers:
+            self._subscribers.discard(sub)
+            self._by_id.pop(sub.id, None)
+            self._index.remove(sub, sub.selection)
+
+    def _missed(self, last_id: str, selection: Selection | None) -> list[Entry] | None:
+        """What a client receiving ``selection`` may have missed after ``last_id``; ``None``
         when some of it has left the window (see :class:`ReplayWindow`)."""
         seq = self._parse(last_id) if _CURSOR.fullmatch(last_id) else None
         if seq is None:
             return None  # another server instance's id (e.g. before a restart), or garbage
-        return self._replay.since(seq, collections)
+        return self._replay.since(seq, None if selection is None else selection.names)
+
+    def _replayed(
+        self, sub: Subscriber, entries: list[Entry], *, before: Selection | None = None, mark: bool = False,
+    ) -> list[Frame]:
+        """Of ``entries``, the frames ``sub`` receives, as live delivery would have framed
+        them (its selection, ``authorize``, never its own changes). ``before``: a selection
+        it had already, whose entries it received then (a catch-up sends only the others).
+        ``mark``: framed with ``"replay": true`` (older than what the connection has)."""
+        selection = sub.selection
+        out: list[Frame] = []
+        for entry in entries:
+            n = entry.notification
+            send, move = (True, None) if selection is None else selection.match(n)
+            if not send or n.origin == sub.id or (before is not None and before.match(n)[0]):
+                continue
+            if not sub.allows(n):
+                continue
+            if mark:
+                out.append(Entry(entry.seq, entry.id, n, _frame(entry.id, n, move, replay=True)))
+            else:
+                out.append(entry if move is None else _moved(entry, move))
+        return out
 
     def _parse(self, cursor: str) -> int | None:
         if self._broker is not None and self._shared:
@@ -508,16 +577,36 @@ class Hub(Sink):
         self._resyncs += len(self._subscribers)
         logger.warning("told %d client(s) to resync: %s", len(self._subscribers), reason)
 
-    def update(self, sub: Subscriber, collections: frozenset[str] | None) -> None:
+    def update(self, sub: Subscriber, collections: Selection | Iterable[str] | None, *, since: str | None = None) -> None:
         """Change what ``sub`` receives from now on, and confirm with ``subscribed``.
 
-        A ``subscribed`` still waiting to be sent is replaced by the new one (it lists the
-        whole set), which goes to the end of the queue: what comes after it matches it.
+        A ``subscribed`` still waiting to be sent is replaced by the new one (it lists the whole
+        set), which goes to the end of the queue: what comes after it matches it.
+
+        :param since: a cursor (a snapshot's): first send what the new selection receives
+            after it that the old one did not, framed with ``"replay": true``; ``resync`` if
+            the window no longer holds it.
         """
         if sub.close_code is not None:
             return
-        sub.collections = collections
-        self._reply(sub, encode(Subscribed(None if collections is None else sorted(collections))), subscribed=True)
+        before, selection = sub.selection, Selection.of(collections)
+        self._index.remove(sub, before)
+        sub.selection = selection
+        self._index.add(sub, selection)
+        if since is not None:
+            missed = self._missed(since, selection)
+            if missed is None:
+                self._offer(sub, encode(Resync(self.cursor, "cannot replay from that id; reload")))
+                self._resyncs += 1
+            else:
+                catch_up = self._replayed(sub, missed, before=before, mark=True)
+                if catch_up:
+                    try:
+                        sub.send_batch_nowait(catch_up)
+                        self._frames += len(catch_up)
+                    except WouldBlock:
+                        self._overflow(sub, len(catch_up))
+        self._reply(sub, encode(Subscribed(None if selection is None else selection.to_json())), subscribed=True)
 
     def send_error(self, sub: Subscriber, message: str) -> None:
         """Queue an ``error`` message for one client, cut to ``MAX_ERROR_LENGTH`` characters."""
@@ -544,12 +633,12 @@ class Hub(Sink):
         Idempotent: the first code stays."""
         if sub.close_code is not None:
             return
-        self._subscribers.discard(sub)
+        self._forget(sub)
         self._dropped += sub.close(code, reason)
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Forget a client (idempotent)."""
-        self._subscribers.discard(sub)
+        self._forget(sub)
 
     def stats(self) -> HubStats:
         """Counters since creation."""
@@ -562,6 +651,15 @@ class Hub(Sink):
 
     def __repr__(self) -> str:
         return f"Hub(connections={len(self._subscribers)}, cursor={self.cursor!r})"
+
+
+def _frame(ident: str, n: Notification, move: str | None = None, *, replay: bool | None = None) -> str:
+    return encode(NotificationFrame(ident, n.collection, n.action, n.data, n.old, move, replay))
+
+
+def _moved(entry: Entry, move: str) -> Entry:
+    """``entry`` framed with its ``move`` (``"enter"``, ``"leave"``), encoded once."""
+    return entry.variant(move, lambda: Entry(entry.seq, entry.id, entry.notification, _frame(entry.id, entry.notification, move)))
 
 
 def _make_broker(broker: Broker | str | None) -> Broker | None:

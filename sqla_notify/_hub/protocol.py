@@ -17,7 +17,10 @@ import msgspec
 
 from .._json import ENCODER
 
-__all__ = ("ClientMessage", "MAX_ERROR_LENGTH", "clip", "decode_client_message", "encode", "quote_names")
+__all__ = (
+    "ClientMessage", "Filtered", "MAX_ERROR_LENGTH", "SubscriptionEntry", "clip", "decode_client_message",
+    "decode_entries", "encode", "quote_names",
+)
 
 #: the longest ``error`` message, in characters: an error quotes what the client sent, cut
 #: short, so that a client cannot make the server hold copies of its input
@@ -49,7 +52,7 @@ class Welcome(msgspec.Struct, tag="welcome", tag_field="type"):
 
 
 class Subscribed(msgspec.Struct, tag="subscribed", tag_field="type"):
-    collections: Union[list[str], None]
+    collections: Union[list[Union[str, dict[str, Any]]], None]
 
 
 class Error(msgspec.Struct, tag="error", tag_field="type"):
@@ -61,18 +64,35 @@ class Resync(msgspec.Struct, tag="resync", tag_field="type"):
     reason: str
 
 
+Scalar = Union[str, int, float, bool, None]
+
+
+class Filtered(msgspec.Struct, forbid_unknown_fields=True):
+    """A subscription entry naming a filter: ``{"collection": ..., "where": {...}}``;
+    without ``where``, the whole collection."""
+
+    collection: str
+    where: Union[dict[str, Union[Scalar, list[Scalar]]], msgspec.UnsetType] = msgspec.UNSET
+
+
+#: one entry of ``collections``: a name, or a filter
+SubscriptionEntry = Union[str, Filtered]
+
+
 class Subscribe(msgspec.Struct, tag="subscribe", tag_field="type", forbid_unknown_fields=True):
-    collections: list[str]
+    collections: list[SubscriptionEntry]
+    since: Union[str, None] = None
 
 
 class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="type", forbid_unknown_fields=True):
-    collections: list[str]
+    collections: list[SubscriptionEntry]
 
 
 ClientMessage = Union[Subscribe, Unsubscribe]
 
 _encoder = ENCODER
 _decoder: msgspec.json.Decoder[Subscribe | Unsubscribe] = msgspec.json.Decoder(ClientMessage)
+_entries_decoder = msgspec.json.Decoder(list[SubscriptionEntry])
 
 
 def encode(message: msgspec.Struct) -> str:
@@ -89,6 +109,17 @@ def decode_client_message(text: str | bytes) -> Subscribe | Unsubscribe:
     try:
         return _decoder.decode(text)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise ValueError(str(exc)) from None
+
+
+def decode_entries(text: str) -> list[SubscriptionEntry]:
+    """Decode the JSON form of the ``collections=`` query parameter: a list of entries.
+
+    :raises ValueError: with msgspec's description of what was expected and what arrived.
+    """
+    try:
+        return _entries_decoder.decode(text)
+    except msgspec.DecodeError as exc:
         raise ValueError(str(exc)) from None
 
 

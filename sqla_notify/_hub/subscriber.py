@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Callable, NoReturn, Union
 
 from .._errors import WouldBlock
 from .._notify.notification import Notification
 from .._report import HookErrors
 from ..types import Authorize
+from .selection import Selection
 
 __all__ = ("Entry", "Frame", "Subscriber")
 
@@ -38,7 +39,7 @@ class Entry:
     :param text: the encoded ``notification`` message of the wire protocol.
     """
 
-    __slots__ = ("id", "message", "notification", "seq", "text")
+    __slots__ = ("_variants", "id", "message", "notification", "seq", "text")
 
     #: the hub's ordering key for replay: it counts notifications; not the cursor
     seq: int
@@ -51,6 +52,7 @@ class Entry:
     #: the ASGI message (``websocket.send``) sending :attr:`text`, shared by every WebSocket
     #: that sends it: do not modify it
     message: dict[str, str]
+    _variants: dict[str, Entry] | None
 
     def __init__(self, seq: int, id: str, notification: Notification, text: str) -> None:  # noqa: A002
         init = object.__setattr__  # the record is read-only: only its constructor writes
@@ -59,6 +61,19 @@ class Entry:
         init(self, "notification", notification)
         init(self, "text", text)
         init(self, "message", {"type": "websocket.send", "text": text})
+        init(self, "_variants", None)
+
+    def variant(self, key: str, make: Callable[[], Entry]) -> Entry:
+        """The same notification framed differently (``move``: ``"enter"``, ``"leave"``),
+        made by ``make`` the first time and kept: encoded once, whoever receives it."""
+        variants = self._variants
+        if variants is None:
+            variants = {}
+            object.__setattr__(self, "_variants", variants)
+        entry = variants.get(key)
+        if entry is None:
+            entry = variants[key] = make()
+        return entry
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError(f"Entry is read-only: cannot set {name!r}")
@@ -105,7 +120,8 @@ class Subscriber:
     **Closing**: :meth:`close` (through :meth:`Hub.disconnect`) drops what waits; the
     transport sends what it already took, then closes with :attr:`close_code`.
 
-    :param collections: the collections it receives; ``None``: all.
+    :param collections: what it receives: collection names, a :class:`Selection` (with
+        filtered collections), or ``None``: everything.
     :param principal: who the client is, passed to ``authorize``.
     :param authorize: ``authorize(principal, notification) -> bool``, or ``None``.
     :param bound: the most frames that may wait, checked before each hand-over.
@@ -115,14 +131,14 @@ class Subscriber:
     """
 
     __slots__ = (
-        "id", "collections", "principal", "authorize", "close_code", "close_reason", "on_close", "reply_budget",
+        "id", "selection", "principal", "authorize", "close_code", "close_reason", "on_close", "reply_budget",
         "_queue", "_bound", "_limit", "_waiter", "_start", "_schedule", "_writing", "_busy",
         "_overflowed", "_replies", "_replies_in", "_subscribed_at", "__weakref__",
     )
 
     def __init__(
         self,
-        collections: frozenset[str] | None = None,
+        collections: Selection | Iterable[str] | None = None,
         principal: Any = None,
         authorize: Authorize | None = None,
         *,
@@ -135,8 +151,9 @@ class Subscriber:
         #: the connection in ``X-Notify-Connection`` so that the changes its own requests
         #: cause are not sent back to it (``Notification.origin``)
         self.id = secrets.token_urlsafe(12)
-        #: the collections it receives; ``None`` means all
-        self.collections = collections
+        #: what it receives (collections whole, filtered ones); ``None``: everything. The hub
+        #: indexes it: change it through :meth:`Hub.update`
+        self.selection = Selection.of(collections)
         #: who the client is (what ``authenticate`` returned), passed to ``authorize``
         self.principal = principal
         #: ``authorize(principal, notification) -> bool``, applied to every notification
@@ -178,14 +195,24 @@ class Subscriber:
         self._replies_in: list[Frame] | None = None
         self._subscribed_at = -1
 
+    @property
+    def collections(self) -> frozenset[str] | None:
+        """The names of the collections it receives, whole or filtered; ``None``: all."""
+        return None if self.selection is None else self.selection.names
+
     def wants(self, notification: Notification) -> bool:
-        """Whether this client subscribed to, and may see, ``notification``.
+        """Whether this client subscribed to, and may see, ``notification`` (its
+        :attr:`selection`, then :meth:`allows`)."""
+        if self.selection is not None and not self.selection.match(notification)[0]:
+            return False
+        return self.allows(notification)
+
+    def allows(self, notification: Notification) -> bool:
+        """Whether ``authorize`` lets this client see ``notification``.
 
         An ``authorize`` that raises denies (fail closed); it is counted and logged once per
         exception type per interval, without the principal or the notification.
         """
-        if self.collections is not None and notification.collection not in self.collections:
-            return False
         if self.authorize is None:
             return True
         try:

@@ -1,6 +1,6 @@
 """Filter values and old values cross both brokers intact: a commit on one hub reaches the
-other hub's subscribers with them, and PostgreSQL's 8,000-byte rule drops ``data`` and
-``old`` but keeps the filter values."""
+other hub's subscribers with them (a filtered subscriber there sees the row leave), and
+PostgreSQL's 8,000-byte rule drops ``data`` and ``old`` but keeps the filter values."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, String, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from sqla_notify import Hub, Notification, Notifier, NotifyOptions, Subscriber
+from sqla_notify import Hub, Notification, Notifier, NotifyOptions, Selection, Subscriber
 from sqla_notify.postgres import MAX_PAYLOAD, PostgresBroker
 from sqla_notify.redis import RedisBroker
 
@@ -66,6 +66,21 @@ async def notifications(sub: Subscriber, count: int) -> list[Notification]:
     return got
 
 
+def forum_7(hub: Hub) -> Subscriber:
+    """A subscriber of forum 7's replies, its welcome taken."""
+    sub = hub.subscribe(Selection(filtered={"rows_broker_replies": [{"forum_id": 7}]}))
+    frames(sub)
+    return sub
+
+
+async def moves(sub: Subscriber) -> list[tuple[str, str | None]]:
+    """The insert into forum 7 and the move out of it, as ``sub`` received them."""
+    got = await receive(sub, lambda got: len(got) >= 2, "the insert and the move")
+    return [(m["action"], m.get("move")) for m in got]
+
+
+MOVED = [("insert", None), ("update", "leave")]
+
 EXPECTED = [
     Notification("rows_broker_replies", "insert", {"id": 1, "forum_id": 7, "body": "a"}, None, None, {"forum_id": 7}),
     Notification(
@@ -81,10 +96,11 @@ async def test_redis_carries_filter_values_and_old(redis_url: str, stream: str, 
     async with Hub(broker=RedisBroker(redis_url, stream=stream)) as a, \
             Hub(broker=RedisBroker(redis_url, stream=stream)) as b:
         await until(lambda: a.stats().broker == b.stats().broker == "connected", "both readers")
-        on_b = b.subscribe()
+        on_b, filtered = b.subscribe(), forum_7(b)
         frames(on_b)
         await asyncio.to_thread(commit_and_move, Notifier(a).attach(sessionmaker(engine)))
         assert await notifications(on_b, 2) == EXPECTED
+        assert await moves(filtered) == MOVED
     engine.dispose()
 
 
@@ -110,19 +126,21 @@ async def two_pg_hubs(pg: Engine, request: pytest.FixtureRequest) -> AsyncIterat
 
 async def test_postgres_carries_filter_values_and_old(two_pg_hubs: tuple[Hub, Hub], pg: Engine) -> None:
     a, b = two_pg_hubs
-    on_b = b.subscribe()
+    on_b, filtered = b.subscribe(), forum_7(b)
     frames(on_b)
     await asyncio.to_thread(commit_and_move, Notifier(a).attach(sessionmaker(pg)))
     assert await notifications(on_b, 2) == EXPECTED
+    assert await moves(filtered) == MOVED
 
 
 async def test_postgres_sends_a_huge_row_without_data_and_old_but_with_its_filter_values(
     two_pg_hubs: tuple[Hub, Hub], pg: Engine
 ) -> None:
     a, b = two_pg_hubs
-    on_b = b.subscribe()
+    on_b, filtered = b.subscribe(), forum_7(b)
     frames(on_b)
     await asyncio.to_thread(commit_and_move, Notifier(a).attach(sessionmaker(pg)), "h" * MAX_PAYLOAD)
+    assert await moves(filtered) == MOVED  # without its data, it still leaves forum 7
     assert await notifications(on_b, 2) == [
         EXPECTED[0], Notification("rows_broker_replies", "update", None, None, {"forum_id": 7}, {"forum_id": 8})
     ]

@@ -379,21 +379,39 @@ class Hub(Sink):
                         except WouldBlock:
                             self._overflow(sub, 1)
         else:
-            wanted: dict[Subscriber, list[Frame]] = {}
-            for entry in entries:
-                for sub, frame in self._targets(entry):
-                    frames_of = wanted.get(sub)
-                    if frames_of is None:
-                        wanted[sub] = [frame]
-                    else:
-                        frames_of.append(frame)
-            for sub, frames_of in wanted.items():
-                try:
-                    sub.send_batch_nowait(frames_of)
-                    frames += len(frames_of)
-                except WouldBlock:
-                    self._overflow(sub, len(frames_of))
+            for sub, frames_of in self._batches(entries):
+                if frames_of:
+                    try:
+                        sub.send_batch_nowait(frames_of)
+                        frames += len(frames_of)
+                    except WouldBlock:
+                        self._overflow(sub, len(frames_of))
         self._frames += frames
+
+    def _batches(self, entries: list[Entry]) -> Iterable[tuple[Subscriber, list[Frame]]]:
+        """Who receives some of a hand-over, and which frames, in order."""
+        index = self._index
+        collections = {e.notification.collection for e in entries}
+        if (len(collections) == 1 and collections.isdisjoint(index.filtered)
+                and all(e.notification.origin is None for e in entries)):
+            # The usual transaction: one collection that nobody filters, every subscriber
+            # found receives all of it (but what its ``authorize`` denies).
+            (collection,) = collections
+            everyone: list[Frame] = list(entries)
+            return [
+                (sub, everyone if sub.authorize is None else [e for e in entries if sub.allows(e.notification)])
+                for group in (index.everything, index.whole.get(collection)) if group
+                for sub in tuple(group)
+            ]
+        wanted: dict[Subscriber, list[Frame]] = {}
+        for entry in entries:
+            for sub, frame in self._targets(entry):
+                frames_of = wanted.get(sub)
+                if frames_of is None:
+                    wanted[sub] = [frame]
+                else:
+                    frames_of.append(frame)
+        return wanted.items()
 
     def _targets(self, entry: Entry) -> Iterator[tuple[Subscriber, Entry]]:
         """Who receives ``entry`` (each subscriber once, its ``authorize`` applied, the

@@ -40,7 +40,7 @@ def _module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
 
 
 def _pattern(line: str) -> str:
-    return re.escape(line).replace(re.escape("{epoch}"), "[0-9a-f]+")
+    return re.escape(line).replace(re.escape("{epoch}"), "[0-9a-f]+").replace(re.escape("{any}"), "[A-Za-z0-9_-]+")
 
 
 def test_the_docs_pages_with_examples_are_found() -> None:

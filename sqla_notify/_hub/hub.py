@@ -12,9 +12,13 @@ loop thread, so the hub's state needs no lock.
 Fan-out
 =======
 
-On the loop, each notification gets the next cursor and is encoded once. For every
-subscriber that wants it (its collections, then ``authorize``), the encoded frame goes to
-the subscriber's bounded queue (:meth:`Subscriber.send_nowait`, which raises
+On the loop, each notification gets the next cursor and is encoded once. The subscribers
+that want it are found through an index (:class:`~sqla_notify._hub.index.Index`: those of
+every collection, of its collection whole, and the filtered ones registered under its row's
+filter values), so a notification costs what it reaches, not what is connected; a filtered
+subscriber whose filter the row enters or leaves gets the frame marked ``move`` (encoded
+once per mark). After ``authorize``, and but for the connection that caused the change
+(``Notification.origin``), the encoded frame goes to the subscriber's bounded queue (:meth:`Subscriber.send_nowait`, which raises
 :class:`WouldBlock` when it is full); a writer task per subscriber drains that queue into
 its socket. A client that stops reading fills only its own queue: it never delays the others.
 

@@ -23,6 +23,7 @@ from ._brokers.base import Broker as Broker
 from ._brokers.base import Gap as Gap
 from ._brokers.base import Ready as Ready
 from ._capture.options import NotifyOptions as NotifyOptions
+from ._capture.origin import set_origin as set_origin
 from ._errors import NotAttachedError as NotAttachedError
 from ._errors import SinkError as SinkError
 from ._errors import SqlaNotifyError as SqlaNotifyError
@@ -72,4 +73,5 @@ __all__ = (
     "Subscriber",
     "WouldBlock",
     "encode",
+    "set_origin",
 )

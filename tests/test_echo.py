@@ -10,26 +10,23 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 from starlette.testclient import WebSocketTestSession
 
-from sqla_notify import Hub, Notification, Notifier, Sink, set_origin
+from sqla_notify import Notification, Notifier, Sink, set_origin
 from sqla_notify._capture.origin import release_origin
 from sqla_notify._web.endpoints import _CONNECTION_ID
-from sqla_notify.fastapi import notify_origin, notify_router
+from sqla_notify.fastapi import notify_origin
 
 from .models import Forum
-from .support.echo import echo_routes
+from .support.echo import App
 from .support.recording import Recorder
 
 if TYPE_CHECKING:
@@ -175,31 +172,6 @@ def test_notify_origin_wants_the_dependency_itself() -> None:
 
 
 # -- the FastAPI dependencies, in-process ----------------------------------------------------
-
-
-class App:
-    """An app with the echo routes (tests/support/echo.py) on ``engine``'s database."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.hub = Hub()
-        notifier = Notifier(self.hub)
-        self.sessions = notifier.attach(sessionmaker(engine))
-        # NullPool: no connection outlives its session, none to dispose of on another loop.
-        async_engine = create_async_engine(
-            engine.url.set(drivername="sqlite+aiosqlite" if engine.dialect.name == "sqlite" else "postgresql+psycopg"),
-            poolclass=NullPool,
-        )
-        async_sessions = notifier.attach(async_sessionmaker(async_engine))
-
-        @asynccontextmanager
-        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-            async with self.hub:
-                yield
-
-        app = FastAPI(lifespan=lifespan)
-        app.include_router(notify_router(self.hub, collections={"forums", "containers"}), prefix="/notify")
-        app.include_router(echo_routes(self.hub, notifier, self.sessions, async_sessions))
-        self.client = TestClient(app)
 
 
 @pytest.fixture

@@ -7,15 +7,18 @@ app (``tests/test_echo.py``, ``tests/test_snapshot.py``) and on the uvicorn one
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from sqla_notify import Hub, Notifier, set_origin
-from sqla_notify.fastapi import notify_connection, notify_origin, snapshot_cursor
+from sqla_notify.fastapi import notify_connection, notify_origin, notify_router, snapshot_cursor
 
 from ..models import Forum
 
@@ -110,3 +113,30 @@ def echo_routes(
         return {"cursor": cursor, "forums": [f.name for f in forums]}
 
     return router
+
+
+class App:
+    """An app served by ``TestClient``: the router under ``/notify`` (collections ``forums``
+    and ``containers``) and :func:`echo_routes`, on ``engine``'s database (SQLite or
+    PostgreSQL), sync and async sessions alike."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.hub = Hub()
+        notifier = Notifier(self.hub)
+        self.sessions = notifier.attach(sessionmaker(engine))
+        # NullPool: no connection outlives its session, none to dispose of on another loop.
+        async_engine = create_async_engine(
+            engine.url.set(drivername="sqlite+aiosqlite" if engine.dialect.name == "sqlite" else "postgresql+psycopg"),
+            poolclass=NullPool,
+        )
+        self.async_sessions = notifier.attach(async_sessionmaker(async_engine))
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            async with self.hub:
+                yield
+
+        self.app = FastAPI(lifespan=lifespan)
+        self.app.include_router(notify_router(self.hub, collections={"forums", "containers"}), prefix="/notify")
+        self.app.include_router(echo_routes(self.hub, notifier, self.sessions, self.async_sessions))
+        self.client = TestClient(self.app)

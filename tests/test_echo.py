@@ -266,3 +266,22 @@ def test_the_header_is_documented_in_the_openapi_schema(app: App) -> None:
     header = [p for p in operation["parameters"] if p["in"] == "header"]
     assert [p["name"] for p in header] == ["X-Notify-Connection"]
     assert re.search(r"not sent back to that connection", header[0]["description"])
+
+
+def test_the_wrapped_dependency_is_cached_per_request_as_usual(app: App) -> None:
+    """Another dependency of the request that asks for the session gets the same one."""
+    from fastapi import Depends
+
+    def get_session() -> Iterator[Session]:
+        with app.sessions() as session:
+            yield session
+
+    @app.app.post("/same")
+    def same(
+        marked: Session = Depends(notify_origin(get_session)), plain: Session = Depends(get_session)
+    ) -> dict[str, Any]:
+        return {"same": marked is plain, "mark": marked.info.get("sqla_notify.origin")}
+
+    headers = {"X-Notify-Connection": "A" * 16}
+    assert app.client.post("/same", headers=headers).json() == {"same": True, "mark": "A" * 16}
+    assert app.client.post("/same").json() == {"same": True, "mark": None}

@@ -25,6 +25,7 @@ from ._brokers.base import Gap as Gap
 from ._brokers.base import Ready as Ready
 from ._capture.options import NotifyOptions as NotifyOptions
 from ._capture.options import filter_columns as filter_columns
+from ._capture.origin import set_origin as set_origin
 from ._errors import NotAttachedError as NotAttachedError
 from ._errors import SinkError as SinkError
 from ._errors import SqlaNotifyError as SqlaNotifyError
@@ -77,4 +78,5 @@ __all__ = (
     "WouldBlock",
     "encode",
     "filter_columns",
+    "set_origin",
 )

@@ -26,6 +26,10 @@ with 403), the connection limits, then ``authenticate``. Only the ``collections`
 reach browsers. **Without** ``authenticate`` **and** ``authorize`` **those are open**:
 anyone who can reach the route sees every notification of them. Credentials that expire
 (:class:`Credentials`) end the connection when they do (4401).
+
+For the application's own endpoints: :func:`notify_origin` keeps a request's changes from
+being sent back to the tab that made it (echo suppression), and :func:`snapshot_cursor`
+gives a snapshot the cursor to resume from.
 """
 
 from __future__ import annotations
@@ -55,11 +59,15 @@ from ._hub.subscriber import REPLY_BUDGET, Entry, Subscriber
 from ._report import HookErrors
 from ._web.catalog import Catalog, check_filters
 from ._web.auth import Admission, Credentials, authentication, bearer_token
+from ._web.endpoints import notify_connection, notify_origin, snapshot_cursor
 from ._web.gate import CLOSE_CREDENTIALS_EXPIRED, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, Gate, RouterStats, accept
 from ._web.origin import OriginPolicy
 from .types import Authenticate, Authorize
 
-__all__ = ("ALL", "Authenticate", "Credentials", "NotifyRouter", "RouterStats", "bearer_token", "notify_router")
+__all__ = (
+    "ALL", "Authenticate", "Credentials", "NotifyRouter", "RouterStats", "bearer_token", "notify_connection",
+    "notify_origin", "notify_router", "snapshot_cursor",
+)
 
 logger = logging.getLogger("sqla_notify")
 STATIC = Path(__file__).parent / "static"

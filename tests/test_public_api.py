@@ -37,8 +37,12 @@ def test_fastapi_module_surface() -> None:
     from sqla_notify import fastapi
 
     assert fastapi.__all__ == (
-        "ALL", "Authenticate", "Credentials", "NotifyRouter", "RouterStats", "bearer_token", "notify_router",
+        "ALL", "Authenticate", "Credentials", "NotifyRouter", "RouterStats", "bearer_token", "notify_connection",
+        "notify_origin", "notify_router", "snapshot_cursor",
     )
+    for name in fastapi.__all__:
+        if inspect.isfunction(getattr(fastapi, name)):
+            assert inspect.getdoc(getattr(fastapi, name)), f"sqla_notify.fastapi.{name} has no docstring"
     assert inspect.getdoc(fastapi.notify_router) and inspect.getdoc(fastapi)
 
 

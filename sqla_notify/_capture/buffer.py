@@ -9,6 +9,7 @@ from collections.abc import Hashable
 from typing import Any, Union, cast
 
 import msgspec
+from msgspec.structs import replace
 
 from .._notify.notification import Notification
 from .options import ModelInfo
@@ -202,8 +203,9 @@ def coalesce(first: str, then: str) -> str | None:
     return then
 
 
-def to_notifications(buffer: Buffer) -> list[Notification]:
-    """Build the notifications of a committed buffer, in order."""
+def to_notifications(buffer: Buffer, origin: str | None = None) -> list[Notification]:
+    """Build the notifications of a committed buffer, in order, each with ``origin`` (the
+    client connection that caused them, see :mod:`.origin`) when one is given."""
     out: list[Notification] = []
     append = out.append
     known = _known if buffer.unknown else _same
@@ -233,6 +235,10 @@ def to_notifications(buffer: Buffer) -> list[Notification]:
         if len(value) == 3 and value[2]:
             data.update(value[2])
         append(Notification(info.collection, action, data or None))
+    if origin is not None:
+        # Stamped afterwards, so that the usual path (no origin) builds each notification
+        # as before; a request's transaction changes few rows.
+        return [replace(n, origin=origin) for n in out]
     return out
 
 

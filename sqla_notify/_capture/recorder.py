@@ -85,6 +85,7 @@ from .buffer import (
     DELETE, INSERT, UNKNOWN, UNKNOWN_VALUE, UPDATE, Buffer, Row, SomeRows, coalesce, identity, to_notifications,
 )
 from .options import InvalidOptions, ModelInfo, model_info
+from .origin import origin_of
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -205,7 +206,7 @@ class Recorder:
         buf = pending.get(root) if pending else None
         if buf is None or not buf.entries:
             return
-        if self._prepare(session.connection(), to_notifications(buf)):
+        if self._prepare(session.connection(), to_notifications(buf, origin_of(session, root))):
             buf.entries.clear()
 
     def after_commit(self, session: Session) -> None:
@@ -238,7 +239,7 @@ class Recorder:
                     else:
                         target.merge(buf)
             elif transaction.parent is None and buf.entries:
-                self._publish(to_notifications(buf))
+                self._publish(to_notifications(buf, origin_of(session, transaction)))
         except Exception:  # noqa: BLE001
             logger.exception("sqla_notify failed to publish a committed transaction")
 

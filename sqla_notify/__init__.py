@@ -12,7 +12,7 @@ public names are re-exported here and from the modules named after a technology)
     _hub/        4 hub        Hub (the default sink): cursors, ReplayWindow, a Subscriber
                               per client with its bounded queue; the wire protocol's frames
     fastapi.py   5 transports notify_router: WebSocket and SSE routes (internals in _web/),
-    static/                   and the browser client it serves
+    static/ (in a wheel)      and the browser client it serves (source: clients/js/)
     _brokers/    brokers      Broker, Batch, Gap, Ready: how hubs of several processes share
     redis.py, postgres.py     batches; the two brokers that ship
     types.py                  the shape of every hook; _json.py: the one JSON encoder

@@ -75,7 +75,7 @@ class NotifyClient {
   #lastAttempt = null;
   #timer = null; // pending reconnect
   #attempt = 0; // consecutive failed connections, drives the backoff
-  #openedAt = 0;
+  #openedAt = null; // when the current connection opened
   #syncQueued = false;
   // What the server was last told: every collection, or exactly #sent (key -> wire entry).
   #sentAll = false;
@@ -343,7 +343,7 @@ class NotifyClient {
     this.#socket = null;
     this.#connection = null;
     const detail = { code: event.code, reason: event.reason ?? "" };
-    if (transport === "websocket" && !this.#openedAt) this.#wsFailures += 1;
+    if (transport === "websocket" && this.#openedAt === null) this.#wsFailures += 1;
     if (event.code === POLICY_VIOLATION) {
       globalThis.removeEventListener?.("online", this.#onOnline);
       this.#setState("closed", detail);
@@ -355,9 +355,9 @@ class NotifyClient {
     // retried like a drop, through options.auth again: after a connection that lasted,
     // within minDelay (jittered: credentials issued together expire together); when
     // refused as already expired, with the usual backoff.
-    const stable = this.#openedAt && Date.now() - this.#openedAt >= this.#stableAfter;
+    const stable = this.#openedAt !== null && Date.now() - this.#openedAt >= this.#stableAfter;
     if (stable && event.code !== TRY_AGAIN_LATER) this.#attempt = 0;
-    this.#openedAt = 0;
+    this.#openedAt = null;
     this.#retry(detail, stable && event.code === CREDENTIALS_EXPIRED);
   }
 
@@ -379,7 +379,7 @@ class NotifyClient {
     if (!socket) return;
     this.#socket = null;
     this.#connection = null;
-    this.#openedAt = 0;
+    this.#openedAt = null;
     socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
     try {
       if (this.#transport === "sse") socket.close();
@@ -506,7 +506,7 @@ class NotifyClient {
         break;
       case "resync":
         if (msg.cursor != null) this.#lastId = msg.cursor;
-        for (const entry of this.#entries.values()) entry.since = null; // the app reloads all
+        for (const entry of this.#entries.values()) [entry.since, entry.sinceSent] = [null, false]; // the app reloads all
         if (this.#resyncListeners.size) {
           emit(this.#resyncListeners, msg);
         } else {
@@ -546,7 +546,7 @@ class NotifyClient {
     if (!replay) this.#lastId = msg.id; // first: a callback that reads client.lastId sees this one
     const targets = [];
     for (const entry of this.#entries.values()) {
-      if (replay ? entry.sinceSent && entry.collection === msg.collection : entry.collection === msg.collection || entry.collection === ALL) {
+      if (replay ? entry.since !== null && entry.sinceSent && entry.collection === msg.collection : entry.collection === msg.collection || entry.collection === ALL) {
         targets.push(entry);
       }
     }

@@ -76,6 +76,9 @@ export interface Notification<Data = Record<string, any>, Old = Record<string, a
   readonly replay?: true;
 }
 
+/** The notification of collection `K` of the map `C`, e.g. `NotificationOf<Collections, "posts">`. */
+export type NotificationOf<C extends CollectionMap<C>, K extends keyof C & string> = Notification<C[K]["data"], C[K]["old"], K>;
+
 /** A notification of any collection of the map, told apart by `collection`. */
 export type AnyNotification<C extends CollectionMap<C> = Untyped> = {
   [K in keyof C & string]: Notification<C[K]["data"], C[K]["old"], K>;

@@ -8,6 +8,9 @@ import {
   type AnyNotification,
   type ConnectionState,
   type Notification,
+  type NotificationOf,
+  type SubscribeOptions,
+  type Where,
   type SubscriptionEntry,
 } from "sqla-notify";
 
@@ -79,3 +82,19 @@ typed.subscribe("*", (n: AnyNotification<Collections>) => {
 });
 // @ts-expect-error: not a collection of the map
 typed.subscribe("comments", () => {});
+
+// The shapes of docs/client.md's recipes, with a stand-in for RxJS's Observable.
+class Observable<T> {
+  constructor(readonly subscribe: (subscriber: { next(value: T): void }) => () => void) {}
+}
+class NotifyService {
+  readonly client = connect<Collections>("/notify/ws");
+  changes<K extends keyof Collections & string>(collection: K, options: SubscribeOptions = {}): Observable<NotificationOf<Collections, K>> {
+    return new Observable((subscriber) => this.client.subscribe(collection, options, (n) => subscriber.next(n)));
+  }
+}
+new NotifyService().changes("posts", { where: { forum_id: 7 } }).subscribe({ next: (n) => void n.data?.title });
+function useNotifications(collection: string, callback: (n: Notification) => void, where?: Where): () => void {
+  return client.subscribe(collection, { where: where ?? null }, (n) => callback(n));
+}
+void useNotifications;

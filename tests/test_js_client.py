@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -93,6 +94,19 @@ def test_a_wheel_carries_the_client_where_its_router_serves_it_from(tmp_path: Pa
         check=True,
     ).stdout.strip()
     assert Path(folder) == site / "sqla_notify" / "static"
+
+
+def test_the_sdist_keeps_the_client_so_that_its_wheel_can_carry_it(tmp_path: Path) -> None:
+    try:
+        from hatchling.builders.sdist import SdistBuilder
+    except ImportError:
+        require_service("hatchling", "not installed (it is in the dev extra)")
+        raise
+    [sdist] = list(SdistBuilder(str(ROOT)).build(directory=str(tmp_path), versions=["standard"]))
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert {f"clients/js/{name}" for name in FILES} <= names
+    assert not [name for name in names if "node_modules" in name]
 
 
 def test_the_node_unit_tests_pass() -> None:

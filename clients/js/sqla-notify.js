@@ -445,21 +445,27 @@ class NotifyClient {
     const droppedNames = new Set(removed.filter((k) => typeof this.#sent.get(k) === "string").map((k) => this.#sent.get(k)));
     const refilter = [...wanted.keys()].filter((k) => this.#sent.has(k) && droppedNames.has(this.#entries.get(k).collection));
     for (const key of refilter) this.#entries.get(key).since ??= this.#lastId;
-    const plain = [];
-    const bySince = new Map(); // since -> wire entries
-    for (const key of [...added, ...refilter]) {
+    const plain = []; // new entries, subscribed as they are
+    const again = []; // filters of a dropped name, with no position to catch up from yet
+    const bySince = new Map(); // since -> entries that catch up from it
+    const catchUp = (key, entry) => {
+      entry.sinceSent = true;
+      bySince.set(entry.since, [...(bySince.get(entry.since) ?? []), wanted.get(key)]);
+    };
+    for (const key of added) {
       const entry = this.#entries.get(key);
-      if (entry.since === null) {
-        if (!refilter.includes(key)) plain.push(wanted.get(key));
-      } else {
-        entry.sinceSent = true;
-        bySince.set(entry.since, [...(bySince.get(entry.since) ?? []), wanted.get(key)]);
-      }
+      if (entry.since === null) plain.push(wanted.get(key));
+      else catchUp(key, entry);
     }
+    for (const key of refilter) {
+      const entry = this.#entries.get(key);
+      if (entry.since === null) again.push(wanted.get(key));
+      else catchUp(key, entry);
+    }
+    // Subscribe before unsubscribing (no gap for a swapped entry), except the filters that
+    // an unsubscribed name takes with it: those come after.
     if (plain.length) this.#send({ type: "subscribe", collections: plain });
     if (removed.length) this.#send({ type: "unsubscribe", collections: removed.map((k) => this.#sent.get(k)) });
-    // Filters to subscribe again with no position to catch up from (nothing received yet).
-    const again = refilter.filter((k) => this.#entries.get(k).since === null).map((k) => wanted.get(k));
     if (again.length) this.#send({ type: "subscribe", collections: again });
     for (const [since, collections] of bySince) this.#send({ type: "subscribe", collections, since });
     this.#sent = wanted;

@@ -225,3 +225,14 @@ test("\"*\" with filters: the filtered callbacks judge each frame themselves", a
   FakeWebSocket.last.receive({ id: "y", collection: "posts", action: "insert", data: { forum_id: 7 } });
   assert.deepEqual(got, ["y"]);
 });
+
+test("since on a subscription already live on this client is not sent: it has been receiving all along", async (t) => {
+  const client = start(t);
+  client.subscribe("posts", { where: { forum_id: 7 } }, () => {});
+  await flush();
+  const ws = FakeWebSocket.last;
+  ws.welcome("c0");
+  client.subscribe("posts", { where: { forum_id: 7 }, since: "snap-9" }, () => {});
+  await flush();
+  assert.deepEqual(ws.sent, []);
+});

@@ -156,3 +156,16 @@ test("eventsUrl overrides the derived URL; a URL without /ws needs it", async (t
   await flush();
   assert.match(reported[0], /cannot derive the SSE URL .* pass options.eventsUrl/);
 });
+
+test("since, once the client has a position: the stream resumes from lastId", async (t) => {
+  const client = start(t);
+  client.subscribe("forums", () => {});
+  await flush();
+  FakeEventSource.last.open();
+  FakeEventSource.last.receive({ id: "c4", collection: "forums", action: "insert" });
+  client.subscribe("posts", { since: "snap-1" }, () => {});
+  await flush();
+  assert.equal(FakeEventSource.all.length, 2);
+  assert.equal(FakeEventSource.last.lastId, "c4");
+  assert.deepEqual(FakeEventSource.last.collections, ["forums", "posts"]);
+});

@@ -18,6 +18,29 @@ venv_for .venv-sa20 -e ".[dev]" "sqlalchemy>=2.0.30,<2.1"
 echo "== mypy --strict"
 .venv/bin/python -m mypy
 
+# The browser client, the npm package in clients/js/: its unit tests (Node's own runner,
+# against fake WebSocket and EventSource classes) and tsc --strict over its declarations and a
+# usage file. Node.js comes with this machine (20, from the nodesource repository); if it is
+# missing, Debian's (apt). TypeScript comes from the npm registry (npm ci: package-lock.json).
+# tests/test_js_client.py runs the unit tests again within pytest, with the npm pack check.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "== installing Node.js and npm (apt)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null; }
+fi
+if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  echo "== Node.js $(node --version) is too old: the client's tests need 20 or newer" >&2
+  exit 1
+fi
+(
+  cd clients/js
+  [ -x node_modules/.bin/tsc ] && npm ls --silent >/dev/null 2>&1 || npm ci --no-audit --no-fund --silent
+  echo "== node --test (clients/js, Node $(node --version))"
+  node --test --test-reporter=spec test/*.test.js
+  echo "== tsc --strict (clients/js/types-test)"
+  node_modules/.bin/tsc -p types-test
+)
+
 # The documentation site (mkdocs.yml, docs/), built with --strict: a broken link, a page
 # missing from the nav or an API reference to a name that no longer exists fails. A few
 # seconds; into site/, which git ignores.

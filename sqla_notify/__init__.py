@@ -13,7 +13,7 @@ public names are re-exported here and from the modules named after a technology)
                               per client with its bounded queue and Selection (indexed by
                               what it receives); the wire protocol's frames
     fastapi.py   5 transports notify_router: WebSocket and SSE routes (internals in _web/),
-    static/                   and the browser client it serves
+    static/ (in a wheel)      and the browser client it serves (source: clients/js/)
     _brokers/    brokers      Broker, Batch, Gap, Ready: how hubs of several processes share
     redis.py, postgres.py     batches; the two brokers that ship
     types.py                  the shape of every hook; _json.py: the one JSON encoder

@@ -70,7 +70,17 @@ __all__ = (
 )
 
 logger = logging.getLogger("sqla_notify")
-STATIC = Path(__file__).parent / "static"
+
+
+def _client_folder() -> Path:
+    """Where the browser client's two files are: ``sqla_notify/static/`` in a wheel (hatch's
+    ``force-include`` copies them there), else ``clients/js/`` of the source checkout that an
+    editable install imports from. The one source is ``clients/js/``, the npm package."""
+    packaged = Path(__file__).parent / "static"
+    return packaged if (packaged / "sqla-notify.js").is_file() else Path(__file__).parent.parent / "clients" / "js"
+
+
+STATIC = _client_folder()
 CLOSE_INTERNAL_ERROR = 1011
 # How a refusal by ``authenticate`` ends a WebSocket (accepted, then closed, so that the
 # browser client sees the code) and an SSE request.

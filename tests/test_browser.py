@@ -393,3 +393,44 @@ def test_the_client_fetches_a_fresh_token_after_its_credentials_expire(browser: 
     log = server.log.read_text()
     assert log.count('"WebSocket /notify/ws?collections=forums') == 2 and log.count("[accepted]") == 2, log
     assert not [t for t in tokens if t in log], log
+
+
+def test_where_websocket_is_blocked_the_client_falls_back_to_server_sent_events(
+    browser: Browser, server: ExampleServer
+) -> None:
+    """A WebSocket that never opens (as behind a proxy that blocks the upgrade) makes the
+    client try ``/events`` after two attempts; it keeps that stream, and a new subscription
+    reconnects it with the new set, resuming from the last id."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT)
+        problems: list[str] = []
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        streams: list[str] = []
+        page.on("request", lambda request: streams.append(request.url) if "/notify/events" in request.url else None)
+        page.goto(server.base_url + "/")
+        page.evaluate("""async () => {
+            const { connect } = await import("/notify/sqla-notify.js");
+            class Blocked {  // closes without ever opening, like a refused upgrade
+                constructor() { this.readyState = 0; setTimeout(() => this.onclose?.({ code: 1006, reason: "" }), 0); }
+                close() {}
+            }
+            window.received = [];
+            window.sse = connect("/notify/ws", { WebSocket: Blocked, minDelay: 10, maxDelay: 20 });
+            sse.subscribe("containers", (n) => received.push(["containers", n.action]));
+        }""")
+        page.wait_for_function("window.sse.state === 'open' && window.sse.transport === 'sse'", timeout=WAIT)
+        httpx.post(f"{server.base_url}/api/containers", json={"name": "Lobby"}, timeout=5)
+        page.wait_for_function("window.received.length === 1", timeout=WAIT)
+        page.evaluate("""() => sse.subscribe("forums", (n) => received.push(["forums", n.action]))""")
+        page.wait_for_function("window.sse.state === 'open' && window.sse.connection !== null", timeout=WAIT)
+        container = httpx.get(f"{server.base_url}/api/containers", timeout=5).json()[0]["id"]
+        httpx.post(f"{server.base_url}/api/forums", json={"name": "General", "container_id": container}, timeout=5)
+        page.wait_for_function("window.received.length === 2", timeout=WAIT)
+        assert page.evaluate("window.received") == [["containers", "insert"], ["forums", "insert"]]
+        assert len(streams) == 2 and "collections=containers" in streams[0], streams
+        assert "collections=containers,forums" in streams[1] and "last_id=" in streams[1], streams
+        assert not problems, problems
+    finally:
+        context.close()

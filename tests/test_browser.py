@@ -258,6 +258,62 @@ def test_two_pages_stay_in_sync_across_a_server_restart(browser: Browser, server
     context_b.close()
 
 
+def test_a_forum_page_shows_its_posts_live_and_a_moved_post_leaves(browser: Browser, server: ExampleServer) -> None:
+    """The forum page subscribes to one forum's posts (``where``): a post moved away leaves
+    it and enters the other forum's page; the tab that writes does not get its own change
+    back (it shows it from the response), another tab on the same forum does."""
+    watch = Watch(server.port)
+    container = httpx.post(f"{server.base_url}/api/containers", json={"name": "Lobby"}).json()["id"]
+    forum_ids = [
+        httpx.post(f"{server.base_url}/api/forums", json={"name": name, "container_id": container}).json()["id"]
+        for name in ("Cats", "Dogs")
+    ]
+    httpx.post(f"{server.base_url}/api/forums/{forum_ids[0]}/posts", json={"title": "Before the page"})
+    context = browser.new_context()
+    pages = []
+    for name, forum in (("author", forum_ids[0]), ("reader", forum_ids[0]), ("dogs", forum_ids[1])):
+        page = context.new_page()
+        page.set_default_timeout(WAIT)
+        watch.attach(name, page)
+        page.goto(f"{server.base_url}/forum?id={forum}")
+        expect(page.locator("#status")).to_have_attribute("data-state", "open", timeout=WAIT)
+        pages.append(page)
+    author, reader, dogs = pages
+    expect(author.locator("#title")).to_have_text("Forum Cats")
+    expect(author.locator("#posts li .name")).to_have_text(["Before the page"])
+    expect(dogs.locator("#posts-empty")).to_have_text("No posts in this forum yet. Add the first one below.")
+
+    # 1. A post added on the author's page: shown there from the response, live on the reader's.
+    author.get_by_label("Post title").fill("Hello")
+    author.get_by_role("button", name="Add post").click()
+    expect(author.locator("#posts li .name")).to_have_text(["Before the page", "Hello"])
+    expect(reader.locator("#posts li .name")).to_have_text(["Before the page", "Hello"])
+    expect(reader.locator("#posts-count")).to_have_text("2 posts")
+    expect(reader.locator("#log")).to_contain_text('"action":"insert"')
+
+    # 2. Moved to Dogs from the author's page: it leaves both Cats pages, enters the Dogs page.
+    author.get_by_label("Move post Hello to").select_option(label="Dogs")
+    author.get_by_role("button", name="Move post Hello").click()
+    expect(author.locator("#posts li .name")).to_have_text(["Before the page"])
+    expect(reader.locator("#posts li .name")).to_have_text(["Before the page"])
+    expect(reader.locator("#log")).to_contain_text('"move":"leave"')
+    expect(dogs.locator("#posts li .name")).to_have_text(["Hello"])
+    expect(dogs.locator("#log")).to_contain_text('"move":"enter"')
+
+    # 3. Moved back by another client (no connection header): every page hears of it.
+    post = dogs.locator("#posts li").first.get_attribute("data-id")
+    httpx.patch(f"{server.base_url}/api/posts/{post}", json={"forum_id": forum_ids[0]}).raise_for_status()
+    expect(dogs.locator("#posts li")).to_have_count(0)
+    expect(author.locator("#posts li .name")).to_have_text(["Before the page", "Hello"])
+    expect(reader.locator("#posts li .name")).to_have_text(["Before the page", "Hello"])
+
+    # The author never received its own insert or move: only the move back, from outside.
+    log = author.locator("#log").text_content() or ""
+    assert '"action":"insert"' not in log and '"move":"leave"' not in log and '"move":"enter"' in log, log
+    assert watch.unexpected() == []
+    context.close()
+
+
 def test_the_page_shows_empty_states_plurals_and_a_red_outage_with_writes_disabled(
     browser: Browser, server: ExampleServer
 ) -> None:

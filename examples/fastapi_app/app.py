@@ -1,4 +1,6 @@
-"""The sqla_notify example: containers and forums that update live in every open browser.
+"""The sqla_notify example: containers and forums that update live in every open browser,
+and a forum page (``/forum?id=N``) that shows one forum's posts through a filtered
+subscription: a post moved to another forum leaves it, and enters that one's page.
 
     bash scripts/example.sh          # uvicorn on http://127.0.0.1:8000, SQLite file ./example.db
     DATABASE_URL=postgresql+psycopg://127.0.0.1/test bash scripts/example.sh
@@ -24,8 +26,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
-from sqla_notify import Hub, Notifier
-from sqla_notify.fastapi import notify_router
+from sqla_notify import Hub, Notifier, NotifyOptions, filter_columns
+from sqla_notify.fastapi import notify_origin, notify_router, snapshot_cursor
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "sqlite:///example.db")
 
@@ -47,6 +49,19 @@ class Forum(Base):
     name: Mapped[str] = mapped_column(String(100))
     posts: Mapped[int] = mapped_column(default=0)
     container_id: Mapped[int] = mapped_column(ForeignKey("containers.id"))
+    # Deleted with the forum by the ORM, so that each deletion is announced.
+    post_rows: Mapped[list[Post]] = relationship(cascade="all, delete-orphan")
+
+
+class Post(Base):
+    """A post of a forum. Browsers may subscribe to one forum's posts (``filter_by``), and an
+    update carries the previous values of what changed (``old``)."""
+
+    __tablename__ = "posts"
+    __sqla_notify__ = NotifyOptions(payload="row", filter_by={"forum_id"}, old=True)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    forum_id: Mapped[int] = mapped_column(ForeignKey("forums.id"), index=True)
 
 
 def _async_url(url: str) -> str:
@@ -90,7 +105,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="sqla_notify example", lifespan=lifespan)
-app.include_router(notify_router(hub, collections={"containers", "forums"}), prefix="/notify")
+app.include_router(
+    notify_router(hub, collections={"containers", "forums", "posts"}, filters=filter_columns(Base)),
+    prefix="/notify",
+)
 
 
 def sync_session() -> Iterator[Session]:
@@ -123,6 +141,11 @@ def _forum(f: Forum) -> dict[str, Any]:
 @app.get("/", include_in_schema=False)
 async def index() -> FileResponse:
     return FileResponse(Path(__file__).parent / "static" / "index.html")
+
+
+@app.get("/forum", include_in_schema=False)
+async def forum_page() -> FileResponse:
+    return FileResponse(Path(__file__).parent / "static" / "forum.html")
 
 
 @app.get("/api/snapshot")
@@ -208,3 +231,59 @@ async def add_post(forum_id: int, session: AsyncSession = Depends(async_session)
     notifier.notify("forums", "update", {"id": forum_id}, session=session)
     await session.commit()
     return {"id": forum_id, "posts": posts}
+
+
+# -- posts: one forum's page, a filtered subscription ---------------------------------------
+
+
+class PostIn(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+
+
+class PostMove(BaseModel):
+    forum_id: int
+
+
+def _post(p: Post) -> dict[str, Any]:
+    return {"id": p.id, "title": p.title, "forum_id": p.forum_id}
+
+
+@app.get("/api/forums/{forum_id}/posts")
+async def list_posts(
+    forum_id: int,
+    cursor: str = Depends(snapshot_cursor(hub)),  # read before the query, sent as X-Notify-Cursor
+    session: AsyncSession = Depends(async_session),
+) -> dict[str, Any]:
+    """One forum's posts, and the cursor they are as of: the page subscribes ``since`` it."""
+    forum = await session.get(Forum, forum_id)
+    if forum is None:
+        raise HTTPException(404, f"no forum {forum_id}")
+    posts = (await session.scalars(select(Post).where(Post.forum_id == forum_id).order_by(Post.id))).all()
+    return {"cursor": cursor, "forum": _forum(forum), "posts": [_post(p) for p in posts]}
+
+
+@app.post("/api/forums/{forum_id}/posts", status_code=201)
+async def create_post(
+    forum_id: int, body: PostIn, session: AsyncSession = Depends(notify_origin(async_session))
+) -> dict[str, Any]:
+    """The page that writes shows the post from this response; its own notification is
+    not sent back to it (``notify_origin``), every other page gets it."""
+    if await session.get(Forum, forum_id) is None:
+        raise HTTPException(404, f"no forum {forum_id}")
+    post = Post(title=body.title, forum_id=forum_id)
+    session.add(post)
+    await session.commit()
+    return _post(post)
+
+
+@app.patch("/api/posts/{post_id}")
+def move_post(post_id: int, body: PostMove, session: Session = Depends(notify_origin(sync_session))) -> dict[str, Any]:
+    """Move a post to another forum: it leaves the first forum's pages and enters the other's."""
+    post = session.get(Post, post_id)
+    if post is None:
+        raise HTTPException(404, f"no post {post_id}")
+    if session.get(Forum, body.forum_id) is None:
+        raise HTTPException(422, f"no forum {body.forum_id}")
+    post.forum_id = body.forum_id
+    session.commit()
+    return _post(post)

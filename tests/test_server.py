@@ -181,6 +181,21 @@ async def test_server_restart_means_resync(tmp_path: Path) -> None:
         server.stop()
 
 
+async def test_a_server_stopping_closes_websockets_with_1012(tmp_path: Path) -> None:
+    """What docs/protocol.md promises for Ctrl+C or SIGTERM under uvicorn: uvicorn closes open
+    WebSockets with 1012 (service restart) before the app's lifespan, and so the hub, ends."""
+    server = Server(tmp_path)
+    try:
+        async with websockets.connect(server.ws) as ws:
+            await recv(ws)
+            server.proc.terminate()  # SIGTERM; Ctrl+C (SIGINT) takes the same path in uvicorn
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+    finally:
+        server.stop()
+
+
 async def test_client_given_up_on_sees_1013_when_it_reads_again(tmp_path: Path) -> None:
     server = Server(tmp_path, APP_QUEUE_SIZE="16")
     stalled = _stalled_client(server.port)

@@ -35,6 +35,7 @@ from typing import Any, Union
 
 from sqlalchemy.sql import sqltypes
 from sqlalchemy import inspect
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapper, registry
 
 from ._capture.options import ModelInfo, model_info
@@ -258,8 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line: ``python -m sqla_notify.typescript module:Base [--out FILE]``.
 
     :returns: the exit status: 0, or 2 for a target that cannot be found or is not a
-        declarative base or registry, or for models whose options do not fit them (the
-        message goes to stderr).
+        declarative base or registry, for mappers that cannot be configured, or for models
+        whose options do not fit them (the message goes to stderr).
     """
     parser = argparse.ArgumentParser(
         prog="python -m sqla_notify.typescript",
@@ -273,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         text = generate(_load(args.target), source=args.target)
-    except (LookupError, TypeError, ValueError) as exc:
+    except (LookupError, TypeError, ValueError, SQLAlchemyError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     if args.out is None:
         sys.stdout.write(text)

@@ -12,8 +12,10 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from sqla_notify.typescript import generate, main
 
@@ -191,3 +193,27 @@ def test_the_docs_example_shows_what_its_models_generate(tmp_path: Path, monkeyp
     monkeypatch.setitem(sys.modules, module.__name__, module)
     exec(compile(code, "docs/client.md", "exec"), module.__dict__)
     assert (tmp_path / "notifications.ts").read_text() == shown
+
+
+def test_mappers_that_cannot_be_configured_are_explained(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Broken(DeclarativeBase):
+        pass
+
+    class Thing(Broken):
+        __tablename__ = "things"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        other: Mapped[Any] = relationship("Nowhere")
+
+    module = types.ModuleType("broken_models")
+    module.Base = Broken  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main(["broken_models:Base"])
+    finally:
+        Broken.registry.dispose()  # or configuring any other registry would fail too
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m sqla_notify.typescript: error: ") and "'Nowhere'" in err, err

@@ -17,6 +17,8 @@ public names are re-exported here and from the modules named after a technology)
     _brokers/    brokers      Broker, Batch, Gap, Ready: how hubs of several processes share
     redis.py, postgres.py     batches; the two brokers that ship
     types.py                  the shape of every hook; _json.py: the one JSON encoder
+    typescript.py             TypeScript types of each collection's notifications
+                              (python -m sqla_notify.typescript module:Base)
 """
 
 from ._brokers.base import Batch as Batch

@@ -71,3 +71,31 @@ async def test_every_transaction_reaches_every_client_once_whole_and_in_order(
             start = order.index(t[0])
             assert order[start:start + len(t)] == t
         assert [m["id"] for m in messages] == [m["id"] for m in seen[0]]  # same order, same names
+
+
+async def test_clients_of_a_crashed_worker_resume_on_a_running_one_and_get_resync_on_its_replacement(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """What docs/processes.md says under PostgreSQL, "Faults": LISTEN/NOTIFY keeps no log, so a
+    worker started after a client's ``last_id`` has nothing to replay from."""
+    with two_pg_servers(tmp_path, request.config) as (a, b):
+        await connected(a)
+        await connected(b)
+        async with websockets.connect(f"{a.ws}?collections=forums") as ws, httpx.AsyncClient(timeout=10) as http:
+            await recv(ws)
+            await http.post(f"{a.base}/forums/sync", params={"name": "seen"})
+            last_id = (await recv(ws))["id"]
+            a.proc.kill()  # a crash: no graceful shutdown
+            a.proc.wait(10)
+            missed = (await http.post(f"{b.base}/forums/sync", params={"name": "missed"})).json()["id"]
+        replacement = Server(tmp_path, a.app, **a.env)
+        try:
+            await connected(replacement)
+            async with websockets.connect(f"{replacement.ws}?collections=forums&last_id={last_id}") as ws:
+                assert (await recv(ws))["type"] == "welcome"
+                assert (await recv(ws))["type"] == "resync"
+            async with websockets.connect(f"{b.ws}?collections=forums&last_id={last_id}") as ws:
+                assert (await recv(ws))["type"] == "welcome"
+                assert (await recv(ws))["data"] == {"id": missed}  # resumed: nothing lost
+        finally:
+            replacement.stop()

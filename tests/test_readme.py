@@ -2,8 +2,9 @@
 
 Each file's blocks run in order, in one module, as a reader would paste them. A line
 ``# -> text`` states a line the block prints; each block's printed lines must match its
-``# ->`` lines (``{epoch}`` matches a hub's instance id, ``{connection}`` a connection id). The README's first block, the
-FastAPI app, is then served with TestClient and must deliver a commit to a WebSocket.
+``# ->`` lines (``{epoch}`` matches a hub's instance id, ``{connection}`` a connection's
+id). The README's first block, the FastAPI app, is then served with TestClient and must
+deliver a commit to a WebSocket.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def _module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
 
 def _pattern(line: str) -> str:
     return (
-        re.escape(line).replace(re.escape("{epoch}"), "[0-9a-f]+").replace(re.escape("{connection}"), "[A-Za-z0-9_-]{16}")
+        re.escape(line)
+        .replace(re.escape("{epoch}"), "[0-9a-f]+")
+        .replace(re.escape("{connection}"), "[A-Za-z0-9_-]{16}")
     )
 
 

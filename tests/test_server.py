@@ -38,26 +38,6 @@ async def test_sync_and_async_commits_reach_client(server: Server, http: httpx.A
         assert (await recv(ws))["data"] == {"id": async_id}
 
 
-async def test_sse_resumes_after_the_last_event_id(server: Server, http: httpx.AsyncClient) -> None:
-    """An SSE client that sends ``Last-Event-ID`` gets the welcome, then what it missed, each
-    notification with its ``id:`` line (what the browser's EventSource sends back). Through a
-    real server: Starlette's TestClient before 1.8 (the newest on Python 3.10) reads the whole
-    body of a response before returning any of it, and this one never ends."""
-    async with websockets.connect(server.ws) as ws:
-        start = (await recv(ws))["cursor"]
-    forum = (await http.post("/forums/sync", params={"name": "missed"})).json()["id"]
-    async with http.stream(
-        "GET", "/notify/events?collections=forums", headers={"Last-Event-ID": start}
-    ) as response:
-        assert response.headers["content-type"].startswith("text/event-stream")
-        lines = response.aiter_lines()
-        got = [await asyncio.wait_for(lines.__anext__(), 10) for _ in range(4)]
-    cursor = got[2].removeprefix("id: ")  # the missed one is the latest: the welcome's cursor too
-    assert cursor != start
-    assert got[:3] == [f'data: {{"type":"welcome","cursor":"{cursor}"}}', "", f"id: {cursor}"]
-    assert json.loads(got[3].removeprefix("data: "))["data"] == {"id": forum}
-
-
 async def test_filtering_and_authorization(server: Server, http: httpx.AsyncClient) -> None:
     async with websockets.connect(f"{server.ws}?token=secret-alice&collections=forums") as alice, \
             websockets.connect(f"{server.ws}?token=secret-bob&collections=forums") as bob, \
@@ -197,6 +177,21 @@ async def test_server_restart_means_resync(tmp_path: Path) -> None:
         async with websockets.connect(f"{server.ws}?last_id={last}") as ws:
             await recv(ws)
             assert (await recv(ws))["type"] == "resync"  # another hub: cannot replay
+    finally:
+        server.stop()
+
+
+async def test_a_server_stopping_closes_websockets_with_1012(tmp_path: Path) -> None:
+    """What docs/protocol.md promises for Ctrl+C or SIGTERM under uvicorn: uvicorn closes open
+    WebSockets with 1012 (service restart) before the app's lifespan, and so the hub, ends."""
+    server = Server(tmp_path)
+    try:
+        async with websockets.connect(server.ws) as ws:
+            await recv(ws)
+            server.proc.terminate()  # SIGTERM; Ctrl+C (SIGINT) takes the same path in uvicorn
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
     finally:
         server.stop()
 

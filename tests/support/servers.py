@@ -38,6 +38,8 @@ class Server:
 
     def __init__(self, tmp_path: Path, app: str = "tests.server_app:app", **env: str) -> None:
         """``env``: for the app; ``UVICORN_ARGS``, more options for uvicorn (space-separated)."""
+        #: what it serves and with which environment: enough to start a replacement
+        self.app, self.env = app, dict(env)
         uvicorn_args = env.pop("UVICORN_ARGS", "").split()
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"

@@ -59,7 +59,7 @@ def test_the_sdist_holds_the_source_and_the_licence_but_no_benchmark_results(bui
     names = _sdist_names(built[0])
     expected = {
         "LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "PKG-INFO", "mkdocs.yml",
-        "sqla_notify/__init__.py", "sqla_notify/py.typed", "sqla_notify/static/sqla-notify.js",
+        "sqla_notify/__init__.py", "sqla_notify/py.typed", "clients/js/sqla-notify.js", "clients/js/package.json",
         "tests/test_dist.py", "docs/index.md", "examples/quickstart.py", "scripts/test.sh",
         "benchmarks/bench_capture.py",
     }

@@ -65,7 +65,7 @@ core_tests=(
   tests/test_hub.py tests/test_options.py tests/test_bulk.py tests/test_threads.py tests/test_async.py
   tests/test_public_api.py tests/test_notification.py tests/test_internals.py tests/test_fastapi.py
   tests/test_readme.py tests/test_quickstart.py tests/test_subscriber.py tests/test_replay.py
-  tests/test_broker_contract.py tests/test_layout.py tests/test_sse.py
+  tests/test_broker_contract.py tests/test_layout.py tests/test_sse.py tests/test_filtered.py
 )
 delivery_tests=(
   tests/test_server.py tests/test_security.py tests/test_publication.py tests/test_redis_faults.py

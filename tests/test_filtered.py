@@ -370,3 +370,14 @@ def test_a_connection_does_not_get_its_own_changes_back() -> None:
     hub._dispatch([U(None, {"forum_id": 7}, "insert", 2), Notification("posts", "insert", {"id": 3}, origin=mine.id)])
     assert [m["data"]["id"] for m in frames(mine)] == [2]
     assert [m["data"]["id"] for m in frames(other)] == [1, 2, 3]  # 3: values unknown, may match
+
+
+def test_notify_can_say_which_rows_it_concerns() -> None:
+    sent: list[Notification] = []
+    notifier = Notifier(sent.extend)
+    notifier.notify("posts", "update", {"id": 1}, filter_before={"forum_id": 7}, filter_after={"forum_id": 8})
+    notifier.notify("posts", "update", {"id": 2})  # values unknown: every filtered subscriber
+    assert [F7.match(n) for n in sent] == [(True, "leave"), (True, None)]
+    assert Selection(filtered={"posts": [{"forum_id": 9}]}).match(sent[0]) == (False, None)
+    with pytest.raises(TypeError, match="expected filter_after to be a mapping of column names or None, got 7"):
+        notifier.notify("posts", "insert", filter_after=7)  # type: ignore[arg-type]

@@ -151,6 +151,8 @@ class Notifier:
         data: Mapping[str, Any] | None = None,
         *,
         session: Any = None,
+        filter_before: Mapping[str, Any] | None = None,
+        filter_after: Mapping[str, Any] | None = None,
     ) -> None:
         """Announce a change the ORM does not see: raw SQL, another service, a file.
 
@@ -164,6 +166,11 @@ class Notifier:
         :param data: optional payload; copied (one level deep) when the call is made.
         :param session: a ``Session`` or ``AsyncSession`` from an attached target. If it has
             no transaction yet, one is begun, as its next statement would.
+        :param filter_before: the row's filter values before the change (see
+            ``NotifyOptions(filter_by=...)``), so that only the filtered subscribers it
+            concerns receive it; ``None``: unknown, every filtered subscriber of the
+            collection receives it. An ``"insert"`` has none.
+        :param filter_after: the same, after the change; a ``"delete"`` has none.
         :raises TypeError: for arguments of the wrong type.
         :raises ValueError: for an empty ``collection`` or ``action``.
         :raises NotAttachedError: if ``session`` does not come from an attached target.
@@ -184,6 +191,12 @@ class Notifier:
                 )
             data = dict(data)
         notification = Notification(collection, action, data)
+        if filter_before is not None or filter_after is not None:
+            notification = Notification(
+                collection, action, data,
+                filter_before=_values("filter_before", filter_before),
+                filter_after=_values("filter_after", filter_after),
+            )
         if session is None:
             self._deliver([notification])
             return
@@ -246,6 +259,14 @@ def _summary(batch: list[Notification]) -> str:
     for n in batch:
         counts[n.collection, n.action] = counts.get((n.collection, n.action), 0) + 1
     return ", ".join(f"{c} {a} ×{k}" for (c, a), k in counts.items())
+
+
+def _values(name: str, values: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if values is None:
+        return None
+    if not isinstance(values, Mapping) or not all(isinstance(k, str) for k in values):
+        raise TypeError(f"notify() expected {name} to be a mapping of column names or None, got {values!r}")
+    return dict(values)
 
 
 def _check_name(name: str, value: object) -> None:

@@ -381,3 +381,13 @@ def test_notify_can_say_which_rows_it_concerns() -> None:
     assert Selection(filtered={"posts": [{"forum_id": 9}]}).match(sent[0]) == (False, None)
     with pytest.raises(TypeError, match="expected filter_after to be a mapping of column names or None, got 7"):
         notifier.notify("posts", "insert", filter_after=7)  # type: ignore[arg-type]
+
+
+def test_since_sends_nothing_again_to_a_client_that_had_everything() -> None:
+    hub = Hub()
+    sub = hub.subscribe(None)
+    start = hub.cursor
+    hub._dispatch([U(None, {"forum_id": 7}, "insert")])
+    sub.receive_nowait()
+    hub.update(sub, Selection(filtered={"posts": [{"forum_id": 7}]}), since=start)
+    assert [json.loads(f)["type"] for f in sub.receive_nowait() if isinstance(f, str)] == ["subscribed"]

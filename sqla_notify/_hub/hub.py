@@ -607,7 +607,7 @@ class Hub(Sink):
 
         :param since: a cursor (a snapshot's): first send what the new selection receives
             after it that the old one did not, framed with ``"replay": true``; ``resync`` if
-            the window no longer holds it.
+            the window no longer holds it. Ignored for a client that received everything.
         """
         if sub.close_code is not None:
             return
@@ -615,7 +615,7 @@ class Hub(Sink):
         self._index.remove(sub, before)
         sub.selection = selection
         self._index.add(sub, selection)
-        if since is not None:
+        if since is not None and before is not None:  # (before None: it received everything)
             missed = self._missed(since, selection)
             if missed is None:
                 self._offer(sub, encode(Resync(self.cursor, "cannot replay from that id; reload")))

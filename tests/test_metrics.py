@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -224,3 +225,27 @@ def test_opentelemetry_instruments_read_the_same_counters() -> None:
 def test_the_route_needs_a_hub() -> None:
     with pytest.raises(TypeError, match="expected a Hub"):
         metrics_router(object())  # type: ignore[arg-type]
+
+
+def test_a_wakeup_is_one_observation_weighted_by_its_frames() -> None:
+    from sqla_notify._hub.subscriber import Entry
+    from sqla_notify._timing import LATENCY_BOUNDS, sent
+
+    def entry(committed: float) -> Entry:
+        return Entry(1, "e-1", N(1), "{}", committed)
+
+    for late in (0.0004, 0.0015, 0.003, 0.2, 3.0, 100.0, -1.0):
+        before, _, _ = DELIVERY.snapshot()
+        sent([entry(1000.0), "{}", entry(1000.0)], _clock=functools.partial(float.__add__, 1000.0, late))
+        after, _, _ = DELIVERY.snapshot()
+        added = [a - b for (_, a), (_, b) in zip(after, before)]
+        # cumulative: 0 below the bucket of ``late``, 3 (the batch's length) from it on
+        first = next(i for i, n in enumerate(added) if n)
+        assert set(added[first:]) == {3} and not any(added[:first])
+        le = (*LATENCY_BOUNDS, float("inf"))[first]
+        assert max(late, 0.0) <= le and (first == 0 or late > LATENCY_BOUNDS[first - 1])
+    count = DELIVERY.snapshot()[1]
+    sent(["{}", entry(1.0)])  # a welcome first: the connection's first wake-up, not counted
+    sent([entry(0.0)])  # no commit time (a replay marked as such)
+    sent([])
+    assert DELIVERY.snapshot()[1] == count

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from ._hub.subscriber import Entry, Frame
 
-__all__ = ("BROKER_LAG", "Buckets", "DELIVERY", "LATENCY_BOUNDS", "sent")
+__all__ = ("BROKER_LAG", "Buckets", "DELIVERY", "LATENCY_BOUNDS", "observe", "sent")
 
 #: upper bounds, in seconds, of the latency buckets: 1 ms doubling up to 32.768 s, so that the
 #: hot path finds a bucket with ``int(ms).bit_length()`` rather than a bisection
@@ -66,6 +66,15 @@ class Buckets:
 DELIVERY = Buckets(LATENCY_BOUNDS)
 #: seconds from a batch being written to the broker to this process reading it
 BROKER_LAG = Buckets(LATENCY_BOUNDS)
+#: whether transports call :func:`sent`: from the first :class:`~sqla_notify.metrics.NotifyCollector`
+#: on, so that a process that exports no metrics pays one attribute check per wake-up
+observing = False
+
+
+def observe() -> None:
+    """Have transports observe the commit→send latency from now on (idempotent)."""
+    global observing  # noqa: PLW0603 - one switch for the process, read on the hot path
+    observing = True
 
 
 def sent(

@@ -57,7 +57,7 @@ from ._hub.hub import Hub
 from ._hub.protocol import Subscribe, clip, decode_client_message
 from ._hub.subscriber import REPLY_BUDGET, Entry, Subscriber
 from ._report import HookErrors, fields
-from ._timing import sent
+from . import _timing
 from ._web.catalog import Catalog, check_filters
 from ._web.auth import Admission, Credentials, authentication, bearer_token
 from ._web.endpoints import notify_connection, notify_origin, snapshot_cursor
@@ -440,7 +440,8 @@ class _EventStream(StreamingResponse):
                 f"id: {f.id}\ndata: {f.text}\n\n" if isinstance(f, Entry) else f"data: {f}\n\n"
                 for f in batch
             )
-            sent(batch)  # resumed once the server took it: the commit→send latency
+            if _timing.observing:  # resumed once the server took it: the commit→send latency
+                _timing.sent(batch)
         if sub.close_code == CLOSE_CREDENTIALS_EXPIRED:
             yield _SSE_EXPIRED
 
@@ -567,7 +568,8 @@ class _Writer:
                     if sub.close_code is not None:
                         break  # given up on while we were sending: the close frame is next
                     await send(frame.message if isinstance(frame, Entry) else {"type": "websocket.send", "text": frame})
-                sent(batch)  # one observation per wake-up: the commit→send latency (sqla_notify.metrics)
+                if _timing.observing:  # one per wake-up: the commit→send latency (sqla_notify.metrics)
+                    _timing.sent(batch)
             if sub.close_code is not None:
                 self.failed = True  # nothing more to send
                 # It goes out once the client reads again, within the grace (the reader is

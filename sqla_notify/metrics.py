@@ -151,6 +151,7 @@ class NotifyCollector:
         if not isinstance(hub, Hub):
             raise TypeError(f"NotifyCollector() expected a Hub, got {type(hub).__name__}: {hub!r}")
         self._core = _prometheus()[1]
+        _timing.observe()  # the transports start timing their sends
         self.hub = hub
         self.router = router
         self.notifier = notifier

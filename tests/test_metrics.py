@@ -20,7 +20,7 @@ from sqlalchemy.orm import sessionmaker
 from sqla_notify import Hub, Notifier
 from sqla_notify._timing import BROKER_LAG, DELIVERY, Buckets
 from sqla_notify.fastapi import ALL, notify_router
-from sqla_notify.metrics import metrics_router, observe_with_opentelemetry, readings
+from sqla_notify.metrics import NotifyCollector, metrics_router, observe_with_opentelemetry, readings
 from sqla_notify.postgres import PostgresBroker
 
 from .models import Base, Forum
@@ -249,3 +249,25 @@ def test_a_wakeup_is_one_observation_weighted_by_its_frames() -> None:
     sent([entry(0.0)])  # no commit time (a replay marked as such)
     sent([])
     assert DELIVERY.snapshot()[1] == count
+
+
+def test_without_a_collector_the_writers_do_not_time(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqla_notify import _timing
+
+    monkeypatch.setattr(_timing, "observing", False)  # as in a process that built no collector
+    count = DELIVERY.snapshot()[1]
+    with TestClient(world.app) as client, client.websocket_connect("/notify/ws") as ws:
+        portal = client.portal
+        assert portal is not None
+        json.loads(ws.receive_text())
+        world.add_forum()
+        assert json.loads(ws.receive_text())["action"] == "insert"
+
+        async def writing() -> list[bool]:
+            return [sub.writing for sub in world.hub._subscribers]
+
+        wait(lambda: portal.call(writing) == [False], "the writer's end")
+    assert DELIVERY.snapshot()[1] == count
+    assert not _timing.observing
+    NotifyCollector(world.hub)
+    assert _timing.observing

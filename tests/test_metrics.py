@@ -271,3 +271,20 @@ def test_without_a_collector_the_writers_do_not_time(world: World, monkeypatch: 
     assert not _timing.observing
     NotifyCollector(world.hub)
     assert _timing.observing
+
+
+def test_module_surfaces_are_documented() -> None:
+    import inspect
+
+    from sqla_notify import health, metrics
+
+    assert health.__all__ == ("Health", "health_router", "liveness", "readiness")
+    assert metrics.__all__ == (
+        "BROKER_STATES", "NotifyCollector", "Reading", "metrics_router", "observe_with_opentelemetry", "readings",
+    )
+    for module in (health, metrics):
+        assert inspect.getdoc(module)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj) or inspect.isfunction(obj):
+                assert inspect.getdoc(obj), f"{module.__name__}.{name} has no docstring"

@@ -288,3 +288,47 @@ def test_module_surfaces_are_documented() -> None:
             obj = getattr(module, name)
             if inspect.isclass(obj) or inspect.isfunction(obj):
                 assert inspect.getdoc(obj), f"{module.__name__}.{name} has no docstring"
+
+
+@pytest.mark.anyio
+async def test_a_real_server_times_websocket_and_sse_sends(tmp_path: Path) -> None:
+    """uvicorn, a WebSocket client and an SSE stream: each send is observed by its transport."""
+    import httpx
+    import websockets
+
+    from .support.servers import Server
+
+    server = Server(tmp_path, APP_METRICS="1")
+    try:
+        async with httpx.AsyncClient(base_url=server.base, timeout=10) as http:
+
+            async def observed() -> float:
+                samples = {
+                    s.name: s.value
+                    for family in text_string_to_metric_families((await http.get("/metrics")).text)
+                    for s in family.samples
+                }
+                return samples["sqla_notify_commit_to_send_seconds_count"]
+
+            async def until_more(than: float) -> float:
+                deadline = time.monotonic() + 10
+                while (now := await observed()) <= than:
+                    assert time.monotonic() < deadline, "the send was not observed"
+                return now
+
+            start = await observed()
+            async with websockets.connect(server.ws) as ws:
+                assert json.loads(await ws.recv())["type"] == "welcome"
+                await http.post("/forums/sync", params={"name": "ws"})
+                assert json.loads(await ws.recv())["action"] == "insert"
+                after_ws = await until_more(start)
+            async with http.stream("GET", "/notify/events?collections=forums") as response:
+                lines = response.aiter_lines()
+                while not (await lines.__anext__()).startswith("data: "):
+                    pass  # the welcome
+                await http.post("/forums/sync", params={"name": "sse"})
+                while not (await lines.__anext__()).startswith("data: "):
+                    pass
+                await until_more(after_ws)
+    finally:
+        server.stop()

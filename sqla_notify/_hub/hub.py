@@ -483,7 +483,10 @@ class Hub(Sink):
         self._dropped += sub.replace_with(encode(Resync(self.cursor, reason))) + refused
         self._frames += 1
         self._resyncs += 1
-        logger.info("told a client to resync: %s", reason, extra=fields("resync", connection=sub.id, broker=self._broker))
+        # A backlog reaches every client at once (a broker's after an outage): debug, not
+        # one info line per client.
+        logger.log(logging.DEBUG if reason.startswith("backlog") else logging.INFO, "told a client to resync: %s",
+                   reason, extra=fields("resync", connection=sub.id, broker=self._broker))
 
     def _schedule(self, start: Callable[[], object]) -> None:
         """Start a subscriber's writer once the loop is done with what is ready now (often a

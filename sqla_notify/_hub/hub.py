@@ -696,8 +696,9 @@ class Hub(Sink):
 
     def queue_depths(self) -> list[int]:
         """How many frames wait for each connected client now (one number per client, in no
-        particular order): for a histogram, at scrape time. On the loop."""
-        return [sub.pending for sub in self._subscribers]
+        particular order): for a histogram, at scrape time. Best read on the loop; from
+        another thread (a scrape served by ``prometheus_client``'s own server), a snapshot."""
+        return [sub.pending for sub in tuple(self._subscribers)]  # tuple(): one step, under the GIL
 
     def stats(self) -> HubStats:
         """Counters since creation."""

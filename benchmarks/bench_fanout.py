@@ -1,6 +1,8 @@
 """The hub's own cost per delivery: ``Hub._dispatch`` of one notification, and of a 10-row
 transaction, to 1,000 subscribers that have no transport (numbering, encoding once, the
-per-client checks and queueing; no sockets). Optionally against another checkout, in
+per-client checks and queueing; no sockets); and what a writer's wake-up costs per client
+besides its sends (taking the queue, and where the checkout has it, the commit→send latency
+observation of ``sqla_notify.metrics``). Optionally against another checkout, in
 alternating child processes of one run:
 
     python benchmarks/bench_fanout.py                       # this checkout
@@ -30,6 +32,11 @@ CLIENTS = 1000
 async def _measure() -> dict[str, float]:
     from sqla_notify import Hub, Notification
 
+    try:
+        from sqla_notify._timing import sent  # what a writer calls after each wake-up's sends
+    except ImportError:  # a checkout without metrics
+        sent = None
+
     async with Hub(queue_size=1_000_000, replay=1000) as hub:
         subs = [hub.subscribe() for _ in range(CLIENTS)]
         # Versions before the public Subscriber interface had private names for it.
@@ -44,16 +51,25 @@ async def _measure() -> dict[str, float]:
                     sub._busy = False
         n = Notification("forums", "insert", {"id": 1})
         out = {}
+        wakes = []
         for label, batch in (("one", [n]), ("ten", [n] * 10)):
             samples = []
             for _ in range(30):
                 t0 = time.perf_counter()
                 for _ in range(20):
-                    hub._dispatch(batch)
+                    if sent is None:
+                        hub._dispatch(batch)
+                    else:  # stamped with its commit time, as Hub.publish does
+                        hub._dispatch(batch, None, time.time())
                 samples.append((time.perf_counter() - t0) / (20 * len(batch) * CLIENTS))
-                for sub in subs:
-                    sub.receive_nowait() if public else sub._take()  # as a writer takes them
+                t0 = time.perf_counter()
+                for sub in subs:  # as a writer takes them: one wake-up per client
+                    taken = sub.receive_nowait() if public else sub._take()
+                    if sent is not None:
+                        sent(taken)
+                wakes.append((time.perf_counter() - t0) / CLIENTS)
             out[label] = statistics.median(samples) * 1e9
+        out["wake"] = statistics.median(wakes) * 1e9
         return out
 
 
@@ -76,17 +92,17 @@ def main() -> None:
             runs[name].append(json.loads(out))
     lines = [
         f"| checkout | ns per delivery, 1 notification to {CLIENTS:,} (median, min–max) | "
-        f"ns per delivery, 10-row transaction |",
-        "|---|---:|---:|",
+        f"ns per delivery, 10-row transaction | ns per writer wake-up, besides sending |",
+        "|---|---:|---:|---:|",
     ]
     for name, results in runs.items():
         cells = []
-        for label in ("one", "ten"):
+        for label in ("one", "ten", "wake"):
             values = [r[label] for r in results]
             cells.append(f"{statistics.median(values):.0f} ({min(values):.0f}–{max(values):.0f})")
-        lines.append(f"| {name} ({checkouts[name]}) | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {name} ({checkouts[name]}) | {cells[0]} | {cells[1]} | {cells[2]} |")
     if args.against:
-        for label, what in (("one", "1 notification"), ("ten", "10-row transaction")):
+        for label, what in (("one", "1 notification"), ("ten", "10-row transaction"), ("wake", "writer wake-up")):
             ratio = statistics.median(r[label] for r in runs["this"]) / statistics.median(r[label] for r in runs["against"])
             lines.append(f"\nthis / against, {what}: {ratio:.2f}")
     table = "\n".join(lines)

@@ -6,6 +6,10 @@ traceback per client per notification was measured at 20,000 log lines and a 6.7
 the event loop. So each kind of event is logged at most once per interval, with the number
 seen since; and a hook's exception is reported by type and place, never by its message or
 arguments, which may quote a token, a principal or a row.
+
+Every record of the ``sqla_notify`` logger carries the same four fields (:func:`fields`,
+passed as ``extra=``), for an operator's filters: ``event``, ``connection``, ``collection``
+and ``broker`` (``docs/operations.md`` lists the events).
 """
 
 from __future__ import annotations
@@ -14,12 +18,28 @@ import logging
 import time
 import traceback
 
-__all__ = ("HookErrors", "Throttle")
+__all__ = ("HookErrors", "Throttle", "fields")
 
 logger = logging.getLogger("sqla_notify")
 
 #: seconds between two log lines about the same kind of event
 INTERVAL = 60.0
+
+
+def fields(
+    event: str, *, connection: str | None = None, collection: str | None = None, broker: object = None,
+) -> dict[str, object]:
+    """The ``extra=`` of a log record: what kind of record it is (``event``, a stable name),
+    and the connection id, collection and broker it concerns (``None`` where it concerns
+    none). Every key is always there, so a format string may name any of them.
+
+    ``broker``: the broker object; its ``repr`` goes in the record (ours leave out
+    passwords).
+    """
+    return {
+        "event": event, "connection": connection, "collection": collection,
+        "broker": None if broker is None else repr(broker),
+    }
 
 
 class Throttle:
@@ -48,10 +68,12 @@ class HookErrors:
     """Counts the exceptions of one application hook (``authenticate``, ``authorize``) and
     logs them once per exception type per interval, without their message."""
 
-    __slots__ = ("hook", "count", "_throttle")
+    __slots__ = ("event", "hook", "count", "_throttle")
 
-    def __init__(self, hook: str, interval: float = INTERVAL) -> None:
+    def __init__(self, hook: str, event: str = "hook_error", interval: float = INTERVAL) -> None:
         self.hook = hook
+        #: the log records' ``event`` field (``"authorize_error"``...)
+        self.event = event
         #: exceptions raised by the hook so far
         self.count = 0
         self._throttle = Throttle(interval)
@@ -68,5 +90,5 @@ class HookErrors:
         logger.error(
             "%s raised %s.%s; %s. Its message is not logged (it may carry data)%s; it was raised here:\n%s",
             self.hook, kind.__module__, kind.__qualname__, consequence,
-            f"; {missed} more since the last report" if missed else "", where,
+            f"; {missed} more since the last report" if missed else "", where, extra=fields(self.event),
         )

@@ -56,7 +56,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ._hub.hub import Hub
 from ._hub.protocol import Subscribe, clip, decode_client_message
 from ._hub.subscriber import REPLY_BUDGET, Entry, Subscriber
-from ._report import HookErrors
+from ._report import HookErrors, fields
+from . import _timing
 from ._web.catalog import Catalog, check_filters
 from ._web.auth import Admission, Credentials, authentication, bearer_token
 from ._web.endpoints import notify_connection, notify_origin, snapshot_cursor
@@ -281,7 +282,7 @@ def notify_router(
     too_many = f"too many messages: over {max_message_burst} at once or {max_message_rate:g} per second"
     catalog = Catalog(_public(collections), check_filters(filters), max_collections)
     gate = Gate(OriginPolicy(allowed_origins), max_connections, max_connections_per_client)
-    authenticate_errors = HookErrors("authenticate")
+    authenticate_errors = HookErrors("authenticate", "authenticate_error")
     admitted = authentication(authenticate, handshake_timeout, gate, authenticate_errors)
     router = NotifyRouter()
     router._gate = gate
@@ -439,6 +440,8 @@ class _EventStream(StreamingResponse):
                 f"id: {f.id}\ndata: {f.text}\n\n" if isinstance(f, Entry) else f"data: {f}\n\n"
                 for f in batch
             )
+            if _timing.observing:  # resumed once the server took it: the commit→send latency
+                _timing.sent(batch)
         if sub.close_code == CLOSE_CREDENTIALS_EXPIRED:
             yield _SSE_EXPIRED
 
@@ -565,6 +568,8 @@ class _Writer:
                     if sub.close_code is not None:
                         break  # given up on while we were sending: the close frame is next
                     await send(frame.message if isinstance(frame, Entry) else {"type": "websocket.send", "text": frame})
+                if _timing.observing:  # one per wake-up: the commit→send latency (sqla_notify.metrics)
+                    _timing.sent(batch)
             if sub.close_code is not None:
                 self.failed = True  # nothing more to send
                 # It goes out once the client reads again, within the grace (the reader is
@@ -576,7 +581,7 @@ class _Writer:
             self.failed = True
         except Exception:
             self.failed = True
-            logger.exception("sending to a WebSocket client failed")
+            logger.exception("sending to a WebSocket client failed", extra=fields("send_error", connection=sub.id))
         finally:
             self.task = None
             if not drained:

@@ -98,6 +98,7 @@ from ._brokers.mac import TAG_LEN, Secret, Seen, Signer, untagged
 from ._brokers.outbox import describe
 from ._json import ENCODER
 from ._notify.notification import Notification
+from ._report import fields
 from ._report import Throttle
 
 if TYPE_CHECKING:
@@ -133,6 +134,8 @@ class _Payload(msgspec.Struct):
     notifications were lost; ``i``: its own id, or none from older versions)."""
 
     i: str = ""
+    #: when the batch was sent (``time.time()`` of the sender, just before its COMMIT)
+    t: float = 0.0
     o: int = 0
     n: int = 0
     b: list[Notification] = []
@@ -141,7 +144,7 @@ class _Payload(msgspec.Struct):
 
 _decoder = msgspec.json.Decoder(_Payload)
 #: Bytes of a payload's envelope with 16 hex digits of id, offset and size of up to 9 digits.
-_ENVELOPE = len('{"i":"0123456789abcdef","o":123456789,"n":123456789,"b":[]}')
+_ENVELOPE = len('{"i":"0123456789abcdef","t":1234567890.123456,"o":123456789,"n":123456789,"b":[]}')
 
 
 class PostgresBroker(Broker):
@@ -207,20 +210,23 @@ class PostgresBroker(Broker):
 
     def payloads(self, notifications: list[Notification]) -> list[str]:
         """``notifications`` as ``NOTIFY`` payloads, each under :data:`MAX_PAYLOAD` bytes and
-        pure ASCII: ``{"i": batch id, "o": offset of the first, "n": size of the batch,
-        "b": [notifications]}``, with its tag in front if there is a ``secret``. The batch
-        id, random, names the batch the same way in every process.
+        pure ASCII: ``{"i": batch id, "t": when it was sent (the sender's ``time.time()``),
+        "o": offset of the first, "n": size of the batch, "b": [notifications]}``, with its
+        tag in front if there is a ``secret``. The batch id, random, names the batch the same
+        way in every process.
 
         :raises TypeError: for data that cannot be encoded at all (a dict with tuple keys).
         """
         batch_id = uuid.uuid4().hex[:16]
+        stamp = time.time()  # just before the COMMIT: for the broker lag (docs/operations.md)
         total = len(notifications)
         room = MAX_PAYLOAD - (TAG_LEN if self._signer is not None else 0)
         encoded = []
         for n in notifications:
             one = _ascii(_encoder.encode(n))
             if len(one) > room - _ENVELOPE:
-                logger.info("sqla_notify sent a %s %s without its data, too large for NOTIFY", n.collection, n.action)
+                logger.info("sqla_notify sent a %s %s without its data, too large for NOTIFY", n.collection, n.action,
+                            extra=fields("payload_too_large", collection=n.collection, broker=self))
                 # Filter values are small and tell the hub whom the row concerns; without
                 # them every filtered subscriber would get it. old goes with data.
                 one = _ascii(_encoder.encode(Notification(
@@ -239,7 +245,7 @@ class PostgresBroker(Broker):
                 end += 1
             end = max(end, start + 1)  # one always fits: see above
             body = b",".join(encoded[start:end]).decode()
-            out.append(self._sign(f'{{"i":"{batch_id}","o":{start},"n":{total},"b":[{body}]}}'))
+            out.append(self._sign(f'{{"i":"{batch_id}","t":{stamp:.6f},"o":{start},"n":{total},"b":[{body}]}}'))
             start = end
         return out
 
@@ -263,7 +269,8 @@ class PostgresBroker(Broker):
         try:
             payloads = self.payloads(notifications)
         except Exception:  # noqa: BLE001 - no SQL ran: the transaction is intact
-            logger.exception("sqla_notify could not encode a batch for NOTIFY; publishing it after the commit")
+            logger.exception("sqla_notify could not encode a batch for NOTIFY; publishing it after the commit",
+                             extra=fields("broker_encode_error", broker=self))
             return False
         for payload in payloads:
             connection.execute(_NOTIFY, {"channel": self.channel, "payload": payload})
@@ -334,7 +341,8 @@ class PostgresBroker(Broker):
                     try:
                         events = self._deliver(notify.payload)
                     except Exception:  # noqa: BLE001 - one bad payload must not stop the listener
-                        logger.exception("sqla_notify could not deliver a NOTIFY payload")
+                        logger.exception("sqla_notify could not deliver a NOTIFY payload",
+                                         extra=fields("broker_bad_entry", broker=self))
                         continue
                     for event in events:
                         yield event
@@ -360,7 +368,8 @@ class PostgresBroker(Broker):
         try:
             part = _decoder.decode(payload)
         except msgspec.DecodeError as exc:
-            logger.error("sqla_notify skipped a NOTIFY payload on %r that is not a batch: %s", self.channel, exc)
+            logger.error("sqla_notify skipped a NOTIFY payload on %r that is not a batch: %s", self.channel, exc,
+                         extra=fields("broker_bad_entry", broker=self))
             return []
         if self._signer is not None and not self._seen.add(f"{part.i}:{part.o}"):
             self._reject("it was a copy of a payload delivered already")
@@ -379,7 +388,7 @@ class PostgresBroker(Broker):
             return events
         if part.n == 0 or (part.o == 0 and len(part.b) == part.n):
             # All of a batch (or a part from a version that did not send sizes: as it is).
-            events.append(self._batch(part.i, part.o, part.b))
+            events.append(self._batch(part.i, part.o, part.b, part.t))
             return events
         if self._partial is None:
             if part.o != 0:
@@ -391,7 +400,7 @@ class PostgresBroker(Broker):
         got += part.b
         if len(got) >= size:
             self._partial = None
-            events.append(self._batch(part.i, 0, got))
+            events.append(self._batch(part.i, 0, got, part.t))
         return events
 
     def _reject(self, why: str) -> None:
@@ -400,11 +409,15 @@ class PostgresBroker(Broker):
         missed = self._throttle.due(why)
         if missed is not None:
             logger.warning("sqla_notify dropped a NOTIFY payload on channel %r: %s%s", self.channel, why,
-                           f" ({missed} more since the last report)" if missed else "")
+                           f" ({missed} more since the last report)" if missed else "",
+                           extra=fields("broker_rejected", broker=self))
 
     @staticmethod
-    def _batch(batch_id: str, offset: int, notifications: list[Notification]) -> Batch:
+    def _batch(batch_id: str, offset: int, notifications: list[Notification], written_at: float) -> Batch:
         # Every process receives the parts in commit order, so these names are the same
         # everywhere: a client may resume on another process (within its window). One batch
         # per transaction: the hub never splits it (a client too far behind gets resync).
-        return Batch(notifications, [f"{batch_id}:{offset + k}" for k in range(len(notifications))])
+        return Batch(
+            notifications, [f"{batch_id}:{offset + k}" for k in range(len(notifications))],
+            written_at=written_at or None,  # 0.0: sent by a version that did not say
+        )

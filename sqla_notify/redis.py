@@ -76,6 +76,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ._brokers.base import Batch, Broker, Gap, Ready
 from ._json import ENCODER
 from ._notify.notification import Notification
+from ._report import fields as log_fields
 
 __all__ = ("RedisBroker",)
 
@@ -180,6 +181,7 @@ class RedisBroker(Broker):
         self._read: list[Batch | Gap] = []  # read, not yet handed to the hub
         self._notifications: list[Notification] = []  # the batch being read
         self._ids: list[str] = []
+        self._written_at: float | None = None  # when Redis added the first entry of those
 
     def __repr__(self) -> str:
         return f"RedisBroker({_redacted(self.url)!r}, stream={self.stream!r}, state={self._state!r})"
@@ -275,7 +277,8 @@ class RedisBroker(Broker):
                     try:
                         self._take(last, fields)
                     except Exception:  # noqa: BLE001 - one bad entry must not stop the reader
-                        logger.exception("sqla_notify could not read stream entry %s", last)
+                        logger.exception("sqla_notify could not read stream entry %s", last,
+                                         extra=log_fields("broker_bad_entry", broker=self))
                 if len(entries) < _COUNT or reads == _CATCH_UP_READS:
                     break
                 try:
@@ -348,11 +351,16 @@ class RedisBroker(Broker):
         try:
             batch = _batch_decoder.decode(fields[_BATCH])
         except (KeyError, msgspec.DecodeError) as exc:
-            logger.error("sqla_notify skipped stream entry %s, which is not a batch: %s", entry_id, exc)
+            logger.error("sqla_notify skipped stream entry %s, which is not a batch: %s", entry_id, exc,
+                         extra=log_fields("broker_bad_entry", broker=self))
             return
         if len(batch) > 1 << _INDEX_BITS:
-            logger.error("sqla_notify cut a batch of %d at %d notifications", len(batch), 1 << _INDEX_BITS)
+            logger.error("sqla_notify cut a batch of %d at %d notifications", len(batch), 1 << _INDEX_BITS,
+                         extra=log_fields("broker_batch_cut", broker=self))
             batch = batch[: 1 << _INDEX_BITS]
+        if not self._notifications:  # the hand-over's oldest entry: when Redis added it
+            ms = entry_id.partition("-")[0]
+            self._written_at = int(ms) / 1000 if ms.isdigit() else None
         self._notifications += batch
         self._ids += [f"{entry_id}:{index}" for index in range(len(batch))]
 
@@ -362,7 +370,7 @@ class RedisBroker(Broker):
 
     def _cut(self, history: bool) -> None:
         if self._notifications:
-            self._read.append(Batch(self._notifications, self._ids, history))
+            self._read.append(Batch(self._notifications, self._ids, history, self._written_at))
             self._notifications, self._ids = [], []
 
     def _flush(self, *, history: bool = False) -> list[Batch | Gap]:

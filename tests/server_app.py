@@ -146,6 +146,10 @@ router = notify_router(
     **_limits(),
 )
 app.include_router(router, prefix="/notify")
+if os.environ.get("APP_METRICS"):  # here only: the core tests run where the extra is not installed
+    from sqla_notify.metrics import metrics_router
+
+    app.include_router(metrics_router(hub, router=router))
 
 
 @app.post("/tokens")

@@ -38,9 +38,12 @@ class CountingHub(Hub):
         super().__init__(**kwargs)
         self.handovers: list[int] = []
 
-    def _dispatch(self, notifications: list[Notification], ids: list[str] | None = None, *, live: bool = True) -> None:
+    def _dispatch(
+        self, notifications: list[Notification], ids: list[str] | None = None, committed: float = 0.0, *,
+        live: bool = True,
+    ) -> None:
         self.handovers.append(len(notifications))
-        super()._dispatch(notifications, ids, live=live)
+        super()._dispatch(notifications, ids, committed, live=live)
 
 
 def rows(url: URL) -> list[tuple[int, str]]:

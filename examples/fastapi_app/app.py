@@ -28,6 +28,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 from sqla_notify import Hub, Notifier, NotifyOptions, filter_columns
 from sqla_notify.fastapi import notify_origin, notify_router, snapshot_cursor
+from sqla_notify.health import health_router
+from sqla_notify.metrics import metrics_router
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "sqlite:///example.db")
 
@@ -105,10 +107,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="sqla_notify example", lifespan=lifespan)
-app.include_router(
-    notify_router(hub, collections={"containers", "forums", "posts"}, filters=filter_columns(Base)),
-    prefix="/notify",
-)
+notify = notify_router(hub, collections={"containers", "forums", "posts"}, filters=filter_columns(Base))
+app.include_router(notify, prefix="/notify")
+# For operators (docs/operations.md): Prometheus metrics, liveness and readiness. In
+# production, serve /metrics where only Prometheus reaches it.
+app.include_router(metrics_router(hub, router=notify, notifier=notifier))  # GET /metrics
+app.include_router(health_router(hub))  # GET /livez, GET /readyz
 
 
 def sync_session() -> Iterator[Session]:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Union
 import msgspec
 
 from .._notify.notification import Notification
+from .._report import fields
 from .outbox import Outbox, backoff, describe
 
 if TYPE_CHECKING:
@@ -51,6 +52,11 @@ class Batch(msgspec.Struct, frozen=True):
     ids: Union[list[str], None] = None
     #: read while priming (before :class:`Ready`): kept for replay, not sent to clients
     history: bool = False
+    #: when the oldest of these notifications reached the broker (``time.time()`` of the
+    #: writing side: PostgreSQL, just before its COMMIT; Redis, its own clock when it added
+    #: the entry), for the broker lag and the commit→send latency; ``None``: unknown (the
+    #: hub then counts from when it read the batch)
+    written_at: Union[float, None] = None
 
 
 class Gap(msgspec.Struct, frozen=True):
@@ -130,7 +136,7 @@ class Broker(abc.ABC):
             await asyncio.wait_for(self._attempted.wait(), self.connect_timeout)
         except asyncio.TimeoutError:  # not the builtin before Python 3.11
             logger.warning("sqla_notify: %s did not answer within %s s; reading in the background",
-                           self.what, self.connect_timeout)
+                           self.what, self.connect_timeout, extra=fields("broker_slow_start", broker=self))
 
     async def events(self) -> AsyncGenerator[Batch | Gap | Ready, None]:
         """What the broker reads, until :meth:`stop`: :meth:`read` again and again, with
@@ -161,18 +167,21 @@ class Broker(abc.ABC):
                 self._read_errors += 1
                 failures += 1
                 if self._state != "disconnected":
-                    logger.warning("sqla_notify lost %s (%s); reconnecting with backoff", self.what, describe(exc))
+                    logger.warning("sqla_notify lost %s (%s); reconnecting with backoff", self.what, describe(exc),
+                                   extra=fields("broker_lost", broker=self))
                 self._state = "disconnected"
                 await asyncio.sleep(backoff(failures))
 
     def _live(self) -> None:
         if self._state != "connected":
             self._state = "connected"
-            logger.info("sqla_notify reads %r", self)
+            logger.info("sqla_notify reads %r", self, extra=fields("broker_connected", broker=self))
         self._attempted.set()
         if self._writer is None:
             confirm = self.confirm if type(self).confirm is not Broker.confirm else None
-            self._writer = asyncio.get_running_loop().create_task(self._outbox.run(self.write, self.ping, confirm))
+            self._writer = asyncio.get_running_loop().create_task(
+                self._outbox.run(self.write, self.ping, confirm, fields("broker_write_failed", broker=self)),
+            )
 
     def publish(self, notifications: list[Notification]) -> None:
         """Queue one committed batch for :meth:`write`, keeping the order of calls. Never
@@ -192,7 +201,8 @@ class Broker(abc.ABC):
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=5)
             if pending:
-                logger.error("sqla_notify: %d %s task(s) did not stop within 5 s", len(pending), self.what)
+                logger.error("sqla_notify: %d %s task(s) did not stop within 5 s", len(pending), self.what,
+                             extra=fields("broker_stop_timeout", broker=self))
         await self.close()  # and whatever the cancelled tasks still held
         self._reader = self._writer = None
         self._go = asyncio.Event()  # a new one: the next run may be on another loop
@@ -204,6 +214,12 @@ class Broker(abc.ABC):
         """``"connecting"``, ``"connected"``, ``"disconnected"`` or ``"stopped"``, for
         :attr:`HubStats.broker`."""
         return self._state
+
+    @property
+    def pending(self) -> int:
+        """Batches this process committed that wait to be written to the broker (they pile
+        up while it is unreachable, up to ``max_pending``)."""
+        return len(self._outbox.pending)
 
     @property
     def errors(self) -> int:

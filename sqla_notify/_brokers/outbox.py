@@ -57,9 +57,11 @@ class Outbox:
         write: Callable[[list[Item], str | None], Awaitable[object]],
         ping: Callable[[], Awaitable[object]],
         confirm: Callable[[list[Item]], Awaitable[int]] | None = None,
+        extra: dict[str, object] | None = None,
     ) -> None:
         """Write what is queued, forever: ``write(items, lost_reason)``; ``confirm(items)``
-        says how many of the items of a failed write (a prefix) did arrive."""
+        says how many of the items of a failed write (a prefix) did arrive. ``extra``: the
+        fields of the warning logged when a write fails."""
         failures = 0
         verified = False  # the broker answered the last call
         while not self.closed:
@@ -104,7 +106,8 @@ class Outbox:
                         self._in_doubt = (items, lost)
                     else:
                         self.lost = lost or f"{len(items)} batch(es) may not have reached {self.what} ({describe(exc)})"
-                    logger.warning("sqla_notify could not write to %s (%s); will retry", self.what, describe(exc))
+                    logger.warning("sqla_notify could not write to %s (%s); will retry", self.what, describe(exc),
+                                   extra=extra)
                     await asyncio.sleep(backoff(failures))
 
 

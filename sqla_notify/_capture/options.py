@@ -10,6 +10,7 @@ from typing import Any, Literal
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm import registry as _registry
 
+from .._report import fields
 from ..types import PayloadFunction, PayloadMode
 
 __all__ = ("NotifyOptions", "filter_columns")
@@ -240,7 +241,7 @@ def model_info(mapper: Mapper[Any]) -> ModelInfo | None:
     if options is None:
         logger.error(
             "%s.%s expected a NotifyOptions or False, got %r; notifying with defaults",
-            mapper.class_.__name__, OPTIONS_ATTRIBUTE, raw,
+            mapper.class_.__name__, OPTIONS_ATTRIBUTE, raw, extra=fields("bad_options"),
         )
         options = _DEFAULT
     if not options.enabled:
@@ -274,6 +275,7 @@ def model_info(mapper: Mapper[Any]) -> ModelInfo | None:
             "sending primary keys only for this model until it is fixed",
             mapper.class_.__name__, OPTIONS_ATTRIBUTE, ", ".join(sorted(unknown)),
             "is" if len(unknown) == 1 else "are", ", ".join(sorted(columns)),
+            extra=fields("bad_options", collection=collection),
         )
         mode = "pk"
     filter_by = _filter_by(mapper, options, columns, key_of_column, exclude, ordered)

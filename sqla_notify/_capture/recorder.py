@@ -80,7 +80,7 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 from sqlalchemy.orm.base import NO_VALUE
 
 from .._notify.notification import Notification
-from .._report import HookErrors
+from .._report import HookErrors, fields
 from .buffer import (
     DELETE, INSERT, UNKNOWN, UNKNOWN_VALUE, UPDATE, Buffer, Row, SomeRows, coalesce, identity, to_notifications,
 )
@@ -104,7 +104,7 @@ def _snapshot(value: Any) -> Any:
 
 
 _insert_order = operator.attrgetter("insert_order")
-_PAYLOAD_ERRORS = HookErrors("a payload function")
+_PAYLOAD_ERRORS = HookErrors("a payload function", "payload_error")
 _UNSET: Any = object()
 
 
@@ -170,7 +170,7 @@ class Recorder:
             if noted:
                 flush_context.attributes[self._flush_key] = noted
         except Exception:  # noqa: BLE001
-            logger.exception("sqla_notify failed to prepare for a flush")
+            logger.exception("sqla_notify failed to prepare for a flush", extra=fields("capture_error"))
 
     def after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
         """Copy what this flush wrote into the current transaction's buffer.
@@ -183,7 +183,8 @@ class Recorder:
         except InvalidOptions:
             raise
         except Exception:  # noqa: BLE001
-            logger.exception("sqla_notify failed to capture a flush; its changes are not announced")
+            logger.exception("sqla_notify failed to capture a flush; its changes are not announced",
+                             extra=fields("capture_error"))
 
     def before_commit(self, session: Session) -> None:
         """For a transactional sink only: hand the root's batch to it inside the transaction.
@@ -241,7 +242,7 @@ class Recorder:
             elif transaction.parent is None and buf.entries:
                 self._publish(to_notifications(buf, origin_of(session, transaction)))
         except Exception:  # noqa: BLE001
-            logger.exception("sqla_notify failed to publish a committed transaction")
+            logger.exception("sqla_notify failed to publish a committed transaction", extra=fields("capture_error"))
 
     # -- capture -------------------------------------------------------------------------
 

@@ -82,6 +82,8 @@ from .._brokers.base import Batch, Broker, Gap, Ready
 from .._errors import WouldBlock
 from .._notify.notification import Notification
 from .._notify.sinks import Sink
+from .._report import fields
+from .._timing import BROKER_LAG
 from ..types import Authorize
 from .protocol import MAX_ERROR_LENGTH, Error, NotificationFrame, Resync, Subscribed, Welcome, clip, encode
 from .index import Index
@@ -244,9 +246,10 @@ class Hub(Sink):
                     try:
                         self._apply(event)
                     except Exception:  # noqa: BLE001 - one bad event must not stop the delivery
-                        logger.exception("sqla_notify could not apply %s from %r", type(event).__name__, broker)
+                        logger.exception("sqla_notify could not apply %s from %r", type(event).__name__, broker,
+                                         extra=fields("broker_event_error", broker=broker))
         except Exception:  # noqa: BLE001 - nobody awaits this task's result: say it here
-            logger.exception("sqla_notify stopped reading %r", broker)
+            logger.exception("sqla_notify stopped reading %r", broker, extra=fields("broker_reader_error", broker=broker))
 
     async def _stop_pulling(self) -> None:
         task, self._puller = self._puller, None
@@ -260,7 +263,13 @@ class Hub(Sink):
             if event.ids is None and self._shared:
                 raise ValueError(f"a Batch from a broker with shared_cursors expected ids, got None "
                                  f"(for {len(event.notifications)} notifications)")
-            self._dispatch(event.notifications, event.ids, live=not event.history)
+            received = time.time()
+            written = event.written_at
+            if written is None:
+                written = received  # the broker carries no time: from when it was read
+            elif not event.history:
+                BROKER_LAG.observe(max(received - written, 0.0))
+            self._dispatch(event.notifications, event.ids, written, live=not event.history)
         elif isinstance(event, Gap):
             self._gap(event.reason, live=not event.history)
         elif isinstance(event, Ready):
@@ -277,11 +286,14 @@ class Hub(Sink):
         if loop is None or loop.is_closed():
             self._not_running += 1
             return
-        target = self._dispatch if self._broker is None else self._broker.publish
-        if threading.get_ident() == self._thread:
-            loop.call_soon(target, notifications)
+        # The commit returned just now (the notifier calls this right after it, once per
+        # batch): where the commit→send latency starts. With a broker, it starts from what
+        # the broker reports instead (see _apply): the same clock for every process.
+        call = loop.call_soon if threading.get_ident() == self._thread else loop.call_soon_threadsafe
+        if self._broker is None:
+            call(self._dispatch, notifications, None, time.time())
         else:
-            loop.call_soon_threadsafe(target, notifications)
+            call(self._broker.publish, notifications)
 
     @property
     def transactional(self) -> bool:  # type: ignore[override]
@@ -300,12 +312,16 @@ class Hub(Sink):
         resume from it, and nothing committed after the snapshot is missed."""
         return self._cursor
 
-    def _dispatch(self, notifications: list[Notification], ids: list[str] | None = None, *, live: bool = True) -> None:
+    def _dispatch(
+        self, notifications: list[Notification], ids: list[str] | None = None, committed: float = 0.0, *,
+        live: bool = True,
+    ) -> None:
         """Number a committed batch and deliver it. ``ids``: what to call its notifications
         instead of this hub's ``"<epoch>-<seq>"`` (a broker's names, the same in every
         process); resuming from one of them is then looked up in the window, or, with a
         broker's ``shared_cursors``, ordered by its ``parse_cursor``. ``live=False``: history
-        (see :meth:`_ingest`)."""
+        (see :meth:`_ingest`). ``committed``: when the batch was committed (``time.time()``),
+        or 0.0."""
         entries = []
         seq = self._seq
         if ids is None:  # this hub's own names: the in-process hot path
@@ -313,7 +329,7 @@ class Hub(Sink):
             for n in notifications:
                 seq += 1
                 ident = f"{epoch}-{seq}"
-                entries.append(Entry(seq, ident, n, _frame(ident, n)))
+                entries.append(Entry(seq, ident, n, _frame(ident, n), committed))
             self._ingest(entries, live=live)
             return
         if len(ids) != len(notifications):
@@ -337,7 +353,7 @@ class Hub(Sink):
                               f"its batch was skipped", live=live)
                     return
                 seq = key
-            entries.append(Entry(seq, ident, n, _frame(ident, n)))
+            entries.append(Entry(seq, ident, n, _frame(ident, n), committed))
         if shared is None:
             self._replay.name(entries)
         self._ingest(entries, live=live)
@@ -467,6 +483,10 @@ class Hub(Sink):
         self._dropped += sub.replace_with(encode(Resync(self.cursor, reason))) + refused
         self._frames += 1
         self._resyncs += 1
+        # A backlog reaches every client at once (a broker's after an outage): debug, not
+        # one info line per client.
+        logger.log(logging.DEBUG if reason.startswith("backlog") else logging.INFO, "told a client to resync: %s",
+                   reason, extra=fields("resync", connection=sub.id, broker=self._broker))
 
     def _schedule(self, start: Callable[[], object]) -> None:
         """Start a subscriber's writer once the loop is done with what is ready now (often a
@@ -490,7 +510,8 @@ class Hub(Sink):
         self._forget(sub)
         self._dropped += sub.close(CLOSE_TRY_AGAIN_LATER)
         # Not the principal: a log line must not carry who it was (it may hold a token).
-        logger.warning("giving up on a client that stopped reading (1013)")
+        logger.warning("giving up on a client that stopped reading (1013)",
+                       extra=fields("slow_client", connection=sub.id, broker=self._broker))
 
     def subscribe(
         self,
@@ -597,7 +618,8 @@ class Hub(Sink):
         for sub in tuple(self._subscribers):
             self._offer(sub, frame)
         self._resyncs += len(self._subscribers)
-        logger.warning("told %d client(s) to resync: %s", len(self._subscribers), reason)
+        logger.warning("told %d client(s) to resync: %s", len(self._subscribers), reason,
+                       extra=fields("resync_all", broker=self._broker))
 
     def update(self, sub: Subscriber, collections: Selection | Iterable[str] | None, *, since: str | None = None) -> None:
         """Change what ``sub`` receives from now on, and confirm with ``subscribed``.
@@ -662,6 +684,22 @@ class Hub(Sink):
         """Forget a client (idempotent)."""
         self._forget(sub)
 
+    @property
+    def running(self) -> bool:
+        """Whether the hub is bound to an event loop (``async with hub`` entered, not left)."""
+        return self._loop is not None
+
+    @property
+    def broker(self) -> Broker | None:
+        """The broker it shares notifications through (``None``: this process only)."""
+        return self._broker
+
+    def queue_depths(self) -> list[int]:
+        """How many frames wait for each connected client now (one number per client, in no
+        particular order): for a histogram, at scrape time. Best read on the loop; from
+        another thread (a scrape served by ``prometheus_client``'s own server), a snapshot."""
+        return [sub.pending for sub in tuple(self._subscribers)]  # tuple(): one step, under the GIL
+
     def stats(self) -> HubStats:
         """Counters since creation."""
         return HubStats(
@@ -681,7 +719,9 @@ def _frame(ident: str, n: Notification, move: str | None = None, *, replay: bool
 
 def _moved(entry: Entry, move: str) -> Entry:
     """``entry`` framed with its ``move`` (``"enter"``, ``"leave"``), encoded once."""
-    return entry.variant(move, lambda: Entry(entry.seq, entry.id, entry.notification, _frame(entry.id, entry.notification, move)))
+    return entry.variant(move, lambda: Entry(
+        entry.seq, entry.id, entry.notification, _frame(entry.id, entry.notification, move), entry.committed,
+    ))
 
 
 def _make_broker(broker: Broker | str | None) -> Broker | None:

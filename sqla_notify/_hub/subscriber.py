@@ -25,7 +25,7 @@ from .selection import Selection
 __all__ = ("Entry", "Frame", "Subscriber")
 
 #: exceptions raised by ``authorize`` hooks in this process; each denied its notification
-AUTHORIZE_ERRORS = HookErrors("authorize")
+AUTHORIZE_ERRORS = HookErrors("authorize", "authorize_error")
 
 
 class Entry:
@@ -37,9 +37,10 @@ class Entry:
     :param id: the cursor (see :attr:`id`).
     :param notification: the record.
     :param text: the encoded ``notification`` message of the wire protocol.
+    :param committed: see :attr:`committed`.
     """
 
-    __slots__ = ("_variants", "id", "message", "notification", "seq", "text")
+    __slots__ = ("_variants", "committed", "id", "message", "notification", "seq", "text")
 
     #: the hub's ordering key for replay: it counts notifications; not the cursor
     seq: int
@@ -52,11 +53,15 @@ class Entry:
     #: the ASGI message (``websocket.send``) sending :attr:`text`, shared by every WebSocket
     #: that sends it: do not modify it
     message: dict[str, str]
+    #: when its transaction committed (``time.time()``; with a broker, when the broker got
+    #: it, by the writing side's clock): where the commit→send latency starts; 0.0: unknown
+    committed: float
     _variants: dict[str, Entry] | None
 
-    def __init__(self, seq: int, id: str, notification: Notification, text: str) -> None:  # noqa: A002
+    def __init__(self, seq: int, id: str, notification: Notification, text: str, committed: float = 0.0) -> None:  # noqa: A002
         init = object.__setattr__  # the record is read-only: only its constructor writes
         init(self, "seq", seq)
+        init(self, "committed", committed)
         init(self, "id", id)
         init(self, "notification", notification)
         init(self, "text", text)

@@ -81,7 +81,7 @@ class Notifier:
         self._batches = 0
         self._notifications = 0
         self._sink_errors = 0
-        self._sink_failures = HookErrors(f"sink {type(self._sink).__name__}")
+        self._sink_failures = HookErrors(f"sink {type(self._sink).__name__}", "sink_error")
 
     @property
     def sink(self) -> Sink:

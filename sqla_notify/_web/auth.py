@@ -168,7 +168,7 @@ def authentication(
             return Admission(None, "error")
         if deadline.cancelled_caught:
             gate.authentication_timeouts += 1
-            gate.note("timeout", "authenticate did not answer within handshake_timeout=%s s; refused", timeout)
+            gate.note("authenticate_timeout", "authenticate did not answer within handshake_timeout=%s s; refused", timeout)
             return Admission(None, "timeout")
         expires_at = None
         if isinstance(principal, Credentials):

@@ -16,7 +16,7 @@ from fastapi import HTTPException, WebSocket, WebSocketException
 from starlette.requests import HTTPConnection
 
 from .._hub import subscriber as _subscriber
-from .._report import Throttle
+from .._report import Throttle, fields
 from .origin import OriginPolicy
 
 __all__ = (
@@ -89,7 +89,7 @@ class Gate:
         if refused is not None:
             self.refused_origin += 1
             self.note(
-                "origin", "refused a connection from Origin %.100r: neither this site's own origin "
+                "origin_refused", "refused a connection from Origin %.100r: neither this site's own origin "
                 "(%s://%s) nor in allowed_origins", refused, conn.url.scheme, conn.headers.get("host", ""),
             )
             if websocket:  # closing before accepting: the server answers the handshake with 403
@@ -104,7 +104,7 @@ class Gate:
             over = ""
         if over:
             self.refused_limit += 1
-            self.note(over, "refused a connection: %s reached", over)
+            self.note("limit_refused", "refused a connection: %s reached", over, key=over)
             if isinstance(conn, WebSocket):  # 1013 tells the browser client to retry later
                 await accept(conn)
                 raise WebSocketException(CLOSE_TRY_AGAIN_LATER, "too many connections")
@@ -121,11 +121,13 @@ class Gate:
             else:
                 del self.per_client[host]
 
-    def note(self, key: str, message: str, *args: object) -> None:
-        """Log a warning, at most once per ``key`` per interval."""
-        missed = self._throttle.due(key)
+    def note(self, event: str, message: str, *args: object, key: str | None = None) -> None:
+        """Log a warning with ``event`` (its ``extra`` field), at most once per ``key``
+        (default: ``event``) per interval."""
+        missed = self._throttle.due(key or event)
         if missed is not None:
-            logger.warning(message + (f" ({missed} more since the last report)" if missed else ""), *args)
+            logger.warning(message + (f" ({missed} more since the last report)" if missed else ""), *args,
+                           extra=fields(event))
 
     def stats(self, authenticate_errors: int) -> RouterStats:
         """The counters now."""

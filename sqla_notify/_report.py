@@ -14,11 +14,12 @@ and ``broker`` (``docs/operations.md`` lists the events).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import traceback
 
-__all__ = ("HookErrors", "Throttle", "fields")
+__all__ = ("HookErrors", "Throttle", "connection_tag", "fields")
 
 logger = logging.getLogger("sqla_notify")
 
@@ -33,13 +34,26 @@ def fields(
     and the connection id, collection and broker it concerns (``None`` where it concerns
     none). Every key is always there, so a format string may name any of them.
 
-    ``broker``: the broker object; its ``repr`` goes in the record (ours leave out
-    passwords).
+    ``connection``: a connection id; the record carries its :func:`connection_tag`, never
+    the id itself. ``broker``: the broker object; its ``repr`` goes in the record (ours
+    leave out passwords).
     """
     return {
-        "event": event, "connection": connection, "collection": collection,
+        "event": event, "connection": None if connection is None else connection_tag(connection),
+        "collection": collection,
         "broker": None if broker is None else repr(broker),
     }
+
+
+def connection_tag(connection: str) -> str:
+    """What log records call a connection: the first 12 hex digits of the SHA-256 of its id.
+
+    Not the id: whoever holds a connection's id can have the changes of *their own*
+    requests withheld from that connection (``X-Notify-Connection``, echo suppression), so
+    it stays with its tab. The tag cannot be turned back into the id (96 random bits), and
+    an operator matches a tab's ``welcome`` with ``sha256(id)[:12]``.
+    """
+    return hashlib.sha256(connection.encode()).hexdigest()[:12]
 
 
 class Throttle:

@@ -143,7 +143,7 @@ def test_every_record_has_its_fields_and_no_secret(
     slow = [r for r in records if r.event == "slow_client"]  # type: ignore[attr-defined]
     # a tag of the connection, never its id (which would let a reader silence that tab)
     assert [r.connection for r in slow] == [_report.connection_tag(i) for i in slow_ids[:1]]  # type: ignore[attr-defined]
-    assert all(i not in r.getMessage() + str(r.connection) for r in records for i in slow_ids)
+    assert all(i not in r.getMessage() + str(r.connection) for r in records for i in slow_ids)  # type: ignore[attr-defined]
     lost = next(r for r in records if r.event == "broker_lost")  # type: ignore[attr-defined]
     assert lost.broker.startswith("RedisBroker('redis://:***@127.0.0.1:")  # type: ignore[attr-defined]
     engine.dispose()

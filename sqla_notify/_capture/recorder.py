@@ -82,7 +82,8 @@ from sqlalchemy.orm.base import NO_VALUE
 from .._notify.notification import Notification
 from .._report import HookErrors
 from .buffer import (
-    DELETE, INSERT, UNKNOWN, UNKNOWN_VALUE, UPDATE, Buffer, Row, SomeRows, coalesce, identity, to_notifications,
+    ABSENT, DELETE, INSERT, UNKNOWN, UNKNOWN_VALUE, UPDATE, Buffer, Lone, Row, SomeRows, coalesce, identity,
+    to_notifications,
 )
 from .options import InvalidOptions, ModelInfo, model_info
 
@@ -112,7 +113,7 @@ class Recorder:
 
     def __init__(
         self,
-        publish: Callable[[list[Notification]], None],
+        publish: Callable[[Buffer], None],
         prepare: Callable[[Connection, list[Notification]], bool] | None = None,
     ) -> None:
         self._publish = publish
@@ -238,7 +239,7 @@ class Recorder:
                     else:
                         target.merge(buf)
             elif transaction.parent is None and buf.entries:
-                self._publish(to_notifications(buf))
+                self._publish(buf)  # hands it over: the session goes on with new buffers
         except Exception:  # noqa: BLE001
             logger.exception("sqla_notify failed to publish a committed transaction")
 
@@ -256,6 +257,7 @@ class Recorder:
                 continue
             columns = info.columns
             plain = info.plain
+            lone = info.lone
             pk_keys = info.pk_keys
             deleted, updated = info.actions[DELETE], info.actions[UPDATE]
             for state in states:
@@ -276,7 +278,10 @@ class Recorder:
                     entries = buf.entries
                 if isdelete:
                     if not plain:
-                        self._add(buf, info, state, key, DELETE, None)
+                        if lone and key not in entries:
+                            entries[key] = _lone(info, state.dict, state.committed_state, DELETE, None)
+                        else:
+                            self._add(buf, info, state, key, DELETE, None)
                     elif entries.setdefault(key, deleted) is not deleted:
                         buf.add(key, deleted)  # seen before in this transaction: coalesce
                     continue
@@ -312,8 +317,12 @@ class Recorder:
                     # One list for the whole flush (_add copies what it keeps): a list per
                     # row would bring the garbage collector's passes closer.
                     changes.clear()
-                    if _changed(committed, state.dict, columns, changes):
-                        self._add(buf, info, state, key, UPDATE, changes)
+                    d = state.dict
+                    if _changed(committed, d, columns, changes):
+                        if lone and key not in entries:
+                            entries[key] = _lone(info, d, committed, UPDATE, changes)
+                        else:
+                            self._add(buf, info, state, key, UPDATE, changes)
         if not inserts:
             return
         if buf is None:
@@ -333,6 +342,7 @@ class Recorder:
                 names = model.pk_keys
                 single = names[0] if len(names) == 1 else None
                 plain = model.plain
+                lone = model.lone
                 inserted = model.actions[INSERT]
             d = state.dict
             try:
@@ -344,6 +354,8 @@ class Recorder:
             if plain:
                 if entries.setdefault(key, inserted) is not inserted:
                     buf.add(key, inserted)
+            elif lone and key not in entries:
+                entries[key] = _lone(model, d, state.committed_state, INSERT, None)
             else:
                 self._add(buf, model, state, key, INSERT, None)
 
@@ -366,7 +378,8 @@ class Recorder:
         prev = entries.get(key)
         net = action
         if prev is not None:
-            first = prev.action if prev.__class__ is Row else cast("tuple[str, Any]", prev)[0]
+            cls = prev.__class__
+            first = cast("Row | Lone", prev).action if cls is Row or cls is Lone else cast("tuple[str, Any]", prev)[0]
             net = coalesce(first, action) or action
         values = None if info.mode == "pk" else self._payload(
             info, state, net, None if net == INSERT else changed, unknown
@@ -376,10 +389,13 @@ class Recorder:
             return
         d = state.dict
         committed = state.committed_state
+        filter_by = info.filter_by
+        if prev is None and not unknown and len(filter_by) < 2:
+            entries[key] = _lone(info, d, committed, action, changed, values)
+            return
         before: dict[str, Any] | None = None
         after: dict[str, Any] | None = None
-        old: dict[str, Any] | None = None
-        filter_by = info.filter_by
+        old = None
         if filter_by:
             if action != DELETE:
                 after = {}
@@ -451,6 +467,60 @@ class Recorder:
             if names:
                 values[UNKNOWN] = names
         return values
+
+
+def _lone(
+    info: ModelInfo,
+    d: dict[str, Any],
+    committed: dict[str, Any],
+    action: str,
+    changed: list[str] | None,
+    values: dict[str, Any] | None = None,
+) -> Lone | Row:
+    """The first record of a row of a model with at most one ``filter_by`` column, as a
+    :class:`Lone` (a :class:`Row` if it has more than one old value): the usual shape of a
+    row-level model's row, held without a dict (see :class:`Lone` for why).
+
+    ``d`` and ``committed`` are the state's ``dict`` and ``committed_state``; ``changed``
+    is the caller's to reuse.
+    """
+    before: Any = ABSENT
+    after: Any = ABSENT
+    filter_by = info.filter_by
+    if filter_by:
+        k = filter_by[0]
+        if action != DELETE and k in d:
+            after = d[k]
+        if action != INSERT:
+            # The value it started with; a column never loaded is unknown.
+            if k in committed:
+                v = committed[k]
+                if v is not NO_VALUE:
+                    before = v
+            elif k in d:
+                before = d[k]
+    old_key: str | None = None
+    old_value: Any = None
+    old: dict[str, Any] | None = None
+    if changed and info.old and action == UPDATE:
+        exclude = info.exclude
+        for k in changed:
+            if k in committed and k not in exclude:
+                v = committed[k]
+                if v is not NO_VALUE:
+                    v = copy.deepcopy(v) if v.__class__ in _MUTABLE else v  # see _snapshot
+                    if old is not None:
+                        old[k] = v
+                    elif old_key is None:
+                        old_key, old_value = k, v
+                    else:  # a second old value: a Row after all
+                        old = {old_key: old_value, k: v}
+    lone = Lone(action, info, values, before, after, old_key, old_value)
+    if old is None:
+        return lone
+    row = lone.unpack()
+    row.old = old
+    return row
 
 
 def _changed(

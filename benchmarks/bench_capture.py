@@ -321,6 +321,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--pg-url", default=os.environ.get("SQLA_NOTIFY_PG_URL", DEFAULT_PG))
     parser.add_argument("--no-pg", action="store_true", help="SQLite only")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     parser.add_argument(
         "--filter-old", action="store_true",
         help="the model declares NotifyOptions(filter_by={'value'}, old=True) (the row-level options)",
@@ -347,7 +348,7 @@ def main() -> None:
         suffix += ", deferred sink"
     workloads = {"all": WORKLOADS, "many": WORKLOADS[:1], "single": WORKLOADS[1:]}[args.workloads]
 
-    rows = run_database("sqlite://", args.rounds, "SQLite (memory)" + suffix, args.sink, workloads)
+    rows = [] if args.no_sqlite else run_database("sqlite://", args.rounds, "SQLite (memory)" + suffix, args.sink, workloads)
     if not args.no_pg:
         try:
             rows += run_database(args.pg_url, args.rounds, "PostgreSQL" + suffix, args.sink, workloads)

@@ -276,7 +276,22 @@ def to_notifications(buffer: Buffer, origin: str | None = None) -> list[Notifica
     known = _known if buffer.unknown else _same
     for key, value in buffer.entries.items():
         cls = value.__class__
-        if cls is Lone:
+        if cls is tuple:  # the usual entry first: a row recorded by key and action
+            value = cast("tuple[Any, ...]", value)
+            action, info = value[0], value[1]
+            if key.__class__ is SomeRows:
+                append(Notification(info.collection, action))
+                continue
+            pk = cast("tuple[Any, ...]", key)[1]
+            names = info.pk_keys
+            if info.pk_shown is None:
+                data = {names[0]: pk[0]} if len(names) == 1 else dict(zip(names, pk, strict=True))
+            else:  # excluded key columns never leave: the rest of the payload, or no data
+                data = {names[i]: pk[i] for i in info.pk_shown}
+            if len(value) == 3 and value[2]:
+                data.update(value[2])
+            append(Notification(info.collection, action, data or None))
+        elif cls is Lone:
             lone = cast(Lone, value)
             info = lone.info
             action = lone.action
@@ -294,38 +309,21 @@ def to_notifications(buffer: Buffer, origin: str | None = None) -> list[Notifica
             pk = key[1]  # type: ignore[index]
             names = info.pk_keys
             if info.pk_shown is None and len(names) == 1 and not lone.values:
-                data: dict[str, Any] | None = {names[0]: pk[0]}
+                lone_data: dict[str, Any] | None = {names[0]: pk[0]}
             else:
-                data = _data(info, key, lone.values)
+                lone_data = _data(info, key, lone.values)
             append(Notification(
-                info.collection, action, data,
+                info.collection, action, lone_data,
                 None if lone.old_key is None else {lone.old_key: lone.old_value}, before, after,
             ))
-            continue
-        if cls is Row:
+        elif cls is Row:
             row = cast(Row, value)
             append(Notification(
                 row.info.collection, row.action, _data(row.info, key, row.values), row.old or None,
                 known(row.before), known(row.after),
             ))
-            continue
-        if cls is not tuple:
+        else:  # notify(..., session=...)
             append(cast(Notification, value))
-            continue
-        value = cast("tuple[Any, ...]", value)
-        action, info = value[0], value[1]
-        if key.__class__ is SomeRows:
-            append(Notification(info.collection, action))
-            continue
-        pk = cast("tuple[Any, ...]", key)[1]
-        names = info.pk_keys
-        if info.pk_shown is None:
-            data = {names[0]: pk[0]} if len(names) == 1 else dict(zip(names, pk, strict=True))
-        else:  # excluded key columns never leave: the rest of the payload, or no data
-            data = {names[i]: pk[i] for i in info.pk_shown}
-        if len(value) == 3 and value[2]:
-            data.update(value[2])
-        append(Notification(info.collection, action, data or None))
     if origin is not None:
         # Stamped afterwards, so that the usual path (no origin) builds each notification
         # as before; a request's transaction changes few rows.

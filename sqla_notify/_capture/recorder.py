@@ -309,15 +309,29 @@ class Recorder:
                     elif entries.setdefault(key, updated) is not updated:
                         buf.add(key, updated)
                     continue
+                d = state.dict
                 if plain:
-                    if _changed(committed, state.dict, columns, None):
-                        if entries.setdefault(key, updated) is not updated:
-                            buf.add(key, updated)
+                    # _changed(committed, d, columns, None), inlined: this runs once per
+                    # updated row, and the call was a fifth of capture's cost per update.
+                    for k, old in committed.items():
+                        if k not in columns:
+                            continue
+                        if old is not NO_VALUE:
+                            new = d.get(k, NO_VALUE)
+                            try:
+                                if new is old or new == old:
+                                    continue
+                            except Exception:  # noqa: BLE001, S112 - see _changed
+                                pass
+                        break  # a column changed
+                    else:
+                        continue  # nothing did: no UPDATE was issued
+                    if entries.setdefault(key, updated) is not updated:
+                        buf.add(key, updated)
                 else:
                     # One list for the whole flush (_add copies what it keeps): a list per
                     # row would bring the garbage collector's passes closer.
                     changes.clear()
-                    d = state.dict
                     if _changed(committed, d, columns, changes):
                         if lone and key not in entries:
                             entries[key] = _lone(info, d, committed, UPDATE, changes)

@@ -37,6 +37,9 @@ them:
    the earliest "before" and the latest "after". A savepoint's buffer records the values at
    its own start, but folding it into the enclosing buffer keeps the enclosing one's, and a
    rolled-back savepoint's buffer is dropped with its rows: what remains is the transaction's.
+   A row's first record, for a model with one ``filter_by`` column at most, holds those
+   values without a dict (:class:`~.buffer.Lone`): the dicts are made with the
+   notifications, where they can be made off the committing thread.
 
 3. **Before the root's COMMIT**, only for a *transactional* sink (a hub with a PostgreSQL
    broker): ``before_commit`` flushes, then hands the root's complete batch to the sink on
@@ -52,7 +55,10 @@ them:
 
    * a committed SAVEPOINT folds its buffer into the enclosing transaction's, coalescing
      again; the outer transaction decides its fate;
-   * a committed root publishes its buffer: one sink call per transaction;
+   * a committed root publishes its buffer: one sink call per transaction. The buffer is
+     handed over whole and never touched again; the notifier builds its notifications
+     (:func:`~.buffer.to_notifications`), or, for a sink that builds them on a thread of
+     its own (the hub, on its event loop), passes it on unbuilt (:class:`~.buffer.Pending`);
    * anything else (rollback, savepoint rollback, failed commit, ``close()`` without
      commit, which fires no rollback event) drops the buffer.
 

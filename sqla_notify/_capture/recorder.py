@@ -119,7 +119,7 @@ class Recorder:
 
     def __init__(
         self,
-        publish: Callable[[Buffer], None],
+        publish: Callable[[Buffer, str | None], None],
         prepare: Callable[[Connection, list[Notification]], bool] | None = None,
     ) -> None:
         self._publish = publish
@@ -245,7 +245,9 @@ class Recorder:
                     else:
                         target.merge(buf)
             elif transaction.parent is None and buf.entries:
-                self._publish(buf)  # hands it over: the session goes on with new buffers
+                # Handed over whole: the session goes on with new buffers. No origin: every
+                # subscriber gets the notifications.
+                self._publish(buf, None)
         except Exception:  # noqa: BLE001
             logger.exception("sqla_notify failed to publish a committed transaction")
 

@@ -78,6 +78,8 @@ def readings(hub: Hub, router: NotifyRouter | None = None, notifier: Notifier | 
                 "Batches published while the hub was not running.", s.dropped_not_running, {}),
         Reading("sqla_notify_authorize_errors", "counter",
                 "Notifications withheld because authorize raised (whole process).", s.authorize_errors, {}),
+        Reading("sqla_notify_build_errors", "counter",
+                "Committed transactions whose notifications could not be built.", s.build_errors, {}),
     ]
     broker = hub.broker
     if broker is not None:

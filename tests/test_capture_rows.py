@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, String, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, sessionmaker
 
 from sqla_notify import Notification, Notifier, NotifyOptions, encode
 
@@ -52,6 +52,18 @@ class Draft(Base):
     __sqla_notify__ = NotifyOptions(old=True)
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(50), default="")
+
+
+class Reply(Base):
+    """One filter column and old values with the primary-key payload: the usual row-level
+    model, whose rows capture holds without a dict (``Lone``) until it has to coalesce."""
+
+    __tablename__ = "rows_replies"
+    __sqla_notify__ = NotifyOptions(filter_by={"forum_id"}, old=True)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    forum_id: Mapped[int | None]
+    title: Mapped[str] = mapped_column(String(50), default="")
+    body: Mapped[str] = mapped_column(String(50), default="")
 
 
 @pytest.fixture
@@ -176,6 +188,73 @@ def test_filter_values_are_encoded_and_a_notification_without_them_encodes_as_be
         b'{"collection":"rows_posts","action":"insert","data":{"id":1,"forum_id":7,"status":"open","title":"t"},'
         b'"filter_after":{"forum_id":7,"status":"open"}}'
     )
+
+
+def reply(action: str, old: dict[str, Any] | None = None, before: dict[str, Any] | None = None,
+          after: dict[str, Any] | None = None, id: int = 1) -> Notification:
+    return Notification("rows_replies", action, {"id": id}, old, before, after)
+
+
+def test_a_model_with_one_filter_column_and_old_values_carries_them_for_each_action(
+    rows: sessionmaker[Session], sink: Recorder
+) -> None:
+    with rows.begin() as s:
+        s.add(Reply(id=1, forum_id=3, title="a"))
+    with rows.begin() as s:
+        s.get_one(Reply, 1).title = "b"  # one old value
+    with rows.begin() as s:
+        r = s.get_one(Reply, 1)
+        r.title, r.body, r.forum_id = "c", "x", 4  # three: a dict after all
+    with rows.begin() as s:
+        s.get_one(Reply, 1).forum_id = None  # a NULL filter value is a value
+    with rows.begin() as s:
+        s.delete(s.get_one(Reply, 1))
+    assert taken(sink)[1:] == [
+        reply("insert", after={"forum_id": 3}),
+        reply("update", {"title": "a"}, {"forum_id": 3}, {"forum_id": 3}),
+        reply("update", {"title": "b", "body": "", "forum_id": 3}, {"forum_id": 3}, {"forum_id": 4}),
+        reply("update", {"forum_id": 4}, {"forum_id": 4}, {"forum_id": None}),
+        reply("delete", before={"forum_id": None}),
+    ]
+
+
+def test_one_filter_column_coalesces_to_the_values_from_the_start(
+    rows: sessionmaker[Session], sink: Recorder
+) -> None:
+    with rows.begin() as s:
+        s.add_all([Reply(id=1, forum_id=3, title="a"), Reply(id=2, forum_id=5)])
+    taken(sink)
+    with rows.begin() as s:
+        r = s.get_one(Reply, 1)
+        r.forum_id = 4
+        s.flush()
+        with s.begin_nested():
+            r.forum_id, r.title = 5, "b"
+        s.delete(s.get_one(Reply, 2))
+        s.flush()
+        s.add(Reply(id=2, forum_id=6))  # deleted and added again: an update
+        s.add(Reply(id=3, forum_id=7))
+        s.flush()
+        s.get_one(Reply, 3).forum_id = 8  # insert then update: an insert
+    assert taken(sink) == [
+        reply("update", {"forum_id": 3, "title": "a"}, {"forum_id": 3}, {"forum_id": 5}),
+        reply("update", None, {"forum_id": 5}, {"forum_id": 6}, id=2),
+        reply("insert", after={"forum_id": 8}, id=3),
+    ]
+    with rows.begin() as s:
+        s.get_one(Reply, 1).title = "c"
+        s.flush()
+        s.delete(s.get_one(Reply, 1))  # update then delete: a delete, from the start
+    assert taken(sink) == [reply("delete", before={"forum_id": 5})]
+
+
+def test_one_filter_column_never_loaded_has_an_unknown_value(rows: sessionmaker[Session], sink: Recorder) -> None:
+    with rows.begin() as s:
+        s.add(Reply(id=1, forum_id=3, title="a"))
+    taken(sink)
+    with rows.begin() as s:
+        s.get_one(Reply, 1, options=[defer(Reply.forum_id)]).title = "b"
+    assert taken(sink) == [reply("update", {"title": "a"}, {}, {})]
 
 
 # -- across the transaction ------------------------------------------------------------------

@@ -15,6 +15,8 @@ from sqla_notify import _report
 from sqla_notify._hub import subscriber as _subscriber
 from sqla_notify._hub.hub import _START_CHUNK
 
+from .support.hubs import receive
+
 pytestmark = pytest.mark.anyio
 
 
@@ -372,3 +374,18 @@ async def test_broker_ids_that_could_break_framing_never_go_out() -> None:
         stats = hub.stats()
     assert [m.get("type") or m["id"] for m in got] == ["resync", "abc:1"]
     assert stats.gaps == 1 and "invalid id" in stats.last_gap
+
+
+async def test_a_transaction_that_cannot_be_built_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def notifications(self) -> list[Notification]:
+            raise RuntimeError("cannot build")
+
+    async with Hub() as hub:
+        sub = hub.subscribe()
+        hub._publish_pending(Broken())  # type: ignore[arg-type]
+        hub.publish([N(id=1)])  # what comes after is delivered
+        got = await receive(sub, lambda got: len(got) == 2, "the welcome and the next batch")
+    assert [m.get("data") for m in got] == [None, {"id": 1}]
+    assert hub.stats().build_errors == 1
+    assert [r.event for r in caplog.records] == ["capture_error"]  # type: ignore[attr-defined]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from sqla_notify import CallbackSink, FanoutSink, Notification, Notifier, Sink, SinkError
+from sqla_notify import CallbackSink, FanoutSink, Notification, Notifier, NotifierStats, Sink, SinkError
+from sqla_notify._capture.buffer import Buffer, Pending
 
 from .models import Container
 from .support.recording import Recorder
@@ -117,3 +120,71 @@ def test_fanout_isolates_failures() -> None:
 def test_fanout_needs_sinks() -> None:
     with pytest.raises(ValueError, match="expected at least one sink, got none"):
         FanoutSink()
+
+
+class DeferringSink(ListSink):
+    """Takes captured batches unbuilt, as the hub does, and builds them on a thread of its
+    own; fails to take them with ``error``."""
+
+    _deferred = True
+
+    def __init__(self, error: Exception | None = None) -> None:
+        super().__init__()
+        self.error = error
+        self.pending: list[Pending] = []
+
+    def _publish_pending(self, batch: Pending) -> None:
+        if self.error is not None:
+            raise self.error
+        self.pending.append(batch)
+
+    def build_elsewhere(self) -> list[list[Notification]]:
+        built: list[list[Notification]] = []
+        worker = threading.Thread(target=lambda: built.extend(b.notifications() for b in self.pending))
+        worker.start()
+        worker.join(timeout=10)
+        return built
+
+
+def test_a_deferring_sink_gets_batches_unbuilt_that_build_elsewhere_as_a_callable_gets_them(
+    engine: Engine,
+) -> None:
+    eager, deferring = Recorder(), DeferringSink()
+    eager_sm = Notifier(eager).attach(sessionmaker(engine))
+    notifier = Notifier(deferring)
+    deferring_sm = notifier.attach(sessionmaker(engine))
+    for sm in (eager_sm, deferring_sm):
+        with sm.begin() as s:
+            s.add_all([Container(id=1, name="a"), Container(id=2, name="b")])
+        with sm.begin() as s:
+            s.get_one(Container, 1).name = "c"
+            s.delete(s.get_one(Container, 2))
+        with sm.begin() as s:
+            s.delete(s.get_one(Container, 1))
+    assert deferring.got == []  # publish() is not called for captured batches
+    assert [len(b) for b in deferring.pending] == [2, 2, 1]
+    built = deferring.build_elsewhere()
+    assert built == eager.batches and len(built) == 3
+    assert deferring.pending[0].notifications() is built[0]  # built once
+    assert notifier.stats() == NotifierStats(batches=3, notifications=5, sink_errors=0)
+    notifier.notify("forums", "insert", {"id": 9})  # without a session: built at once, as always
+    assert deferring.got == [[Notification("forums", "insert", {"id": 9})]]
+
+
+def test_a_deferring_sink_that_raises_is_counted_and_the_commit_stands(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    notifier = Notifier(DeferringSink(RuntimeError("queue closed")))
+    sm = notifier.attach(sessionmaker(engine))
+    with sm.begin() as s:
+        s.add(Container(id=1, name="a"))
+    with sm() as s:
+        assert s.get(Container, 1) is not None
+    assert notifier.stats() == NotifierStats(batches=0, notifications=0, sink_errors=1)
+    assert "1 notification(s) not delivered (containers insert ×1)" in caplog.text
+
+
+def test_the_default_publish_pending_builds_and_publishes() -> None:
+    sink = ListSink()
+    sink._publish_pending(Pending(Buffer()))
+    assert sink.got == [[]]

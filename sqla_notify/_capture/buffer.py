@@ -48,7 +48,9 @@ class SomeRows:
 #
 #   identity key             -> (action, ModelInfo)            shared, see ModelInfo.actions
 #                            -> (action, ModelInfo, values)    payload modes
-#                            -> Row                            models with filter_by or old
+#                            -> Lone                           filter_by of one column, old of
+#                                                              at most one changed column
+#                            -> Row                            other models with filter_by or old
 #   SomeRows()               -> (action, ModelInfo)
 #   object()                 -> Notification                   notify(session=...)
 #
@@ -76,7 +78,65 @@ class Row(msgspec.Struct, gc=False):
     old: Union[dict[str, Any], None]
 
 
-Value = Union["tuple[str, ModelInfo]", "tuple[str, ModelInfo, dict[str, Any] | None]", Row, Notification]
+class _Absent:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+#: a :class:`Lone` filter value that is not known (its column was never loaded)
+ABSENT: Any = _Absent()
+
+
+class Lone(msgspec.Struct, gc=False):
+    """A :class:`Row` whose filter and old values are held without a dict: the first record
+    of a row of a model with at most one ``filter_by`` column, whose update changed at most
+    one column it has an old value for. The usual shape of a row-level model's row.
+
+    A dict per value made a 10,000-row flush allocate 30,000 of them, each counted towards
+    the garbage collector's next pass (it counts allocations of every container, tracked or
+    not), and that pass, over a heap of ORM objects, was most of capture's cost. The dicts
+    are built with the notifications, off the committing thread when the sink allows it
+    (see :class:`Pending`).
+    """
+
+    action: str
+    info: ModelInfo
+    values: Union[dict[str, Any], None]
+    #: the filter column's value at the start of the transaction (``ABSENT``: unknown);
+    #: ignored for inserts and models without ``filter_by``
+    before: Any
+    #: the filter column's value now (``ABSENT``: unknown); ignored for deletes
+    after: Any
+    #: the changed column whose previous value ``old_value`` is (``None``: no old values)
+    old_key: Union[str, None]
+    old_value: Any
+
+    def unpack(self) -> Row:
+        """The same row as a :class:`Row`, for coalescing with a later record of it."""
+        info = self.info
+        before = after = None
+        if info.filter_by:
+            before, after = _lone_filters(self, info.filter_by[0])
+        old = None if self.old_key is None else {self.old_key: self.old_value}
+        return Row(self.action, info, self.values, before, after, old)
+
+
+def _lone_filters(row: Lone, key: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``filter_before`` and ``filter_after`` of a :class:`Lone` whose filter column is ``key``."""
+    action = row.action
+    before = after = None
+    if action != INSERT:
+        value = row.before
+        before = {} if value is ABSENT else {key: value}
+    if action != DELETE:
+        value = row.after
+        after = {} if value is ABSENT else {key: value}
+    return before, after
+
+
+Value = Union["tuple[str, ModelInfo]", "tuple[str, ModelInfo, dict[str, Any] | None]", Row, Lone, Notification]
 
 
 class Buffer:
@@ -98,6 +158,10 @@ class Buffer:
         if prev is None:
             entries[key] = value
             return
+        if isinstance(prev, Lone):
+            prev = prev.unpack()
+        if isinstance(value, Lone):
+            value = value.unpack()
         if value.__class__ is Row:
             row = _merge_rows(prev, value)
             if row is None:
@@ -130,7 +194,8 @@ class Buffer:
         """Fold a released savepoint's entries into this (enclosing) buffer."""
         self.unknown = self.unknown or child.unknown
         for key, value in child.entries.items():
-            if value.__class__ is tuple or value.__class__ is Row:
+            cls = value.__class__
+            if cls is tuple or cls is Row or cls is Lone:
                 self.add(key, value)
             else:
                 self.entries[key] = value
@@ -205,41 +270,101 @@ def coalesce(first: str, then: str) -> str | None:
 
 def to_notifications(buffer: Buffer, origin: str | None = None) -> list[Notification]:
     """Build the notifications of a committed buffer, in order, each with ``origin`` (the
-    client connection that caused them, see :mod:`.origin`) when one is given."""
+    client connection that caused them) when one is given."""
     out: list[Notification] = []
     append = out.append
     known = _known if buffer.unknown else _same
     for key, value in buffer.entries.items():
         cls = value.__class__
-        if cls is Row:
+        if cls is tuple:  # the usual entry first: a row recorded by key and action
+            value = cast("tuple[Any, ...]", value)
+            action, info = value[0], value[1]
+            if key.__class__ is SomeRows:
+                append(Notification(info.collection, action))
+                continue
+            pk = cast("tuple[Any, ...]", key)[1]
+            names = info.pk_keys
+            if info.pk_shown is None:
+                data = {names[0]: pk[0]} if len(names) == 1 else dict(zip(names, pk, strict=True))
+            else:  # excluded key columns never leave: the rest of the payload, or no data
+                data = {names[i]: pk[i] for i in info.pk_shown}
+            if len(value) == 3 and value[2]:
+                data.update(value[2])
+            append(Notification(info.collection, action, data or None))
+        elif cls is Lone:
+            lone = cast(Lone, value)
+            info = lone.info
+            action = lone.action
+            filter_by = info.filter_by
+            before = after = None
+            if filter_by:
+                # _lone_filters(), inlined: this runs once per row of every large commit.
+                name = filter_by[0]
+                if action != INSERT:
+                    v = lone.before
+                    before = {} if v is ABSENT else {name: v}
+                if action != DELETE:
+                    v = lone.after
+                    after = {} if v is ABSENT else {name: v}
+            pk = key[1]  # type: ignore[index]
+            names = info.pk_keys
+            if info.pk_shown is None and len(names) == 1 and not lone.values:
+                lone_data: dict[str, Any] | None = {names[0]: pk[0]}
+            else:
+                lone_data = _data(info, key, lone.values)
+            append(Notification(
+                info.collection, action, lone_data,
+                None if lone.old_key is None else {lone.old_key: lone.old_value}, before, after,
+            ))
+        elif cls is Row:
             row = cast(Row, value)
             append(Notification(
                 row.info.collection, row.action, _data(row.info, key, row.values), row.old or None,
                 known(row.before), known(row.after),
             ))
-            continue
-        if cls is not tuple:
+        else:  # notify(..., session=...)
             append(cast(Notification, value))
-            continue
-        value = cast("tuple[Any, ...]", value)
-        action, info = value[0], value[1]
-        if key.__class__ is SomeRows:
-            append(Notification(info.collection, action))
-            continue
-        pk = cast("tuple[Any, ...]", key)[1]
-        names = info.pk_keys
-        if info.pk_shown is None:
-            data = {names[0]: pk[0]} if len(names) == 1 else dict(zip(names, pk, strict=True))
-        else:  # excluded key columns never leave: the rest of the payload, or no data
-            data = {names[i]: pk[i] for i in info.pk_shown}
-        if len(value) == 3 and value[2]:
-            data.update(value[2])
-        append(Notification(info.collection, action, data or None))
     if origin is not None:
         # Stamped afterwards, so that the usual path (no origin) builds each notification
         # as before; a request's transaction changes few rows.
         return [replace(n, origin=origin) for n in out]
     return out
+
+
+class Pending:
+    """A committed transaction's changes, not yet built into notifications.
+
+    Handed to sinks that build notifications off the committing thread (see
+    ``Sink._publish_pending``): the hub builds them on its event loop, so that a large
+    commit does not pay for 10,000 notifications and their dicts, nor for the garbage
+    collector's passes they bring closer, before ``commit()`` returns.
+
+    The buffer is handed over whole: the notifier never touches it again, so building may
+    run on any thread, once, while the session goes on with new buffers. Everything in it
+    was copied at flush time (payload values, filter and old values), nothing refers to a
+    live ORM object.
+    """
+
+    __slots__ = ("_buffer", "_origin", "_built")
+
+    def __init__(self, buffer: Buffer, origin: str | None = None) -> None:
+        self._buffer = buffer
+        self._origin = origin
+        self._built: list[Notification] | None = None
+
+    def __len__(self) -> int:
+        # One notification per entry: every entry becomes exactly one.
+        return len(self._buffer.entries)
+
+    def notifications(self) -> list[Notification]:
+        """The notifications, in order; built on the first call, the same list after."""
+        built = self._built
+        if built is None:
+            built = self._built = to_notifications(self._buffer, self._origin)
+        return built
+
+    def __repr__(self) -> str:
+        return f"<Pending: {len(self)} notification(s)>"
 
 
 def _data(info: ModelInfo, key: Any, values: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -160,7 +160,7 @@ class ModelInfo:
     __slots__ = (
         "collection", "mode", "function", "pk_keys", "pk_set", "pk_shown", "columns", "exclude",
         "exclude_names", "payload_columns", "identity_class", "actions", "written", "key_tables",
-        "filter_by", "old", "extras", "plain",
+        "filter_by", "old", "extras", "plain", "lone",
     )
 
     def __init__(
@@ -217,6 +217,9 @@ class ModelInfo:
         self.plain = mode == "pk" and not filter_by and not old
         #: entries carry filter and old values (see :mod:`.buffer`)
         self.extras = bool(filter_by) or old
+        #: rows are recorded as ``Lone`` entries, without a dict, when first seen: filter or
+        #: old values, at most one filter column, no payload values
+        self.lone = mode == "pk" and self.extras and len(filter_by) <= 1
 
 
 def default_collection(mapper: Mapper[Any]) -> str:

@@ -37,6 +37,9 @@ them:
    the earliest "before" and the latest "after". A savepoint's buffer records the values at
    its own start, but folding it into the enclosing buffer keeps the enclosing one's, and a
    rolled-back savepoint's buffer is dropped with its rows: what remains is the transaction's.
+   A row's first record, for a model with one ``filter_by`` column at most, holds those
+   values without a dict (:class:`~.buffer.Lone`): the dicts are made with the
+   notifications, where they can be made off the committing thread.
 
 3. **Before the root's COMMIT**, only for a *transactional* sink (a hub with a PostgreSQL
    broker): ``before_commit`` flushes, then hands the root's complete batch to the sink on
@@ -52,7 +55,10 @@ them:
 
    * a committed SAVEPOINT folds its buffer into the enclosing transaction's, coalescing
      again; the outer transaction decides its fate;
-   * a committed root publishes its buffer: one sink call per transaction;
+   * a committed root publishes its buffer: one sink call per transaction. The buffer is
+     handed over whole and never touched again; the notifier builds its notifications
+     (:func:`~.buffer.to_notifications`), or, for a sink that builds them on a thread of
+     its own (the hub, on its event loop), passes it on unbuilt (:class:`~.buffer.Pending`);
    * anything else (rollback, savepoint rollback, failed commit, ``close()`` without
      commit, which fires no rollback event) drops the buffer.
 
@@ -82,7 +88,8 @@ from sqlalchemy.orm.base import NO_VALUE
 from .._notify.notification import Notification
 from .._report import HookErrors, fields
 from .buffer import (
-    DELETE, INSERT, UNKNOWN, UNKNOWN_VALUE, UPDATE, Buffer, Row, SomeRows, coalesce, identity, to_notifications,
+    ABSENT, DELETE, INSERT, UNKNOWN, UNKNOWN_VALUE, UPDATE, Buffer, Lone, Row, SomeRows, coalesce, identity,
+    to_notifications,
 )
 from .options import InvalidOptions, ModelInfo, model_info
 from .origin import origin_of
@@ -113,7 +120,7 @@ class Recorder:
 
     def __init__(
         self,
-        publish: Callable[[list[Notification]], None],
+        publish: Callable[[Buffer, str | None], None],
         prepare: Callable[[Connection, list[Notification]], bool] | None = None,
     ) -> None:
         self._publish = publish
@@ -240,7 +247,8 @@ class Recorder:
                     else:
                         target.merge(buf)
             elif transaction.parent is None and buf.entries:
-                self._publish(to_notifications(buf, origin_of(session, transaction)))
+                # Handed over whole: the session goes on with new buffers.
+                self._publish(buf, origin_of(session, transaction))
         except Exception:  # noqa: BLE001
             logger.exception("sqla_notify failed to publish a committed transaction", extra=fields("capture_error"))
 
@@ -258,6 +266,7 @@ class Recorder:
                 continue
             columns = info.columns
             plain = info.plain
+            lone = info.lone
             pk_keys = info.pk_keys
             deleted, updated = info.actions[DELETE], info.actions[UPDATE]
             for state in states:
@@ -278,7 +287,10 @@ class Recorder:
                     entries = buf.entries
                 if isdelete:
                     if not plain:
-                        self._add(buf, info, state, key, DELETE, None)
+                        if lone and key not in entries:
+                            entries[key] = _lone(info, state.dict, state.committed_state, DELETE, None)
+                        else:
+                            self._add(buf, info, state, key, DELETE, None)
                     elif entries.setdefault(key, deleted) is not deleted:
                         buf.add(key, deleted)  # seen before in this transaction: coalesce
                     continue
@@ -306,16 +318,34 @@ class Recorder:
                     elif entries.setdefault(key, updated) is not updated:
                         buf.add(key, updated)
                     continue
+                d = state.dict
                 if plain:
-                    if _changed(committed, state.dict, columns, None):
-                        if entries.setdefault(key, updated) is not updated:
-                            buf.add(key, updated)
+                    # _changed(committed, d, columns, None), inlined: this runs once per
+                    # updated row, and the call was a fifth of capture's cost per update.
+                    for k, old in committed.items():
+                        if k not in columns:
+                            continue
+                        if old is not NO_VALUE:
+                            new = d.get(k, NO_VALUE)
+                            try:
+                                if new is old or new == old:
+                                    continue
+                            except Exception:  # noqa: BLE001, S112 - see _changed
+                                pass
+                        break  # a column changed
+                    else:
+                        continue  # nothing did: no UPDATE was issued
+                    if entries.setdefault(key, updated) is not updated:
+                        buf.add(key, updated)
                 else:
                     # One list for the whole flush (_add copies what it keeps): a list per
                     # row would bring the garbage collector's passes closer.
                     changes.clear()
-                    if _changed(committed, state.dict, columns, changes):
-                        self._add(buf, info, state, key, UPDATE, changes)
+                    if _changed(committed, d, columns, changes):
+                        if lone and key not in entries:
+                            entries[key] = _lone(info, d, committed, UPDATE, changes)
+                        else:
+                            self._add(buf, info, state, key, UPDATE, changes)
         if not inserts:
             return
         if buf is None:
@@ -335,6 +365,7 @@ class Recorder:
                 names = model.pk_keys
                 single = names[0] if len(names) == 1 else None
                 plain = model.plain
+                lone = model.lone
                 inserted = model.actions[INSERT]
             d = state.dict
             try:
@@ -346,6 +377,8 @@ class Recorder:
             if plain:
                 if entries.setdefault(key, inserted) is not inserted:
                     buf.add(key, inserted)
+            elif lone and key not in entries:
+                entries[key] = _lone(model, d, state.committed_state, INSERT, None)
             else:
                 self._add(buf, model, state, key, INSERT, None)
 
@@ -368,7 +401,8 @@ class Recorder:
         prev = entries.get(key)
         net = action
         if prev is not None:
-            first = prev.action if prev.__class__ is Row else cast("tuple[str, Any]", prev)[0]
+            cls = prev.__class__
+            first = cast("Row | Lone", prev).action if cls is Row or cls is Lone else cast("tuple[str, Any]", prev)[0]
             net = coalesce(first, action) or action
         values = None if info.mode == "pk" else self._payload(
             info, state, net, None if net == INSERT else changed, unknown
@@ -378,10 +412,13 @@ class Recorder:
             return
         d = state.dict
         committed = state.committed_state
+        filter_by = info.filter_by
+        if prev is None and not unknown and len(filter_by) < 2:
+            entries[key] = _lone(info, d, committed, action, changed, values)
+            return
         before: dict[str, Any] | None = None
         after: dict[str, Any] | None = None
-        old: dict[str, Any] | None = None
-        filter_by = info.filter_by
+        old = None
         if filter_by:
             if action != DELETE:
                 after = {}
@@ -453,6 +490,60 @@ class Recorder:
             if names:
                 values[UNKNOWN] = names
         return values
+
+
+def _lone(
+    info: ModelInfo,
+    d: dict[str, Any],
+    committed: dict[str, Any],
+    action: str,
+    changed: list[str] | None,
+    values: dict[str, Any] | None = None,
+) -> Lone | Row:
+    """The first record of a row of a model with at most one ``filter_by`` column, as a
+    :class:`Lone` (a :class:`Row` if it has more than one old value): the usual shape of a
+    row-level model's row, held without a dict (see :class:`Lone` for why).
+
+    ``d`` and ``committed`` are the state's ``dict`` and ``committed_state``; ``changed``
+    is the caller's to reuse.
+    """
+    before: Any = ABSENT
+    after: Any = ABSENT
+    filter_by = info.filter_by
+    if filter_by:
+        k = filter_by[0]
+        if action != DELETE and k in d:
+            after = d[k]
+        if action != INSERT:
+            # The value it started with; a column never loaded is unknown.
+            if k in committed:
+                v = committed[k]
+                if v is not NO_VALUE:
+                    before = v
+            elif k in d:
+                before = d[k]
+    old_key: str | None = None
+    old_value: Any = None
+    old: dict[str, Any] | None = None
+    if changed and info.old and action == UPDATE:
+        exclude = info.exclude
+        for k in changed:
+            if k in committed and k not in exclude:
+                v = committed[k]
+                if v is not NO_VALUE:
+                    v = copy.deepcopy(v) if v.__class__ in _MUTABLE else v  # see _snapshot
+                    if old is not None:
+                        old[k] = v
+                    elif old_key is None:
+                        old_key, old_value = k, v
+                    else:  # a second old value: a Row after all
+                        old = {old_key: old_value, k: v}
+    lone = Lone(action, info, values, before, after, old_key, old_value)
+    if old is None:
+        return lone
+    row = lone.unpack()
+    row.old = old
+    return row
 
 
 def _changed(

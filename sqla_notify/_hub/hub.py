@@ -94,6 +94,8 @@ from .subscriber import AUTHORIZE_ERRORS, Entry, Frame, Subscriber
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+    from .._capture.buffer import Pending
+
 __all__ = ("Hub", "HubStats")
 
 logger = logging.getLogger("sqla_notify")
@@ -145,6 +147,9 @@ class HubStats(msgspec.Struct, frozen=True):
     #: notifications withheld from a client because its ``authorize`` hook raised (counted
     #: for the whole process: every hub's clients)
     authorize_errors: int = 0
+    #: committed transactions whose notifications could not be built on the loop (logged
+    #: with the traceback as ``capture_error``); none is expected
+    build_errors: int = 0
 
 
 class Hub(Sink):
@@ -200,6 +205,7 @@ class Hub(Sink):
         self._thread = 0
         self._published = self._frames = self._dropped = self._slow = self._replays = 0
         self._not_running = 0
+        self._not_built = 0  # transactions whose notifications could not be built
         self._gaps = 0
         self._last_gap = ""
         self._resyncs = 0
@@ -280,8 +286,20 @@ class Hub(Sink):
 
     # -- the Sink side: any thread --------------------------------------------------------
 
+    # Captured transactions arrive unbuilt (see Sink._deferred) and their notifications are
+    # built on the loop: built on the committing thread, a large transaction's objects set
+    # off a full garbage collection inside commit() (benchmarks/README.md, capture).
+    _deferred = True
+
     def publish(self, notifications: list[Notification]) -> None:
         """Queue a committed batch for delivery; returns at once, from any thread."""
+        self._hand_over(self._deliver, notifications)
+
+    def _publish_pending(self, batch: Pending) -> None:
+        """Queue a committed transaction whose notifications are still to be built."""
+        self._hand_over(self._deliver_pending, batch)
+
+    def _hand_over(self, deliver: Callable[[Any, float], object], batch: object) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             self._not_running += 1
@@ -290,10 +308,23 @@ class Hub(Sink):
         # batch): where the commit→send latency starts. With a broker, it starts from what
         # the broker reports instead (see _apply): the same clock for every process.
         call = loop.call_soon if threading.get_ident() == self._thread else loop.call_soon_threadsafe
+        call(deliver, batch, time.time())
+
+    def _deliver(self, notifications: list[Notification], committed: float) -> None:
         if self._broker is None:
-            call(self._dispatch, notifications, None, time.time())
+            self._dispatch(notifications, None, committed)
         else:
-            call(self._broker.publish, notifications)
+            self._broker.publish(notifications)
+
+    def _deliver_pending(self, batch: Pending, committed: float) -> None:
+        try:
+            notifications = batch.notifications()
+        except Exception:  # noqa: BLE001 - nobody awaits this callback: say it here
+            self._not_built += 1
+            logger.exception("sqla_notify could not build a committed transaction's notifications",
+                             extra=fields("capture_error", broker=self._broker))
+            return
+        self._deliver(notifications, committed)
 
     @property
     def transactional(self) -> bool:  # type: ignore[override]
@@ -706,7 +737,7 @@ class Hub(Sink):
             len(self._subscribers), self._published, self._frames, self._dropped,
             self._slow, self._replays, self._not_running,
             "none" if self._broker is None else self._broker.state, self._gaps,
-            self._last_gap, self._resyncs, AUTHORIZE_ERRORS.count,
+            self._last_gap, self._resyncs, AUTHORIZE_ERRORS.count, self._not_built,
         )
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, event
 from sqlalchemy.orm import ORMExecuteState, Session, scoped_session, sessionmaker
 
 from .._capture import bulk as _bulk
+from .._capture.buffer import Buffer, Pending, to_notifications
 from .._capture.recorder import Recorder
 from .._errors import NotAttachedError
 from .._report import HookErrors
@@ -74,7 +75,12 @@ class Notifier:
         # its transaction; others cost no before_commit listener.
         self._transactional = bool(self._sink.transactional)
         self._events = _EVENTS + (("before_commit",) if self._transactional else ())
-        self._recorder = Recorder(self._deliver, self._prepare if self._transactional else None)
+        # A sink that builds notifications on its own thread (the hub, on its event loop)
+        # gets captured batches unbuilt: see Pending.
+        self._send_pending: Callable[[Pending], None] | None = (
+            self._sink._publish_pending if self._sink._deferred else None
+        )
+        self._recorder = Recorder(self._deliver_buffer, self._prepare if self._transactional else None)
         self._attached: dict[int, _Attachment] = {}
         self._session_classes: tuple[type[Session], ...] = ()
         self._lock = threading.Lock()
@@ -225,6 +231,26 @@ class Notifier:
                 self._batches += 1
                 self._notifications += len(batch)
         return handled
+
+    def _deliver_buffer(self, buffer: Buffer, origin: str | None = None) -> None:
+        """Deliver a committed transaction's buffer: unbuilt to a deferring sink, else built."""
+        send = self._send_pending
+        if send is None:
+            self._deliver(to_notifications(buffer, origin))
+            return
+        batch = Pending(buffer, origin)
+        try:
+            send(batch)
+        except Exception as exc:  # noqa: BLE001 - see _deliver
+            with self._lock:
+                self._sink_errors += 1
+            self._sink_failures.record(
+                exc, f"{len(batch)} notification(s) not delivered ({_summary(batch.notifications())})"
+            )
+            return
+        with self._lock:
+            self._batches += 1
+            self._notifications += len(batch)
 
     def _deliver(self, batch: list[Notification]) -> None:
         try:

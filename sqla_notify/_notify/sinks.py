@@ -12,6 +12,8 @@ from .notification import Notification
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+    from .._capture.buffer import Pending
+
 __all__ = ("CallbackSink", "FanoutSink", "Sink")
 
 class Sink(abc.ABC):
@@ -44,6 +46,21 @@ class Sink(abc.ABC):
 
     #: Whether :meth:`publish_in_transaction` may take batches; read once, by the Notifier.
     transactional: bool = False
+
+    #: Private to sqla_notify's own sinks (the hub): whether captured batches go to
+    #: :meth:`_publish_pending` unbuilt, for the sink to build their notifications later on
+    #: a thread of its own (``Pending.notifications()``) instead of the committing thread.
+    #: Read once, by the Notifier. ``notify()`` without a session still calls :meth:`publish`.
+    _deferred: bool = False
+
+    def _publish_pending(self, batch: Pending) -> None:
+        """Deliver one committed transaction, its notifications not yet built.
+
+        The same promises and obligations as :meth:`publish`: ``batch`` is the sink's from
+        now on, and :meth:`Pending.notifications` may be called on any thread, once the
+        call has handed it over. The default builds them here and calls :meth:`publish`.
+        """
+        self.publish(batch.notifications())
 
     @abc.abstractmethod
     def publish(self, notifications: list[Notification]) -> None:

@@ -112,3 +112,59 @@ async def test_sigterm_under_uvicorn_flushes_queued_frames_then_closes_with_1001
         assert server.proc.wait(20) in (0, -signal.SIGTERM)
     finally:
         server.stop()
+
+
+async def test_the_hook_lets_clients_go_before_the_servers_handler_and_a_second_signal_through() -> None:
+    from sqla_notify._web.shutdown import ShutdownHook  # noqa: PLC0415 - the optional extra
+
+    called: list[int] = []
+    handled = asyncio.Event()
+
+    def server_handler(signum: int, frame: object) -> None:  # uvicorn's handle_exit, say
+        called.append(signum)
+        handled.set()
+
+    previous = signal.signal(signal.SIGTERM, server_handler)
+    try:
+        async with Hub() as hub:
+            stalled = hub.subscribe()  # never reads: the shutdown takes the whole grace
+            hook = ShutdownHook(hub, grace=0.3)
+            hook.install()
+            hook.install()  # once
+            signal.raise_signal(signal.SIGTERM)
+            await settle()
+            assert called == [] and hook.task is not None and not hook.task.done()
+            await asyncio.wait_for(handled.wait(), 5)  # after the grace
+            assert called == [signal.SIGTERM] and stalled.close_code == 1001
+
+            # Another round: a second signal goes through at once, and only once.
+            handled.clear()
+            again = ShutdownHook(hub, grace=0.3)
+            signal.signal(signal.SIGTERM, server_handler)
+            hook_late = hub.subscribe()  # closed at once: the hub is shutting down
+            assert hook_late.close_code == 1001
+            again.install()
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
+            assert called == [signal.SIGTERM, signal.SIGTERM]
+            await settle()
+            assert again.task is not None
+            await asyncio.wait_for(again.task, 5)
+            await settle()
+            assert called == [signal.SIGTERM, signal.SIGTERM], "the server's handler ran twice for one signal"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+async def test_the_hook_leaves_the_default_handlers_alone() -> None:
+    from sqla_notify._web.shutdown import ShutdownHook  # noqa: PLC0415 - the optional extra
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        async with Hub() as hub:
+            ShutdownHook(hub, grace=1).install()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])

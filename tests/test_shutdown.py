@@ -53,6 +53,7 @@ async def test_shutdown_sends_what_waits_then_closes_with_1001() -> None:
         got = await asyncio.wait_for(drain(reading), 5)
         assert [m.get("type") or m["data"]["id"] for m in got] == ["welcome", 1, 2]
         assert reading.close_code == 1001
+        hub.unsubscribe(reading)  # as its transport does once the close frame went out
         assert stalled.close_code is None, "a client that has not read yet has the grace to do so"
         await asyncio.wait_for(closing, 5)
         # The grace is over: one that did not read is closed all the same, its queue dropped.
@@ -60,6 +61,20 @@ async def test_shutdown_sends_what_waits_then_closes_with_1001() -> None:
         assert hub.stats().frames_dropped == 3
         assert hub.stats().connections == 0
         await hub.shutdown()  # idempotent
+
+
+async def test_shutdown_returns_once_every_transport_has_ended() -> None:
+    async with Hub() as hub:
+        subs = [hub.subscribe() for _ in range(3)]
+        closing = asyncio.ensure_future(hub.shutdown(grace=60))
+        for sub in subs:
+            await asyncio.wait_for(drain(sub), 5)
+            assert sub.close_code == 1001
+        await settle()
+        assert not closing.done(), "a close frame may still be on its way: the server must not cut it"
+        for sub in subs:
+            hub.unsubscribe(sub)
+        await asyncio.wait_for(closing, 5)  # not the grace
 
 
 async def test_shutdown_refuses_a_negative_grace() -> None:

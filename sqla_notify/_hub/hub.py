@@ -204,6 +204,7 @@ class Hub(Sink):
         self._due: deque[Callable[[], object]] = deque()  # writer starts for the next step
         self._puller: asyncio.Task[None] | None = None  # applies the broker's events
         self._closing = False  # :meth:`shutdown` began: no client is served any more
+        self._leaving: set[Subscriber] = set()  # let go of by :meth:`shutdown`, transport still up
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -246,7 +247,10 @@ class Hub(Sink):
         From the call on, no notification reaches a connected client any more (it gets them
         by replay), and a client that connects is closed with 1001 at once. A client still
         being sent its queue after ``grace`` (it stopped reading) is closed then, and what
-        was left resumes from its last id too. Call on the loop; idempotent. Under uvicorn,
+        was left resumes from its last id too. Returns once every client's transport has
+        ended (:meth:`unsubscribe`: its close frame went out), or ``grace`` has passed, so
+        that a server stopping next finds nothing to close itself. Call on the loop;
+        idempotent. Under uvicorn,
         :func:`sqla_notify.fastapi.notify_router` calls it on SIGTERM or Ctrl+C
         (``shutdown_grace``); with another server, call it when the server is told to stop,
         before it closes the connections itself.
@@ -257,6 +261,7 @@ class Hub(Sink):
             raise ValueError(f"Hub.shutdown(grace=...) expected seconds >= 0, got {grace!r}")
         self._closing = True
         clients = list(self._subscribers)
+        self._leaving.update(clients)
         for sub in clients:
             self._forget(sub)  # nothing new is queued: what waits is all there is to send
         loop = asyncio.get_running_loop()
@@ -272,12 +277,13 @@ class Hub(Sink):
                         else:
                             waiting.append(sub)
                 clients = waiting
-                if not clients or loop.time() >= deadline:
+                if (not clients and not self._leaving) or loop.time() >= deadline:
                     break
                 await asyncio.sleep(min(0.01, max(0.0, deadline - loop.time())))
         finally:  # the grace is over (or the wait was cancelled): nobody is left behind
             for sub in clients:
                 self._dropped += sub.close(1001)  # not reading: it resumes from its last id
+            self._leaving.clear()  # the server cuts what is left
 
     async def _pull(self, broker: Broker) -> None:
         """Apply what the broker reads, until it stops."""
@@ -705,8 +711,10 @@ class Hub(Sink):
         self._dropped += sub.close(code, reason)
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        """Forget a client (idempotent)."""
+        """Forget a client (idempotent): its transport has ended."""
         self._forget(sub)
+        if self._leaving:
+            self._leaving.discard(sub)
 
     def stats(self) -> HubStats:
         """Counters since creation."""

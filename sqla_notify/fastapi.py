@@ -63,6 +63,7 @@ from ._web.auth import Admission, Credentials, authentication, bearer_token
 from ._web.endpoints import notify_connection, notify_origin, snapshot_cursor
 from ._web.gate import CLOSE_CREDENTIALS_EXPIRED, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, Gate, RouterStats, accept
 from ._web.origin import OriginPolicy
+from ._web.shutdown import ShutdownHook
 from .types import Authenticate, Authorize
 
 __all__ = (
@@ -103,6 +104,9 @@ _HTTP_REFUSAL_HEADERS = {
 }
 # The last message of an SSE stream whose credentials expired (WebSocket: close code 4401).
 _SSE_EXPIRED = 'data: {"type":"expired"}\n\n'
+# ... and of one the server let go of, shutting down (WebSocket: close code 1001).
+_SSE_GOAWAY = 'data: {"type":"goaway"}\n\n'
+CLOSE_GOING_AWAY = 1001
 
 
 def _expire(hub: Hub, sub: Subscriber, gate: Gate) -> None:
@@ -181,6 +185,7 @@ def notify_router(
     max_reply_bytes: int = REPLY_BUDGET,
     sse_keepalive: float = 15.0,
     close_grace: float = 10.0,
+    shutdown_grace: float | None = 5.0,
 ) -> NotifyRouter:
     """Build the router that serves ``hub``.
 
@@ -263,6 +268,12 @@ def notify_router(
         the end: the 1013 close frame, or the end of the SSE stream and of the connection.
         If not, the connection is cut (a WebSocket client sees 1006). Either way the client
         reconnects with its last id and is replayed what it missed, or told to ``resync``.
+    :param shutdown_grace: under uvicorn, on SIGTERM or Ctrl+C: seconds the clients have to
+        take what was queued for them before they are closed with 1001 "going away" (SSE:
+        the stream ends with ``{"type": "goaway"}``), so that they reconnect at once, with
+        their last id, to another process; uvicorn's own shutdown runs after that
+        (:meth:`Hub.shutdown`, ``docs/hub.md``, "Serving"). ``None``: leave the signals
+        alone (uvicorn closes WebSockets with 1012, dropping what was queued).
     :raises TypeError: if ``hub`` is not a :class:`Hub`, ``collections`` was not given (or
         is a single name), or ``authenticate`` is neither a callable nor ``Depends(...)``.
     :raises ValueError: for a limit, rate or timeout that is not positive, or an entry of
@@ -271,6 +282,7 @@ def notify_router(
     if not isinstance(hub, Hub):
         raise TypeError(f"notify_router() expected a Hub, got {type(hub).__name__}: {hub!r}")
     _check_positive("close_grace", close_grace)
+    _check_positive("shutdown_grace", shutdown_grace, optional=True)
     _check_positive("handshake_timeout", handshake_timeout)
     _check_positive("max_connections", max_connections, optional=True, integer=True)
     _check_positive("max_connections_per_client", max_connections_per_client, optional=True, integer=True)
@@ -287,12 +299,16 @@ def notify_router(
     router = NotifyRouter()
     router._gate = gate
     router._authenticate_errors = authenticate_errors
+    # Put in place on the first connection: on the loop, once the server runs.
+    hook = None if shutdown_grace is None else ShutdownHook(hub, shutdown_grace)
 
     @router.websocket("/ws")
     async def websocket_endpoint(
         websocket: WebSocket, _place: None = Depends(gate.admit), admission: Admission = admitted
     ) -> None:
         await accept(websocket)
+        if hook is not None:
+            hook.install()
         if admission.refusal is not None:
             code, reason = _WS_REFUSAL[admission.refusal]
             await websocket.close(code=code, reason=reason)
@@ -386,6 +402,8 @@ def notify_router(
         if admission.refusal is not None:
             status, detail = _HTTP_REFUSAL[admission.refusal]
             raise HTTPException(status, detail, headers=_HTTP_REFUSAL_HEADERS.get(status))
+        if hook is not None:
+            hook.install()
         wanted, errors = catalog.initial(request.query_params.get("collections"))
         last_id = request.headers.get("last-event-id") or request.query_params.get("last_id") or None
         sub = hub.subscribe(wanted, last_id=last_id, principal=admission.principal, authorize=authorize)
@@ -444,6 +462,8 @@ class _EventStream(StreamingResponse):
                 _timing.sent(batch)
         if sub.close_code == CLOSE_CREDENTIALS_EXPIRED:
             yield _SSE_EXPIRED
+        elif sub.close_code == CLOSE_GOING_AWAY:
+            yield _SSE_GOAWAY
 
     def _close_soon(self) -> None:
         """The hub gave up on the client (``sub.on_close``)."""

@@ -1,7 +1,8 @@
 """An app for the tests that run a real uvicorn server (tests/test_server.py).
 
 Configured by environment variables, since it runs in a child process:
-``APP_DB`` (SQLite file), ``APP_QUEUE_SIZE``, ``APP_REPLAY``, ``APP_CLOSE_GRACE``, ``APP_REDIS``,
+``APP_DB`` (SQLite file), ``APP_QUEUE_SIZE``, ``APP_REPLAY``, ``APP_CLOSE_GRACE``,
+``APP_SHUTDOWN_GRACE`` (seconds, or ``none``), ``APP_REDIS``,
 ``APP_STREAM`` and ``APP_MAXLEN`` (share notifications with other processes through a Redis
 Stream that keeps ``APP_MAXLEN`` entries, default: the replay window), ``APP_PG`` and ``APP_CHANNEL``
 (commit to PostgreSQL instead of SQLite, and share through LISTEN/NOTIFY), ``APP_PG_SECRET``
@@ -139,6 +140,7 @@ router = notify_router(
     authenticate=Depends(get_current_user) if os.environ.get("APP_AUTH") == "depends" else authenticate,
     authorize=authorize,
     close_grace=float(os.environ.get("APP_CLOSE_GRACE", "10")),
+    shutdown_grace=None if os.environ.get("APP_SHUTDOWN_GRACE") == "none" else float(os.environ.get("APP_SHUTDOWN_GRACE", "5")),
     allowed_origins=[o for o in os.environ.get("APP_ALLOWED_ORIGINS", "").split(",") if o],
     max_connections=_optional_int("APP_MAX_CONNECTIONS"),
     max_connections_per_client=_optional_int("APP_MAX_PER_CLIENT"),

@@ -93,7 +93,7 @@ class ExampleServer:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        proc.terminate()  # uvicorn's graceful shutdown closes open WebSockets (1012)
+        proc.terminate()  # the router's shutdown hook closes open WebSockets (1001)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

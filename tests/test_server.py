@@ -181,17 +181,22 @@ async def test_server_restart_means_resync(tmp_path: Path) -> None:
         server.stop()
 
 
-async def test_a_server_stopping_closes_websockets_with_1012(tmp_path: Path) -> None:
-    """What docs/protocol.md promises for Ctrl+C or SIGTERM under uvicorn: uvicorn closes open
-    WebSockets with 1012 (service restart) before the app's lifespan, and so the hub, ends."""
-    server = Server(tmp_path)
+@pytest.mark.parametrize(("shutdown_grace", "code"), [("5", 1001), ("none", 1012)])
+async def test_a_server_stopping_closes_websockets_with_1001_or_without_the_hook_1012(
+    tmp_path: Path, shutdown_grace: str, code: int
+) -> None:
+    """What docs/protocol.md promises for Ctrl+C or SIGTERM under uvicorn: the router's
+    shutdown hook closes open WebSockets with 1001 (going away) after sending what waited;
+    without it (``shutdown_grace=None``) uvicorn closes them with 1012 (service restart)
+    before the app's lifespan, and so the hub, ends."""
+    server = Server(tmp_path, APP_SHUTDOWN_GRACE=shutdown_grace)
     try:
         async with websockets.connect(server.ws) as ws:
             await recv(ws)
             server.proc.terminate()  # SIGTERM; Ctrl+C (SIGINT) takes the same path in uvicorn
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 10)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == code
     finally:
         server.stop()
 

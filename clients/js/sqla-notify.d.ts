@@ -144,8 +144,10 @@ export type Transport = "websocket" | "sse";
 export interface StateChangeDetail {
   /**
    * The WebSocket close code, e.g. 1008 (not authenticated: final), 4401 (credentials
-   * expired: reconnecting with fresh ones), 1013 (try again later), 1006 (connection lost,
-   * `auth` failed, or the event stream failed).
+   * expired: reconnecting with fresh ones), 1013 (try again later), 1001 or 1012 (the
+   * server is going away: reconnecting at once, within 250 ms, with the last id; an SSE
+   * stream's `goaway` is reported as 1001), 1006 (connection lost, `auth` failed, or the
+   * event stream failed).
    */
   readonly code: number;
   readonly reason: string;
@@ -205,7 +207,10 @@ export interface ConnectOptions {
    * Default: none; the client starts from the server's position when it first connects.
    */
   lastId?: string | null;
-  /** Shortest wait before reconnecting, in ms. Default 500. */
+  /**
+   * Shortest wait before reconnecting, in ms. Default 500. (A server that served this
+   * connection and goes away, 1001 or 1012, is rejoined within 250 ms instead.)
+   */
   minDelay?: number;
   /** Longest wait before reconnecting, in ms. Default 30000. */
   maxDelay?: number;

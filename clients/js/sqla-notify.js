@@ -30,6 +30,11 @@ const POLICY_VIOLATION = 1008; // not authenticated or not authorized: retrying 
 const TRY_AGAIN_LATER = 1013; // the server dropped us for being too slow
 const CREDENTIALS_EXPIRED = 4401; // reconnect with fresh credentials from options.auth
 const ABNORMAL = 1006; // no close frame: the connection failed or was lost
+const GOING_AWAY = 1001; // the server is shutting down (a rolling restart): move at once
+const SERVICE_RESTART = 1012; // the same, said by the server itself (uvicorn) rather than the app
+// When a server that was serving us goes away: reconnect within this many ms, uniformly, so
+// that its clients do not all land on the other processes in the same instant.
+const MOVE_JITTER = 250;
 // The subprotocol of this client, and how a token travels in the offer (base64url, no padding).
 const PROTOCOL = "sqla-notify";
 const BEARER = PROTOCOL + ".bearer.";
@@ -307,8 +312,11 @@ class NotifyClient {
       this.#opened();
     };
     es.onmessage = (event) => {
-      // The server ends the stream after "expired": reconnect through options.auth, soon.
-      if (this.#onMessage(event.data) === "expired") this.#sseLost(es, CREDENTIALS_EXPIRED, "credentials expired");
+      // The server ends the stream after "expired" (reconnect through options.auth, soon)
+      // and after "goaway" (it is shutting down: move at once), as a WebSocket's close code.
+      const type = this.#onMessage(event.data);
+      if (type === "expired") this.#sseLost(es, CREDENTIALS_EXPIRED, "credentials expired");
+      else if (type === "goaway") this.#sseLost(es, GOING_AWAY, "server going away");
     };
     // EventSource reports neither status nor reason, and would reconnect on its own with
     // its own timing: take over, with our backoff and last_id.
@@ -340,6 +348,7 @@ class NotifyClient {
 
   #onClose(event) {
     const transport = this.#transport;
+    const served = this.#connection !== null; // welcomed on this connection
     this.#socket = null;
     this.#connection = null;
     const detail = { code: event.code, reason: event.reason ?? "" };
@@ -356,17 +365,27 @@ class NotifyClient {
     // within minDelay (jittered: credentials issued together expire together); when
     // refused as already expired, with the usual backoff.
     const stable = this.#openedAt !== null && Date.now() - this.#openedAt >= this.#stableAfter;
-    if (stable && event.code !== TRY_AGAIN_LATER) this.#attempt = 0;
     this.#openedAt = null;
-    this.#retry(detail, stable && event.code === CREDENTIALS_EXPIRED);
+    // A server that served us and now goes away (a restart, a deploy: 1001 or 1012) is not
+    // a failure: reconnect at once, with our last id, to whichever process answers, within
+    // MOVE_JITTER. Not when it goes away before its welcome (it is refusing connections
+    // while it drains): that is retried with the usual backoff.
+    if (served && (event.code === GOING_AWAY || event.code === SERVICE_RESTART)) {
+      this.#attempt = 0;
+      this.#retry(detail, MOVE_JITTER);
+      return;
+    }
+    if (stable && event.code !== TRY_AGAIN_LATER) this.#attempt = 0;
+    this.#retry(detail, stable && event.code === CREDENTIALS_EXPIRED ? this.#minDelay : null);
   }
 
-  #retry(detail, soon = false) {
+  // `within`: retry after a uniform delay in [0, within] ms instead of the backoff.
+  #retry(detail, within = null) {
     // Exponential backoff with full jitter: uniform in [minDelay, cap], cap doubling per
     // failure up to maxDelay, so that clients dropped together do not return together.
     const cap = Math.min(this.#maxDelay, this.#minDelay * 2 ** (this.#attempt + 1));
     const delay = Math.round(
-      soon ? Math.random() * this.#minDelay : this.#minDelay + Math.random() * (cap - this.#minDelay),
+      within !== null ? Math.random() * within : this.#minDelay + Math.random() * (cap - this.#minDelay),
     );
     this.#attempt += 1;
     this.#timer = setTimeout(() => this.#open(), delay);

@@ -211,6 +211,8 @@ class Hub(Sink):
         self._resyncs = 0
         self._due: deque[Callable[[], object]] = deque()  # writer starts for the next step
         self._puller: asyncio.Task[None] | None = None  # applies the broker's events
+        self._closing = False  # :meth:`shutdown` began: no client is served any more
+        self._leaving: set[Subscriber] = set()  # let go of by :meth:`shutdown`, transport still up
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -243,6 +245,53 @@ class Hub(Sink):
             self._forget(sub)
             sub.close(1001)  # going away
         self._loop = None
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Let go of every client without losing what it was sent: what waits in each
+        client's queue is sent, within ``grace`` seconds, then its connection is closed with
+        1001 ("going away"). It reconnects (to another process) with its last id and is
+        replayed what came after.
+
+        From the call on, no notification reaches a connected client any more (it gets them
+        by replay), and a client that connects is closed with 1001 at once. A client still
+        being sent its queue after ``grace`` (it stopped reading) is closed then, and what
+        was left resumes from its last id too. Returns once every client's transport has
+        ended (:meth:`unsubscribe`: its close frame went out), or ``grace`` has passed, so
+        that a server stopping next finds nothing to close itself. Call on the loop;
+        idempotent. Under uvicorn,
+        :func:`sqla_notify.fastapi.notify_router` calls it on SIGTERM or Ctrl+C
+        (``shutdown_grace``); with another server, call it when the server is told to stop,
+        before it closes the connections itself.
+
+        :param grace: seconds the clients have, together, to take what waits for them.
+        """
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace >= 0:
+            raise ValueError(f"Hub.shutdown(grace=...) expected seconds >= 0, got {grace!r}")
+        self._closing = True
+        clients = list(self._subscribers)
+        self._leaving.update(clients)
+        for sub in clients:
+            self._forget(sub)  # nothing new is queued: what waits is all there is to send
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        try:
+            while True:
+                # Polled, not signalled: shutdown is rare, and polling keeps the send path bare.
+                waiting = []
+                for sub in clients:
+                    if sub.close_code is None:
+                        if sub.idle:
+                            sub.close(1001)
+                        else:
+                            waiting.append(sub)
+                clients = waiting
+                if (not clients and not self._leaving) or loop.time() >= deadline:
+                    break
+                await asyncio.sleep(min(0.01, max(0.0, deadline - loop.time())))
+        finally:  # the grace is over (or the wait was cancelled): nobody is left behind
+            for sub in clients:
+                self._dropped += sub.close(1001)  # not reading: it resumes from its last id
+            self._leaving.clear()  # the server cuts what is left
 
     async def _pull(self, broker: Broker) -> None:
         """Apply what the broker reads, until it stops."""
@@ -560,6 +609,9 @@ class Hub(Sink):
             filtered collections), or ``None``: everything.
         """
         sub = Subscriber(collections, principal, authorize, bound=self.queue_size, schedule=self._schedule)
+        if self._closing:  # going away: the client is to connect elsewhere
+            sub.close(1001)
+            return sub
         first: list[Frame] = [encode(Welcome(self.cursor, sub.id))]
         if last_id is not None:
             missed = self._missed(last_id, sub.selection)
@@ -662,7 +714,7 @@ class Hub(Sink):
             after it that the old one did not, framed with ``"replay": true``; ``resync`` if
             the window no longer holds it. Ignored for a client that received everything.
         """
-        if sub.close_code is not None:
+        if sub.close_code is not None or self._closing:
             return
         before, selection = sub.selection, Selection.of(collections)
         self._index.remove(sub, before)
@@ -712,8 +764,10 @@ class Hub(Sink):
         self._dropped += sub.close(code, reason)
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        """Forget a client (idempotent)."""
+        """Forget a client (idempotent): its transport has ended."""
         self._forget(sub)
+        if self._leaving:
+            self._leaving.discard(sub)
 
     @property
     def running(self) -> bool:

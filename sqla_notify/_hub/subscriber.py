@@ -361,6 +361,12 @@ class Subscriber:
     # -- taking: the transport -------------------------------------------------------------
 
     @property
+    def idle(self) -> bool:
+        """Whether the transport has sent everything: nothing waits, and it came back for
+        more after what it took last (:meth:`Hub.shutdown` closes the client then)."""
+        return not self._queue and not self._busy
+
+    @property
     def pending(self) -> int:
         """How many frames wait to be taken."""
         return len(self._queue)

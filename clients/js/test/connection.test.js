@@ -128,6 +128,59 @@ test("a connection that stayed up stableAfter resets the backoff; 1013 does not"
   assert.deepEqual(delays, [200, 400, 200, 400]);
 });
 
+for (const code of [1001, 1012]) {
+  test(`a server that served us and goes away (${code}): back at once, within 250 ms, with the last id`, async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
+    const client = start(t, { minDelay: 1000, maxDelay: 30000 });
+    client.subscribe("forums", () => {});
+    const delays = [];
+    client.onStateChange((state, detail) => detail?.retryIn !== undefined && delays.push([detail.code, detail.retryIn]));
+    // A backoff that grew first: the move does not wait for it.
+    t.mock.method(Math, "random", () => 1);
+    for (let i = 0; i < 3; i++) {
+      await flush();
+      FakeWebSocket.last.drop(1006);
+      t.mock.timers.tick(delays.at(-1)[1]);
+    }
+    await flush();
+    FakeWebSocket.last.welcome();
+    FakeWebSocket.last.receive({ id: "c7", collection: "forums", action: "insert" });
+    FakeWebSocket.last.drop(code, "going away");
+    assert.deepEqual(delays.at(-1), [code, 250]); // the most jitter: 250 ms
+    t.mock.timers.tick(249);
+    await flush();
+    assert.equal(FakeWebSocket.all.length, 4, "not before its time");
+    t.mock.timers.tick(1);
+    await flush();
+    assert.equal(FakeWebSocket.all.length, 5);
+    assert.equal(FakeWebSocket.last.lastId, "c7");
+    assert.deepEqual(FakeWebSocket.last.collections, ["forums"]);
+    // The jitter is uniform from 0: random() = 0 reconnects in the same tick.
+    t.mock.method(Math, "random", () => 0);
+    FakeWebSocket.last.welcome();
+    FakeWebSocket.last.drop(code);
+    assert.deepEqual(delays.at(-1), [code, 0]);
+    // And the backoff starts over: the next failure waits at most minDelay * 4.
+    t.mock.timers.tick(0);
+    await flush();
+    t.mock.method(Math, "random", () => 1);
+    FakeWebSocket.last.drop(1006);
+    assert.deepEqual(delays.at(-1), [1006, 4000]);
+  });
+}
+
+test("a server that goes away before its welcome (draining) is retried with the usual backoff", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
+  t.mock.method(Math, "random", () => 0);
+  const client = start(t, { minDelay: 500 });
+  const delays = [];
+  client.onStateChange((state, detail) => detail?.retryIn !== undefined && delays.push(detail.retryIn));
+  await flush();
+  FakeWebSocket.last.open();
+  FakeWebSocket.last.drop(1001);
+  assert.deepEqual(delays, [500]);
+});
+
 test("after a drop it reconnects with every current subscription and resumes from the last id", async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const client = start(t, { minDelay: 10 });
@@ -194,7 +247,7 @@ test("state changes: connecting, open, connecting with the close code, closed fo
   t.mock.timers.tick(100000);
   assert.deepEqual(states, [
     ["open", undefined, undefined],
-    ["connecting", 1012, 50],
+    ["connecting", 1012, 0], // going away: at once (random() = 0)
     ["closed", 1008, undefined],
   ]);
   assert.equal(client.state, "closed");

@@ -101,6 +101,26 @@ test("expired: reconnects through auth soon after a stream that lasted", async (
   assert.deepEqual(states[0], ["connecting", 4401]);
 });
 
+test("goaway: the server is shutting down, so it reconnects at once with the last id", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
+  t.mock.method(Math, "random", () => 1);
+  const client = start(t, { minDelay: 1000 });
+  client.subscribe("forums", () => {});
+  await flush();
+  const states = [];
+  client.onStateChange((s, d) => states.push([s, d?.code, d?.retryIn]));
+  FakeEventSource.last.open();
+  FakeEventSource.last.receive({ type: "welcome", cursor: "c0", connection: "x" });
+  FakeEventSource.last.receive({ id: "c3", collection: "forums", action: "insert" });
+  FakeEventSource.last.receive({ type: "goaway" });
+  assert.ok(FakeEventSource.last.closed);
+  assert.deepEqual(states.at(-1), ["connecting", 1001, 250]);
+  t.mock.timers.tick(250);
+  await flush();
+  assert.equal(FakeEventSource.all.length, 2);
+  assert.equal(FakeEventSource.last.lastId, "c3");
+});
+
 test("auto: after two WebSocket attempts that never open, SSE; kept once it opens", async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const client = start(t, { WebSocket: FakeWebSocket, minDelay: 10, maxDelay: 10 });

@@ -61,6 +61,8 @@ def readiness(hub: Hub) -> Health:
     reasons = []
     if not hub.running:
         reasons.append("the hub is not running: enter `async with hub` in the app's lifespan")
+    elif hub.closing:
+        reasons.append("the hub is shutting down: its clients are moving to other processes")
     broker = hub.broker
     state = "none" if broker is None else broker.state
     if broker is not None and state != "connected":

@@ -57,6 +57,17 @@ def test_a_running_hub_without_a_broker_is_ready() -> None:
         assert check(client, "/livez")[0] == 200
 
 
+def test_a_hub_shutting_down_is_not_ready() -> None:
+    hub = Hub()
+    with TestClient(app_for(hub)) as client:
+        client.portal.call(hub.shutdown, 0.1)
+        status, body = check(client, "/readyz")
+        assert status == 503 and body["reasons"] == [
+            "the hub is shutting down: its clients are moving to other processes"
+        ]
+        assert check(client, "/livez")[0] == 200
+
+
 def test_a_broker_whose_server_is_down_is_not_ready() -> None:
     hub = Hub(broker=RedisBroker(f"redis://:hunter2@127.0.0.1:{closed_port()}/0", connect_timeout=0.2))
     with TestClient(app_for(hub)) as client:

@@ -775,6 +775,11 @@ class Hub(Sink):
         return self._loop is not None
 
     @property
+    def closing(self) -> bool:
+        """Whether :meth:`shutdown` has begun: clients are being let go, new ones refused."""
+        return self._closing
+
+    @property
     def broker(self) -> Broker | None:
         """The broker it shares notifications through (``None``: this process only)."""
         return self._broker

@@ -444,7 +444,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
     add("--quick", action="store_true", help="fewer rounds, shorter bursts and stall timeout (~5–6 min)")
-    add("--rounds", type=int, help="throughput rounds at --clients[0] (default 7, quick 1); 3× that for the others")
+    add("--rounds", type=int, help="throughput rounds at --clients[0] (default 7, quick 1; --filtered: 5, quick 1); "
+        "3× that for the others")
     add("--clients", type=int, nargs="+",
         help="throughput client counts (default 1000 100 5000; --filtered: 1000 100); the first also for "
         "paced bursts, stalls and one-broadcast latency")
@@ -462,9 +463,11 @@ def main() -> None:
         help="run only these (the bare loop always runs: every ratio is to it)")
     add("--filtered", action="store_true",
         help="only issue 12's scenario: server CPU per frame, clients each watching a forum of their own against "
-        "clients of the whole collection, and per post to forums nobody watches (~4 min; writes broadcast-filtered.*)")
+        "clients of the whole collection, and per post to forums nobody watches (~8 min, --quick ~2; writes broadcast-filtered.*)")
     add("--unwatched", type=int, help="--filtered: posts to forums nobody watches per round (default 200,000, quick 50,000)")
     args = parser.parse_args()
+    if args.filtered and args.rounds is None:  # its rounds are long: 200,000 posts each way
+        args.rounds = 1 if args.quick else 5
     presets(args, QUICK, FULL)
     args.clients = args.clients or ([1000, 100] if args.filtered else [1000, 100, 5000])
     raise_nofile()

@@ -336,11 +336,16 @@ def run_memory(clients: Clients, n: int, rounds: int, contenders: tuple[str, ...
 def _unwatched(server: Server, count: int, paced: bool, timeout: float) -> dict[str, Any]:
     """``count`` posts to forums nobody watches: the server's CPU around the request, which
     returns once the hub has taken them all (no client receives anything to wait for)."""
+    gc0 = server.get("/gc")
     cpu0, t0 = server.cpu(), time.perf_counter()
     response = server.post(f"/broadcast/unwatched?count={count}&timeout={timeout}&paced={str(paced).lower()}",
                            timeout + 5)
+    cpu, elapsed = server.cpu() - cpu0, time.perf_counter() - t0
+    gc1 = server.get("/gc")
     return {"contender": "unwatched", "paced": paced, "timed_out": not response["ok"], "frames": 0,
-            "published": count, "server_cpu_s": server.cpu() - cpu0, "completion_s": time.perf_counter() - t0}
+            "published": count, "server_cpu_s": cpu, "completion_s": elapsed,
+            "server_gc_s": sum(gc1["seconds"]) - sum(gc0["seconds"]),
+            "server_gc_count": [b - a for a, b in zip(gc0["count"], gc1["count"])]}
 
 
 def run_filtered(

@@ -52,6 +52,7 @@ def test_the_filtered_broadcast_benchmark_delivers_each_client_its_forum_and_pri
                "--unwatched", "500", "--rounds", "1")
     assert "| clients | mode | server CPU per delivered frame: whole | filtered | **filtered / whole**" in out
     assert "a post to a forum nobody watches costs O(1)" in out
+    assert "| clients | mode | server CPU per post to a forum nobody watches | of which GC |" in out
     results = json.loads((tmp_path / "broadcast-filtered.json").read_text())
     assert not results["summary"]["failed"]
     for block, clients in zip(results["runs"], (12, 6)):

@@ -345,6 +345,7 @@ def _unwatched(server: Server, count: int, paced: bool, timeout: float) -> dict[
     return {"contender": "unwatched", "paced": paced, "timed_out": not response["ok"], "frames": 0,
             "published": count, "server_cpu_s": cpu, "completion_s": elapsed,
             "server_gc_s": sum(gc1["seconds"]) - sum(gc0["seconds"]),
+            "server_gc_cpu_s": sum(gc1["cpu_seconds"]) - sum(gc0["cpu_seconds"]),
             "server_gc_count": [b - a for a, b in zip(gc0["count"], gc1["count"])]}
 
 

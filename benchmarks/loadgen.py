@@ -452,6 +452,7 @@ class Clients:
             # Garbage collection in the server during the burst (and the HTTP requests around it).
             "server_gc_s": sum(gc1["seconds"]) - sum(gc0["seconds"]),
             "server_gc_count": [b - a for a, b in zip(gc0["count"], gc1["count"])],
+            "server_gc_cpu_s": sum(gc1.get("cpu_seconds", ())) - sum(gc0.get("cpu_seconds", ())),
             "client_cpu_s": [r["cpu"] for r in reports],
         }
         if not timed_out and response.get("clients") not in (None, clients):

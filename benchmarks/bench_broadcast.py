@@ -477,13 +477,13 @@ def main() -> None:
     presets(args, QUICK, FULL)
     args.clients = args.clients or ([1000, 100] if args.filtered else [1000, 100, 5000])
     raise_nofile()
-    if args.filtered:
-        _measure_filtered(args, Clients(CLIENT_PROCS))
-        return
     for key in ("BENCH_REDIS_URL", "BENCH_REDIS_STREAM"):  # each server gets its own, or none
         os.environ.pop(key, None)
     if args.deflate:
         os.environ["BENCH_DEFLATE"] = "1"  # before the client processes start
+    if args.filtered:
+        _measure_filtered(args, Clients(CLIENT_PROCS))
+        return
     contenders = tuple(c for c in CONTENDERS if c in args.contenders or c == "bare")
     skipped: dict[str, str] = {}
     global REDIS
@@ -516,7 +516,7 @@ def _measure_filtered(args: argparse.Namespace, clients: Clients) -> None:
     server = blocks[0]["server"]
     meta = {
         **base_meta(code), **{k: server[k] for k in ("fastapi", "uvicorn", "websockets", "msgspec", "sqla_notify")},
-        "server_loop": server["loop"], "clients": args.clients, "messages": args.messages,
+        "server_loop": server["loop"], "deflate": args.deflate, "clients": args.clients, "messages": args.messages,
         "unwatched": args.unwatched, "rounds": args.rounds, "quick": args.quick,
         "duration_s": round(time.monotonic() - started),
     }

@@ -546,7 +546,8 @@ def filtered_markdown(meta: dict[str, Any], table: str) -> str:
     return (
         f"# bench_broadcast --filtered ({meta['when']})\n\n"
         f"Python {meta['python']}, FastAPI {meta['fastapi']}, uvicorn {meta['uvicorn']} (websockets "
-        f"{meta['websockets']}, loop {meta['server_loop']}, per-message deflate off), {meta['cpus']} CPUs, "
+        f"{meta['websockets']}, loop {meta['server_loop']}, per-message deflate {'on' if meta['deflate'] else 'off'}), "
+        f"{meta['cpus']} CPUs, "
         f"commit {meta['git']['commit']}; {meta['messages']} frames per client, {meta['unwatched']:,} unwatched "
         f"posts, {meta['rounds']} rounds; {meta['duration_s']} s in all.\n\n{FILTERED_NOTES}\n\n{table}\n"
     )

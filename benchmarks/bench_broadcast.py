@@ -41,19 +41,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from contenders import ORDER as CONTENDERS
+from contenders import FILTERED, ORDER as CONTENDERS
 from harness import RESULTS, Server as _Server, base_meta, git_state, log as _log, presets, raise_nofile, write
 from harness import Redis, rotation as _rotation
-from broadcast_report import LABELS, markdown, render, summarize
+from broadcast_report import LABELS, filtered_markdown, filtered_render, filtered_summary, markdown, render, summarize
 from loadgen import HUBS, Clients
 
 SERVER_LOG = Path(f"/tmp/bench_broadcast-{os.getpid()}.log")  # the servers' stderr
 BURST_TIMEOUT = 120.0  # s: a throughput burst not finished by then counts as not finished
 CLIENT_PROCS, BIG_CLIENT_PROCS = 1, 2  # load-generating processes; above 2,000 clients
 QUICK = {"rounds": 1, "messages": 100, "stall_timeout": 5.0, "single_rounds": 1, "stall_rounds": 1,
-         "memory_rounds": 1, "single_timeout": 3.0}
+         "memory_rounds": 1, "single_timeout": 3.0, "unwatched": 50_000}
 FULL = {"rounds": 7, "messages": 200, "stall_timeout": 15.0, "single_rounds": 3, "stall_rounds": 3,
-        "memory_rounds": 3, "single_timeout": 5.0}
+        "memory_rounds": 3, "single_timeout": 5.0, "unwatched": 200_000}
 
 
 class RedisUnavailable(RuntimeError):
@@ -333,6 +333,80 @@ def run_memory(clients: Clients, n: int, rounds: int, contenders: tuple[str, ...
     return {"connections": n, "runs": runs}
 
 
+def _unwatched(server: Server, count: int, paced: bool, timeout: float) -> dict[str, Any]:
+    """``count`` posts to forums nobody watches: the server's CPU around the request, which
+    returns once the hub has taken them all (no client receives anything to wait for)."""
+    gc0 = server.get("/gc")
+    cpu0, t0 = server.cpu(), time.perf_counter()
+    response = server.post(f"/broadcast/unwatched?count={count}&timeout={timeout}&paced={str(paced).lower()}",
+                           timeout + 5)
+    cpu, elapsed = server.cpu() - cpu0, time.perf_counter() - t0
+    gc1 = server.get("/gc")
+    return {"contender": "unwatched", "paced": paced, "timed_out": not response["ok"], "frames": 0,
+            "published": count, "server_cpu_s": cpu, "completion_s": elapsed,
+            "server_gc_s": sum(gc1["seconds"]) - sum(gc0["seconds"]),
+            "server_gc_cpu_s": sum(gc1["cpu_seconds"]) - sum(gc0["cpu_seconds"]),
+            "server_gc_count": [b - a for a, b in zip(gc0["count"], gc1["count"])]}
+
+
+def run_filtered(
+    clients: Clients, n: int, messages: int, unwatched: int, rounds: int, timeout: float = BURST_TIMEOUT,
+) -> dict[str, Any]:
+    """``--filtered`` (issue 12): the server's CPU per delivered frame and per published post,
+    ``n`` clients subscribed to ``posts`` whole against ``n`` each subscribed to a forum of
+    its own, and per post to forums nobody watches. One server, both groups connected at
+    once (to two hubs); each round runs the three in turn (rotating), back to back then paced.
+
+    Every client gets ``messages`` frames either way: ``whole`` publishes ``messages`` posts,
+    each to all ``n``; ``filtered`` publishes ``messages × n``, each to one client (the same
+    frames, one post each); ``unwatched`` publishes ``unwatched`` posts that reach nobody.
+    """
+    modes = ("burst", "paced")
+    _log(f"filtered: {n} clients, {messages} frames each, {unwatched} unwatched posts, {rounds} rounds")
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {c: [] for c in FILTERED} for m in modes}
+    server = Server()
+    clients.start(server.port)
+    failed = ""
+    try:
+        for c in ("whole", "filtered"):
+            clients.connect(c, n)
+            clients.burst(server, c, 10, timeout)  # warm-up
+        _unwatched(server, 10 * n, False, timeout)
+        for r in range(rounds):
+            for mode in modes:
+                paced = mode == "paced"
+                for c in _rotation(r, FILTERED):
+                    time.sleep(0.2)
+                    if c == "unwatched":
+                        run = _unwatched(server, unwatched, paced, timeout)
+                    else:
+                        run = clients.burst(server, c, messages, timeout, paced=paced)
+                        run.update(frames=n * messages, published=messages if c == "whole" else n * messages)
+                        if not run["timed_out"] and (run["delivered_share"] != 1.0 or run["extra_frames"]):
+                            raise RuntimeError(f"{c}: expected {messages} frames per client, got "
+                                               f"{run['delivered_share']:.0%} of them and {run['extra_frames']} more")
+                    if run["timed_out"]:
+                        failed = f"{c}, {mode}: not done within {timeout:.0f} s"
+                        raise RuntimeError(failed)
+                    runs[mode][c].append(run)
+                last = {c: runs[mode][c][-1] for c in FILTERED}
+                _log(f"  filtered, {n} clients, {mode}: round {r + 1}/{rounds}: µs of server CPU per frame: "
+                     + ", ".join(f"{c} {last[c]['server_cpu_s'] * 1e6 / last[c]['frames']:.2f}" for c in FILTERED[:2])
+                     + f"; per unwatched post {last['unwatched']['server_cpu_s'] * 1e6 / unwatched:.2f}")
+        hub_stats = {c: server.get(f"/stats?contender={c}") for c in ("whole", "filtered")}
+        for c in ("whole", "filtered"):
+            clients.close(c)
+    except RuntimeError as exc:
+        failed = failed or str(exc)
+        _log(f"  filtered, {n} clients: stopped: {failed}")
+        hub_stats = {}
+    finally:
+        clients.stop()
+        log = server.stop()
+    return {"clients": n, "messages": messages, "unwatched": unwatched, "rounds": rounds, "runs": runs,
+            "hub_stats": hub_stats, "server": server.info, "server_log": log, "failed": failed}
+
+
 def run_single(
     clients: Clients, n: int, stalled: int, repeats: int, rounds: int, timeout: float, contenders: tuple[str, ...],
 ) -> dict[str, Any]:
@@ -376,9 +450,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
     add("--quick", action="store_true", help="fewer rounds, shorter bursts and stall timeout (~5–6 min)")
-    add("--rounds", type=int, help="throughput rounds at --clients[0] (default 7, quick 1); 3× that for the others")
-    add("--clients", type=int, nargs="+", default=[1000, 100, 5000],
-        help="throughput client counts; the first also for paced bursts, stalls and one-broadcast latency")
+    add("--rounds", type=int, help="throughput rounds at --clients[0] (default 7, quick 1; --filtered: 5, quick 1); "
+        "3× that for the others")
+    add("--clients", type=int, nargs="+",
+        help="throughput client counts (default 1000 100 5000; --filtered: 1000 100); the first also for "
+        "paced bursts, stalls and one-broadcast latency")
     add("--messages", type=int, help="notifications per burst (default 200, quick 100); above 1,000 clients "
         "scaled down to keep clients × messages constant (at least 10)")
     add("--stalled", type=int, default=10, help="stalled clients (of the first --clients)")
@@ -391,13 +467,23 @@ def main() -> None:
         help="per-message compression on (clients offer it, as browsers do); writes broadcast-deflate.*")
     add("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS),
         help="run only these (the bare loop always runs: every ratio is to it)")
+    add("--filtered", action="store_true",
+        help="only issue 12's scenario: server CPU per frame, clients each watching a forum of their own against "
+        "clients of the whole collection, and per post to forums nobody watches (~8 min, --quick ~2; writes broadcast-filtered.*)")
+    add("--unwatched", type=int, help="--filtered: posts to forums nobody watches per round (default 200,000, quick 50,000)")
     args = parser.parse_args()
+    if args.filtered and args.rounds is None:  # its rounds are long: 200,000 posts each way
+        args.rounds = 1 if args.quick else 5
     presets(args, QUICK, FULL)
+    args.clients = args.clients or ([1000, 100] if args.filtered else [1000, 100, 5000])
     raise_nofile()
     for key in ("BENCH_REDIS_URL", "BENCH_REDIS_STREAM"):  # each server gets its own, or none
         os.environ.pop(key, None)
     if args.deflate:
         os.environ["BENCH_DEFLATE"] = "1"  # before the client processes start
+    if args.filtered:
+        _measure_filtered(args, Clients(CLIENT_PROCS))
+        return
     contenders = tuple(c for c in CONTENDERS if c in args.contenders or c == "bare")
     skipped: dict[str, str] = {}
     global REDIS
@@ -416,6 +502,29 @@ def main() -> None:
     finally:
         if REDIS is not None:
             REDIS.drop_all()
+
+
+def _measure_filtered(args: argparse.Namespace, clients: Clients) -> None:
+    """``--filtered``: :func:`run_filtered` at each client count, the table on stdout and
+    results/<name>.json and .md (default ``broadcast-filtered``)."""
+    started = time.monotonic()
+    code = git_state()
+    blocks = [run_filtered(clients, n, args.messages, args.unwatched, args.rounds) for n in args.clients]
+    summary = filtered_summary(blocks)
+    table = filtered_render(summary)
+    print(table)
+    server = blocks[0]["server"]
+    meta = {
+        **base_meta(code), **{k: server[k] for k in ("fastapi", "uvicorn", "websockets", "msgspec", "sqla_notify")},
+        "server_loop": server["loop"], "deflate": args.deflate, "clients": args.clients, "messages": args.messages,
+        "unwatched": args.unwatched, "rounds": args.rounds, "quick": args.quick,
+        "duration_s": round(time.monotonic() - started),
+    }
+    name = args.out or "broadcast-filtered"
+    write(name, {"meta": meta, "summary": summary, "runs": blocks}, filtered_markdown(meta, table), indent=2)
+    _log(f"\nwrote {RESULTS / name}.json and {name}.md ({meta['duration_s']} s)")
+    if summary["failed"]:
+        raise SystemExit(f"not measured to the end: {summary['failed']}")
 
 
 def _measure(args: argparse.Namespace, contenders: tuple[str, ...], skipped: dict[str, str], clients: Clients) -> None:

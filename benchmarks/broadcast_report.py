@@ -425,3 +425,129 @@ def markdown(meta: dict[str, Any], throughput: list[dict[str, Any]], table: str)
         f"Server/client CPU = CPU seconds over the burst's duration. {meta['duration_s']} s in all.\n\n"
         f"{NOTES}\n\n{table}\n"
     )
+
+
+# == --filtered (issue 12) ====================================================================
+
+FILTERED_NOTES = """\
+Posts published straight into a hub (`Notification("posts", "insert", {...},
+filter_after={"forum_id": f})`, about 100 bytes encoded) behind `notify_router(filters={"posts":
+{"forum_id"}})`. *Whole*: every client subscribed to `posts`; a burst of M posts, each to all N
+clients. *Filtered*: client k subscribed to `{"collection": "posts", "where": {"forum_id": k}}`; a
+burst of M × N posts to those forums in random order, each forum M times: so both deliver
+the same N × M frames, M to each client, and the CPU per **delivered frame** compares like
+with like (the same number of *posts* would make the filtered burst 1,000 times smaller than
+the clock's 10 ms tick at 1,000 clients). *Unwatched*: posts, on the filtered hub with its N
+clients connected, to forums nobody watches: what a post costs that reaches no one, at each
+N. Server CPU: user + system seconds of the server process (`/proc/<pid>/stat`) from the
+burst's request to the last client's last frame (unwatched: to the request's reply), which
+includes the control request, the driver's drain polling and building the posts. *GC*: time
+in the server's garbage collector meanwhile (CPU time, from `gc.callbacks`): its passes
+cost what the heap holds (every connection's objects), so they grow with clients whoever
+allocates. Both groups are connected at
+once to one server (two hubs); each round runs the three in turn, the order rotating.
+*Back to back*: one `publish` per post with no await between them; *paced*: `await
+asyncio.sleep(0)` after each. Medians (min–max over rounds); ratios are paired within a round."""
+
+
+def filtered_summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per client count and mode: CPU µs per delivered frame and per published post, and the
+    filtered/whole ratio per frame paired by round; and the targets of issue 12."""
+    rows = []
+    for b in blocks:
+        for mode, runs in b["runs"].items():
+            whole, filtered, unwatched = runs["whole"], runs["filtered"], runs["unwatched"]
+            if not (whole and filtered and unwatched):
+                continue
+
+            def per(rs: list[dict[str, Any]], by: str, what: str = "server_cpu_s") -> tuple[float, float, float]:
+                return _spread(r[what] * 1e6 / r[by] for r in rs)
+
+            # A tiny run (the tests') can take less than the clock's tick: no ratio then.
+            ratios = [f["server_cpu_s"] / w["server_cpu_s"] for w, f in zip(whole, filtered) if w["server_cpu_s"]]
+            ratios_no_gc = [(f["server_cpu_s"] - f["server_gc_cpu_s"]) / (w["server_cpu_s"] - w["server_gc_cpu_s"])
+                            for w, f in zip(whole, filtered) if w["server_cpu_s"] > w["server_gc_cpu_s"]]
+
+            rows.append({
+                "clients": b["clients"], "mode": mode, "rounds": len(whole),
+                "whole_us_per_frame": per(whole, "frames"), "filtered_us_per_frame": per(filtered, "frames"),
+                "ratio_per_frame": _spread(ratios) if ratios else None,
+                "whole_us_per_post": per(whole, "published"), "filtered_us_per_post": per(filtered, "published"),
+                "whole_gc_us_per_frame": per(whole, "frames", "server_gc_cpu_s"),
+                "filtered_gc_us_per_frame": per(filtered, "frames", "server_gc_cpu_s"),
+                "ratio_per_frame_no_gc": _spread(ratios_no_gc) if ratios_no_gc else None,
+                "unwatched_us_per_post": per(unwatched, "published"),
+                "unwatched_gc_us_per_post": per(unwatched, "published", "server_gc_cpu_s"),
+                "unwatched_no_gc_us_per_post": _spread(
+                    (r["server_cpu_s"] - r["server_gc_cpu_s"]) * 1e6 / r["published"] for r in unwatched),
+            })
+    targets: dict[str, Any] = {}
+    burst = sorted((r for r in rows if r["mode"] == "burst"), key=lambda r: r["clients"])
+    first = _find(burst, clients=blocks[0]["clients"]) if blocks else None
+    if first and first["ratio_per_frame"]:
+        targets["ratio_per_frame"] = {"clients": first["clients"], "measured": first["ratio_per_frame"][0],
+                                      "target": 1.2, "met": first["ratio_per_frame"][0] <= 1.2}
+    for mode in MODES:
+        by_n = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["clients"])
+        if len(by_n) >= 2 and by_n[0]["unwatched_us_per_post"][0] and by_n[0]["unwatched_no_gc_us_per_post"][0]:
+            few, many = by_n[0], by_n[-1]
+            # O(clients) would grow with the count of clients (10× from 100 to 1,000); flat is O(1).
+            # The collector's passes cost what the heap holds (every connection's objects), not
+            # the hub's work: shown apart, and the verdict is on the rest.
+            growth = many["unwatched_no_gc_us_per_post"][0] / few["unwatched_no_gc_us_per_post"][0]
+            targets[f"unwatched_flat_{mode}"] = {
+                "mode": mode, "clients": [few["clients"], many["clients"]], "measured": growth,
+                "with_gc": many["unwatched_us_per_post"][0] / few["unwatched_us_per_post"][0],
+                "target": 1.2, "met": growth <= 1.2,
+            }
+    return {"rows": rows, "targets": targets, "failed": {b["clients"]: b["failed"] for b in blocks if b["failed"]}}
+
+
+def filtered_render(summary: dict[str, Any]) -> str:
+    """The tables of ``--filtered``: CPU per frame and per post, then the targets."""
+    lines = [
+        "| clients | mode | server CPU per delivered frame: whole | filtered | **filtered / whole** "
+        "| CPU per published post: whole | filtered | GC CPU per frame: whole | filtered | filtered / whole, GC apart |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in summary["rows"]:
+        lines.append(
+            f"| {r['clients']:,} | {MODES[r['mode']]} | {_range(r['whole_us_per_frame'], 1, '.2f')} µs "
+            f"| {_range(r['filtered_us_per_frame'], 1, '.2f')} µs | **{_range(r['ratio_per_frame'], 1, '.2f')}** "
+            f"| {_range(r['whole_us_per_post'], 1, '.0f')} µs | {_range(r['filtered_us_per_post'], 1, '.2f')} µs "
+            f"| {r['whole_gc_us_per_frame'][0]:.2f} µs | {r['filtered_gc_us_per_frame'][0]:.2f} µs "
+            f"| {_range(r['ratio_per_frame_no_gc'], 1, '.2f')} |"
+        )
+    lines += ["", "| clients | mode | server CPU per post to a forum nobody watches | of which GC | without GC |",
+              "|---:|---|---:|---:|---:|"]
+    for r in summary["rows"]:
+        lines.append(
+            f"| {r['clients']:,} | {MODES[r['mode']]} | {_range(r['unwatched_us_per_post'], 1, '.2f')} µs "
+            f"| {r['unwatched_gc_us_per_post'][0]:.2f} µs | {_range(r['unwatched_no_gc_us_per_post'], 1, '.2f')} µs |"
+        )
+    for n, why in summary["failed"].items():
+        lines.append(f"\n{n:,} clients: **not measured to the end**: {why}")
+    t = summary["targets"]
+    lines += ["", "| target (issue 12) | measured | verdict |", "|---|---|---|"]
+    if "ratio_per_frame" in t:
+        x = t["ratio_per_frame"]
+        lines.append(f"| server CPU per delivered frame, filtered ≤ 1.2× whole ({x['clients']:,} clients, back to back) "
+                     f"| {x['measured']:.2f}× | **{'met' if x['met'] else 'missed'}** |")
+    for x in (v for k, v in t.items() if k.startswith("unwatched_flat_")):
+        lines.append(f"| a post to a forum nobody watches costs O(1): CPU per post at {x['clients'][1]:,} clients "
+                     f"/ at {x['clients'][0]:,}, GC apart ({MODES[x['mode']]}; O(clients) would be "
+                     f"{x['clients'][1] / x['clients'][0]:.0f}×) | {x['measured']:.2f}× (with GC {x['with_gc']:.2f}×) "
+                     f"| **{'met' if x['met'] else 'missed'}** |")
+    return "\n".join(lines)
+
+
+def filtered_markdown(meta: dict[str, Any], table: str) -> str:
+    """``results/<name>.md`` of ``--filtered``: what ran, :data:`FILTERED_NOTES`, then ``table``."""
+    return (
+        f"# bench_broadcast --filtered ({meta['when']})\n\n"
+        f"Python {meta['python']}, FastAPI {meta['fastapi']}, uvicorn {meta['uvicorn']} (websockets "
+        f"{meta['websockets']}, loop {meta['server_loop']}, per-message deflate {'on' if meta['deflate'] else 'off'}), "
+        f"{meta['cpus']} CPUs, "
+        f"commit {meta['git']['commit']}; {meta['messages']} frames per client, {meta['unwatched']:,} unwatched "
+        f"posts, {meta['rounds']} rounds; {meta['duration_s']} s in all.\n\n{FILTERED_NOTES}\n\n{table}\n"
+    )

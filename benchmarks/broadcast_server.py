@@ -20,12 +20,15 @@ Control endpoints (loopback benchmark use only):
 
 Configured by environment variables: ``BENCH_QUEUE_SIZE`` (the hubs' ``queue_size``, default
 1000), ``BENCH_START_CHUNK``, ``BENCH_REDIS_URL``, ``BENCH_REDIS_STREAM`` and
-``BENCH_REDIS_CONNECT`` (``contenders/hub.py``).
+``BENCH_REDIS_CONNECT`` (``contenders/hub.py``); ``BENCH_PROFILE=<dir>``: cProfile every
+``/broadcast`` request (the loop's work until it returns: the contender's sends too), one
+profile per contender (and ``-paced``), written to ``<dir>/<contender>-<pid>.prof`` when the server stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
 import importlib.metadata
 import os
@@ -52,12 +55,18 @@ from contenders.socketio import SocketIO
 CONTENDERS: dict[str, Contender] = {c.name: c for c in (Bare(), Manager(), *hubs(), Broadcaster(), SocketIO())}
 
 
+PROFILE = os.environ.get("BENCH_PROFILE")
+_profiles: dict[str, cProfile.Profile] = {}
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         for c in CONTENDERS.values():
             await c.enter(stack)
         yield
+    for name, profile in _profiles.items():
+        profile.dump_stats(os.path.join(PROFILE or ".", f"{name}-{os.getpid()}.prof"))
 
 
 api = FastAPI(lifespan=lifespan)
@@ -79,14 +88,22 @@ def _get(contender: str) -> Contender:
 async def run_broadcast(contender: str, count: int, timeout: float = 60.0, paced: bool = False) -> dict[str, Any]:
     """Send ``count`` notifications to every client of ``contender``; time the hand-off."""
     c = _get(contender)
-    t0 = time.perf_counter()
-    clients = c.healthy()
+    profile = _profiles.setdefault(f"{contender}-paced" if paced else contender, cProfile.Profile()) if PROFILE else None
+    if profile is not None:
+        profile.enable()
     try:
-        await c.send(count, paced)
-    except (WebSocketDisconnect, RuntimeError, OSError) as exc:  # a client went away (the driver gave up)
-        return {"seconds": time.perf_counter() - t0, "clients": clients, "ok": False, "error": repr(exc), "started_at": t0}
-    ok = await c.drained(t0 + timeout)
-    return {"seconds": time.perf_counter() - t0, "clients": clients, "ok": ok, "started_at": t0}
+        t0 = time.perf_counter()
+        clients = c.healthy()
+        try:
+            await c.send(count, paced)
+        except (WebSocketDisconnect, RuntimeError, OSError) as exc:  # a client went away (the driver gave up)
+            return {"seconds": time.perf_counter() - t0, "clients": clients, "ok": False, "error": repr(exc),
+                    "started_at": t0}
+        ok = await c.drained(t0 + timeout)
+        return {"seconds": time.perf_counter() - t0, "clients": clients, "ok": ok, "started_at": t0}
+    finally:
+        if profile is not None:
+            profile.disable()
 
 
 @api.post("/prefill/{contender}")
@@ -136,16 +153,18 @@ async def info() -> dict[str, Any]:
 
 
 _gc_time = [0.0, 0.0, 0.0]  # seconds spent in collections of each generation
+_gc_cpu = [0.0, 0.0, 0.0]  # and CPU seconds: on a busy machine, wall time counts other processes' turns
 _gc_count = [0, 0, 0]
-_gc_started = 0.0
+_gc_started = _gc_cpu_started = 0.0
 
 
 def _on_gc(phase: str, info: dict[str, int]) -> None:
-    global _gc_started
+    global _gc_started, _gc_cpu_started
     if phase == "start":
-        _gc_started = time.perf_counter()
+        _gc_started, _gc_cpu_started = time.perf_counter(), time.process_time()
     else:
         _gc_time[info["generation"]] += time.perf_counter() - _gc_started
+        _gc_cpu[info["generation"]] += time.process_time() - _gc_cpu_started
         _gc_count[info["generation"]] += 1
 
 
@@ -154,5 +173,5 @@ gc.callbacks.append(_on_gc)
 
 @api.get("/gc")
 async def gc_stats() -> dict[str, Any]:
-    """Garbage collections in this process so far: count and seconds per generation."""
-    return {"count": _gc_count, "seconds": _gc_time}
+    """Garbage collections in this process so far: count, seconds and CPU seconds per generation."""
+    return {"count": _gc_count, "seconds": _gc_time, "cpu_seconds": _gc_cpu}

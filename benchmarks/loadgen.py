@@ -24,16 +24,24 @@ import signal
 import socket
 import statistics
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, cast
 
 import msgspec
 
-from contenders import ORDER
+from contenders import FILTERED, ORDER
 from harness import Server, new_loop, raise_nofile
 
 HUBS = ("notify", "redis")  # their first frame (the welcome) says the client is subscribed
-PATHS = {c: f"/{c}/ws" for c in ORDER} | {"socketio": "/socket.io/?EIO=4&transport=websocket"}
+PATHS = {c: f"/{c}/ws" for c in ORDER} | {"socketio": "/socket.io/?EIO=4&transport=websocket",
+                                          "whole": "/whole/ws?collections=posts"}
+
+
+def _forum_path(forum: int) -> str:
+    """A ``filtered`` client's path: subscribed to the posts of one forum."""
+    entries = msgspec.json.encode([{"collection": "posts", "where": {"forum_id": forum}}]).decode()
+    return "/filtered/ws?collections=" + urllib.parse.quote(entries)
 
 HANDSHAKE = (
     "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -221,7 +229,7 @@ class Worker:
     def __init__(self, conn: multiprocessing.connection.Connection, port: int) -> None:
         self.conn = conn
         self.port = port
-        self.groups: dict[str, Group] = {c: Group() for c in ORDER}
+        self.groups: dict[str, Group] = {c: Group() for c in (*ORDER, *FILTERED)}
         self.commands: asyncio.Queue[Any] = asyncio.Queue()
 
     async def run(self) -> None:
@@ -237,12 +245,14 @@ class Worker:
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
             self.conn.send(reply)
 
-    async def _open(self, contender: str, stall: bool) -> Client:
+    async def _open(self, contender: str, stall: bool, forum: int = 0) -> Client:
         loop = asyncio.get_running_loop()
         group = self.groups[contender]
-        path = PATHS[contender] + (("&" if "?" in PATHS[contender] else "?") + "role=stall" if stall else "")
+        base = _forum_path(forum) if contender == "filtered" else PATHS[contender]
+        path = base + (("&" if "?" in base else "?") + "role=stall" if stall else "")
         request = HANDSHAKE.format(path=path, port=self.port, extensions=DEFLATE_OFFER if _deflate() else "").encode()
-        client = Client(group, request, stall, wait_welcome=contender in HUBS, sio=contender == "socketio")
+        client = Client(group, request, stall, wait_welcome=contender in HUBS or contender in FILTERED,
+                        sio=contender == "socketio")
         if stall:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # the kernel's minimum
@@ -255,14 +265,15 @@ class Worker:
         group.clients.append(client)
         return client
 
-    async def do_connect(self, contender: str, healthy: int, stalled: int) -> dict[str, Any]:
+    async def do_connect(self, contender: str, healthy: int, stalled: int, first_forum: int = 0) -> dict[str, Any]:
+        """Open ``healthy`` and ``stalled`` clients; ``filtered`` ones watch forums from ``first_forum`` on, one each."""
         limit = asyncio.Semaphore(64)
 
-        async def one(stall: bool) -> None:
+        async def one(stall: bool, forum: int = 0) -> None:
             async with limit:
-                await self._open(contender, stall)
+                await self._open(contender, stall, forum)
 
-        await asyncio.gather(*(one(False) for _ in range(healthy)), *(one(True) for _ in range(stalled)))
+        await asyncio.gather(*(one(False, first_forum + i) for i in range(healthy)), *(one(True) for _ in range(stalled)))
         return {"connected": len(self.groups[contender].clients)}
 
     async def do_arm(self, contender: str, count: int, timeout: float) -> dict[str, Any]:
@@ -332,12 +343,14 @@ class Clients:
         self.pipes: list[multiprocessing.connection.Connection] = []
         self.workers: list[Any] = []
         self.port = 0
+        self.forums = 0  # forums given to filtered clients so far: each client watches its own
         self.pool = concurrent.futures.ThreadPoolExecutor(2)
 
     def start(self, port: int) -> None:
         """(Re)start the workers for a server on ``port``."""
         self.stop()
         self.port = port
+        self.forums = 0
         for _ in range(self.procs):
             parent, child = self.ctx.Pipe()
             proc = self.ctx.Process(target=worker_main, args=(child, port), daemon=True)
@@ -372,7 +385,8 @@ class Clients:
 
     def connect(self, contender: str, healthy: int, stalled: int = 0) -> None:
         for pipe, h, s in zip(self.pipes, self._split(healthy), self._split(stalled)):
-            pipe.send(("connect", contender, h, s))
+            pipe.send(("connect", contender, h, s, self.forums))
+            self.forums += h
         for pipe in self.pipes:
             reply = pipe.recv()
             if "error" in reply:
@@ -438,6 +452,7 @@ class Clients:
             # Garbage collection in the server during the burst (and the HTTP requests around it).
             "server_gc_s": sum(gc1["seconds"]) - sum(gc0["seconds"]),
             "server_gc_count": [b - a for a, b in zip(gc0["count"], gc1["count"])],
+            "server_gc_cpu_s": sum(gc1.get("cpu_seconds", ())) - sum(gc0.get("cpu_seconds", ())),
             "client_cpu_s": [r["cpu"] for r in reports],
         }
         if not timed_out and response.get("clients") not in (None, clients):

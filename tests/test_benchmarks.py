@@ -44,3 +44,27 @@ def test_the_fanout_benchmark_measures_this_checkout(tmp_path: Path) -> None:
     out = _run(tmp_path, "bench_fanout.py", "--rounds", "1")
     assert "| checkout | ns per delivery" in out
     assert (tmp_path / "fanout.md").read_text() == out
+
+
+@pytest.mark.timeout(120)
+def test_the_filtered_broadcast_benchmark_delivers_each_client_its_forum_and_prints_the_targets(tmp_path: Path) -> None:
+    out = _run(tmp_path, "bench_broadcast.py", "--filtered", "--clients", "12", "6", "--messages", "3",
+               "--unwatched", "500", "--rounds", "1")
+    assert "| clients | mode | server CPU per delivered frame: whole | filtered | **filtered / whole**" in out
+    assert "a post to a forum nobody watches costs O(1)" in out
+    assert "| clients | mode | server CPU per post to a forum nobody watches | of which GC |" in out
+    results = json.loads((tmp_path / "broadcast-filtered.json").read_text())
+    assert not results["summary"]["failed"]
+    for block, clients in zip(results["runs"], (12, 6)):
+        assert block["clients"] == clients
+        for mode in ("burst", "paced"):
+            whole, filtered, unwatched = (block["runs"][mode][c][0] for c in ("whole", "filtered", "unwatched"))
+            # The same frames either way (each client got exactly its 3: the run checks it),
+            # from 3 posts to everyone against 3 per forum, one client each.
+            assert (whole["frames"], whole["published"]) == (clients * 3, 3)
+            assert (filtered["frames"], filtered["published"]) == (clients * 3, clients * 3)
+            assert filtered["delivered_share"] == 1.0 and filtered["extra_frames"] == 0
+            assert (unwatched["frames"], unwatched["published"]) == (0, 500)
+        # Nobody watches the unwatched forums: the filtered hub sent only welcomes and the bursts.
+        stats = block["hub_stats"]["filtered"]
+        assert stats["frames_sent"] == clients * (1 + 10 + 3 * 2)  # welcome, warm-up, a burst per mode

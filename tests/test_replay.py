@@ -58,3 +58,13 @@ def test_names_resolve_while_their_entries_are_in_the_window() -> None:
         window.add(batch)
     assert window.lookup("b1") is None and window.lookup("b2") == 2 and window.lookup("b3") == 3
     assert window._by_id is not None and set(window._by_id) == {"b2", "b3"}  # bounded by the window
+
+
+def test_entries_that_leave_a_full_window_one_at_a_time_are_remembered_per_collection() -> None:
+    window = ReplayWindow(2)
+    for batch in (entries(1, 1, "forums"), entries(2, 2, "posts"), entries(3, 3, "posts"), entries(4, 4, "posts")):
+        window.add(batch)  # from the third on: one in, the oldest out
+    assert window.since(0, frozenset({"forums"})) is None  # 1 left
+    assert seqs(window.since(1, frozenset({"forums"}))) == [3, 4]
+    assert window.since(1, frozenset({"posts"})) is None  # 2 left
+    assert seqs(window.since(2, frozenset({"posts"}))) == [3, 4]

@@ -25,6 +25,10 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 #: Every contender's name, in the order the tables list them.
 ORDER = ("bare", "manager", "notify", "redis", "broadcaster", "socketio")
+#: ``--filtered`` (issue 12): posts to 1,000 clients, each subscribed to the whole collection
+#: (``whole``) or to one forum of its own (``filtered``); ``unwatched`` publishes on the
+#: ``filtered`` hub to forums nobody watches and has no clients of its own.
+FILTERED = ("whole", "filtered", "unwatched")
 STALL_QUERY = b"role=stall"
 DATA_NAME = "General discussion"  # pads the message to about 100 bytes
 FILLER = "x" * 100  # a frame of about the size of a notification, to fill stalled buffers

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from contextlib import AsyncExitStack
 from typing import Any
@@ -151,7 +152,75 @@ class HubContender(Contender):
         return out
 
 
+class Posts(HubContender):
+    """``bench_broadcast.py --filtered``: a hub behind ``notify_router(filters={"posts":
+    {"forum_id"}})``, publishing posts as capture would (``filter_after={"forum_id": f}``).
+
+    ``whole``: its clients subscribe to ``posts`` whole, and a burst of ``count`` publishes
+    ``count`` posts (each to every client). ``filtered``: each client subscribes to a forum
+    of its own (``loadgen.py`` numbers them), and a burst of ``count`` publishes ``count``
+    posts *per forum watched*, in random order, so that each client gets ``count`` frames
+    either way. ``unwatched`` (``shared``: the ``filtered`` contender): ``count`` posts on
+    that hub to forums nobody watches; it has no clients of its own.
+    """
+
+    def __init__(self, name: str, shared: Posts | None = None) -> None:
+        super().__init__(name)
+        if shared is not None:
+            self.hub = shared.hub
+        self._order: tuple[frozenset[int], list[int]] = (frozenset(), [])
+
+    def mount(self, api: FastAPI) -> None:
+        if self.name != "unwatched":
+            api.include_router(notify_router(self.hub, authenticate=_authenticate, collections=["posts"],
+                                             filters={"posts": {"forum_id"}}), prefix=f"/{self.name}")
+
+    async def enter(self, stack: AsyncExitStack) -> None:
+        if self.name != "unwatched":
+            await stack.enter_async_context(self.hub)
+
+    def healthy(self) -> int:
+        return 0 if self.name == "unwatched" else super().healthy()
+
+    def connections(self) -> int:
+        return 0 if self.name == "unwatched" else super().connections()
+
+    def _watched(self) -> list[int]:
+        """The forums the healthy clients watch, in an order shuffled once per set of them."""
+        forums = frozenset(
+            key for s in self.hub._subscribers if s.principal is not STALL and s.selection is not None
+            for f in s.selection.filtered.get("posts", ()) for _, keys in f[:1] for key in keys
+        )
+        if forums != self._order[0]:
+            order = sorted(forums)
+            random.shuffle(order)
+            self._order = (forums, order)
+        return self._order[1]
+
+    def _forums(self, count: int) -> list[int]:
+        if self.name == "unwatched":
+            return [-1 - i for i in range(count)]  # the clients watch forums >= 0
+        if self.name == "whole":
+            return [i % 1000 for i in range(count)]  # any: nobody filters
+        # Each forum ``count`` times; each round starts at a new place of the shuffled order.
+        order = self._watched()
+        return [f for r in range(count) for f in order[r % len(order):] + order[:r % len(order)]] if order else []
+
+    async def send(self, count: int, paced: bool) -> None:
+        forums = self._forums(count)  # first: about 0.05 µs per post, next to the hub's several
+        h = self.hub
+        self.target = h.stats().published + len(forums)
+        for i, f in enumerate(forums):
+            h.publish([Notification("posts", "insert", {"id": i, "forum_id": f, "title": DATA_NAME},
+                                    filter_after={"forum_id": f})])
+            if paced:
+                await asyncio.sleep(0)
+
+
 def contenders() -> list[HubContender]:
-    """The in-process hub, and the hub through Redis if the environment names a stream."""
+    """The in-process hub, the hub through Redis if the environment names a stream, and
+    ``--filtered``'s three (:class:`Posts`)."""
     url, stream = os.environ.get("BENCH_REDIS_URL"), os.environ.get("BENCH_REDIS_STREAM")
-    return [HubContender("notify")] + ([HubContender("redis", (url, stream))] if url and stream else [])
+    filtered = Posts("filtered")
+    return ([HubContender("notify")] + ([HubContender("redis", (url, stream))] if url and stream else [])
+            + [Posts("whole"), filtered, Posts("unwatched", filtered)])

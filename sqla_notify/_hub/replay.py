@@ -48,7 +48,9 @@ class ReplayWindow:
         self._latest = entries[-1].seq
         window = self._entries
         excess = len(window) + len(entries) - (window.maxlen or 0)
-        if excess > 0:  # these fall out of the window now: remember what they were about
+        if excess == 1 and window:  # the usual case once full: one in, the oldest out
+            self._forget([window[0]])
+        elif excess > 0:  # these fall out of the window now: remember what they were about
             evicted = list(itertools.islice(window, min(excess, len(window))))
             evicted += entries[: max(0, excess - len(window))]
             self._forget(evicted)

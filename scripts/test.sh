@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole check, as CI runs it: mypy --strict, then the test suite against SQLAlchemy 2.1
-# (.venv) and again against SQLAlchemy 2.0 (.venv-sa20), then the core tests on each other
+# (.venv) and again, but for the tests between processes, against SQLAlchemy 2.0
+# (.venv-sa20), then the core tests on each other
 # supported Python, 3.10 to 3.13 (.venv-py310, ...), with the delivery tests on the first
 # >= 3.12. Extra arguments go to pytest.
 #
@@ -48,11 +49,19 @@ venv_for .venv -e ".[docs]"
 echo "== mkdocs build --strict"
 NO_MKDOCS_2_WARNING=1 .venv/bin/python -m mkdocs build --strict --quiet
 
-for env in .venv .venv-sa20; do
-  echo "== pytest, $($env/bin/python -c 'import sqlalchemy; print("SQLAlchemy", sqlalchemy.__version__)')"
-  # pytest exits 5 when it collected no tests: set -e makes that a failure too.
-  "$env/bin/python" -m pytest "$@"
-done
+# The whole suite on SQLAlchemy 2.1; on 2.0, all but the tests of transports between
+# processes (uvicorn subprocesses, restarts, the browser: minutes of the run), whose use of
+# SQLAlchemy is what the rest covers. pytest exits 5 when it collected no tests: set -e makes
+# that a failure too.
+process_tests=(
+  tests/test_server.py tests/test_redis_faults.py tests/test_multiprocess.py tests/test_multiprocess_counts.py
+  tests/test_multiprocess_postgres.py tests/test_browser.py tests/test_rolling_restart.py
+  tests/test_echo_processes.py tests/test_shutdown.py tests/test_limits.py
+)
+echo "== pytest, $(.venv/bin/python -c 'import sqlalchemy; print("SQLAlchemy", sqlalchemy.__version__)')"
+.venv/bin/python -m pytest "$@"
+echo "== pytest, $(.venv-sa20/bin/python -c 'import sqlalchemy; print("SQLAlchemy", sqlalchemy.__version__)'): all but the process tests"
+.venv-sa20/bin/python -m pytest "$@" "${process_tests[@]/#/--ignore=}"
 
 # == Every supported Python, 3.10 to 3.13. .venv's Python ran everything above; each other one
 # runs the core tests in a venv of its own (.venv-py310, ...; on 3.10 pip picks SQLAlchemy 2.0

@@ -39,7 +39,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Collection, Coroutine, Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,6 +58,7 @@ from ._hub.protocol import Subscribe, clip, decode_client_message
 from ._hub.subscriber import REPLY_BUDGET, Entry, Subscriber
 from ._report import HookErrors, fields
 from . import _timing
+from ._web import eager
 from ._web.catalog import Catalog, check_filters
 from ._web.auth import Admission, Credentials, authentication, bearer_token
 from ._web.endpoints import notify_connection, notify_origin, snapshot_cursor
@@ -497,21 +498,6 @@ class _EventStream(StreamingResponse):
             self.hub.unsubscribe(self.sub)
 
 
-if sys.version_info >= (3, 12):
-
-    def _start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        # Eager: the task runs at once, inside the hub's dispatch, until it would wait. When
-        # the client's socket takes the frame (the usual case) it is sent there and then, as
-        # a bare ``for ws in clients: await ws.send(...)`` loop would, with no task switch
-        # per client and notification; only a client that cannot keep up costs a task.
-        return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
-
-else:  # Python 3.10 and 3.11: a task switch per client and notification
-
-    def _start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        return asyncio.get_running_loop().create_task(coro)
-
-
 class _Writer:
     """Sends one subscriber's frames to its WebSocket, in a task that exists only while there
     is something to send: an idle connection costs no task, and a client that stops reading
@@ -566,14 +552,16 @@ class _Writer:
         if self.task is not None:
             self.task.cancel()
 
-    def start(self) -> None:
-        """Called (on the loop) when frames arrive and no writer task is running
-        (:meth:`Subscriber.set_writer`)."""
+    def start(self) -> bool:
+        """Called (on the loop) when frames arrive and no writer is running
+        (:meth:`Subscriber.set_writer`). Sends at once, as a bare ``for ws in clients: await
+        ws.send(...)`` loop would, with no task per client and notification; only a writer
+        that has to wait (the client's socket buffer is full) is left to a task. Whether it
+        was."""
         if self.failed:
-            return  # the client is gone: not called again
-        task = _start_task(self._run())
-        if not task.done():  # an eager task may have sent everything already
-            self.task = task
+            return False  # the client is gone: not called again
+        self.task = eager.start(self._run())
+        return self.task is not None
 
     async def _run(self) -> None:
         sub, send = self.sub, self.websocket.send

@@ -13,7 +13,7 @@ import pytest
 from sqla_notify import Hub, HubStats, Notification, Subscriber
 from sqla_notify import _report
 from sqla_notify._hub import subscriber as _subscriber
-from sqla_notify._hub.hub import _START_CHUNK
+from sqla_notify._hub.hub import _START_CHUNK, _START_MAX
 
 from .support.hubs import receive
 
@@ -318,26 +318,55 @@ async def test_a_burst_starts_each_writer_once() -> None:
     assert starts == [3, 0] and sub.close_code == 1001
 
 
-async def test_writers_start_a_few_per_loop_step() -> None:
-    """A notification to many clients starts their writers a chunk per event-loop step, each
-    chunk after the previous one's first steps: never thousands of pending tasks at once
-    (they would survive into the collector's old generations and cause full collections)."""
+async def test_writers_that_wait_start_a_few_per_loop_step() -> None:
+    """A notification to many clients starts every writer that sends at once (finishes) in
+    the same event-loop step, but at most _START_CHUNK writers that are left waiting (tasks)
+    per step: never thousands of pending tasks at once (they would survive into the
+    collector's old generations and cause full collections)."""
     async with Hub() as hub:
         count = 2 * _START_CHUNK + 5
+        started: list[int] = []
+
+        def start(i: int, waits: bool) -> bool:
+            started.append(i)
+            return waits
+
+        subs = [hub.subscribe() for _ in range(2 * count)]
+        for i, sub in enumerate(subs):
+            sub.receive_nowait()
+            # Every other writer waits: the others finish at once and do not count.
+            sub.set_writer(functools.partial(start, i, i % 2 == 1))
+        hub.publish([N(id=1)])
+        await asyncio.sleep(0)  # the dispatch runs; it schedules the first chunk
+        waited: list[int] = []  # writers left waiting, per step
+        while len(started) < 2 * count and len(waited) < 10:
+            before = len(started)
+            await asyncio.sleep(0)
+            waited.append(sum(i % 2 for i in started[before:]))
+        # Each step ends at its _START_CHUNK-th waiting writer (the finished ones met before it
+        # started too), until what is left holds fewer.
+        assert waited == [_START_CHUNK, _START_CHUNK, 5]
+        assert sorted(started) == list(range(2 * count))  # each once
+
+
+async def test_writers_that_finish_at_once_all_start_in_one_loop_step() -> None:
+    """Writers that send at once and finish leave nothing behind: up to _START_MAX of them
+    start in one step, as a bare send loop would send to every client in one go."""
+    async with Hub() as hub:
+        count = _START_MAX + 3
         started: list[int] = []
         subs = [hub.subscribe() for _ in range(count)]
         for i, sub in enumerate(subs):
             sub.receive_nowait()
-            sub.set_writer(functools.partial(started.append, i))
+            sub.set_writer(functools.partial(started.append, i))  # returns None: finished
         hub.publish([N(id=1)])
-        await asyncio.sleep(0)  # the dispatch runs; it schedules the first chunk
+        await asyncio.sleep(0)
         chunks: list[int] = []
         while len(started) < count and len(chunks) < 10:
             before = len(started)
             await asyncio.sleep(0)
             chunks.append(len(started) - before)
-        assert chunks == [_START_CHUNK, _START_CHUNK, 5]
-        assert sorted(started) == list(range(count))  # each once
+        assert chunks == [_START_MAX, 3]
 
 
 async def test_names_given_by_a_broker_resume_and_expire_with_the_window() -> None:

@@ -103,12 +103,15 @@ logger = logging.getLogger("sqla_notify")
 Overflow = Literal["resync", "close"]
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_POLICY_VIOLATION = 1008
-# Writers started per event-loop step. Starting every client's writer in one step leaves
-# thousands of pending tasks alive at once: the collector's young generation overflows,
-# they survive into the old ones and set off full collections (about 130 ms each with 1,000
-# connections, every few dozen notifications, on Python 3.11). 32 at a time keep the
-# young objects well under the default threshold of 700. benchmarks/README.md has figures.
+# Writers left waiting per event-loop step. A writer that sends at once and finishes (its
+# socket took the frames: the usual case) leaves nothing behind, and the hub starts up to
+# _START_MAX of those in one step, as a bare ``for ws in clients: await ws.send(...)`` loop
+# would. A writer that has to wait (a full socket buffer) becomes a pending task; thousands
+# of those at once outlive the collector's young generation, pile up in the old ones and set
+# off full collections (about 130 ms each with 1,000 connections, on Python 3.11), so after
+# _START_CHUNK of them the rest start in the next step. benchmarks/README.md has figures.
 _START_CHUNK = 32
+_START_MAX = 1024
 # What a cursor may look like, whoever made it: this hub ("<epoch>-<seq>") or a broker
 # ("<entry id>:<index>", "<batch id>:<offset>"). ASCII digits only (str.isdigit() accepts
 # "²", which int() refuses), bounded in length (int() refuses more than 4,300 digits), and
@@ -580,8 +583,12 @@ class Hub(Sink):
 
     def _start_writers(self) -> None:
         due = self._due
-        for _ in range(min(len(due), _START_CHUNK)):
-            due.popleft()()
+        waiting = 0
+        for _ in range(min(len(due), _START_MAX)):
+            if due.popleft()():  # the writer waits (a task): see set_writer
+                waiting += 1
+                if waiting == _START_CHUNK:
+                    break
         if due and self._loop is not None:  # the rest after these writers' first steps
             self._loop.call_soon(self._start_writers)
 

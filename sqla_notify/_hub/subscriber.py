@@ -425,6 +425,10 @@ class Subscriber:
         queued meanwhile waits for the next one); a writer that stops for another reason
         (:attr:`close_code` is set, sending failed) calls :meth:`writer_done`. A ``start``
         that cannot write (its client went away) may just return: it is not called again.
+
+        ``start`` may send at once, inside the hub's dispatch, and return a false value when
+        it is done; a true value says the writer is left waiting (a task): the hub then
+        starts the other clients' writers a few at a time (see :class:`Hub`).
         """
         self._start = start
         if start is not None and not self._writing and (self._queue or self.close_code is not None):

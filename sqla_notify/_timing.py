@@ -78,7 +78,7 @@ def observe() -> None:
 
 
 def sent(
-    batch: list[Frame], _clock: Callable[[], float] = time.time, _counts: list[int] = DELIVERY.counts,
+    batch: Sequence[Frame], _clock: Callable[[], float] = time.time, _counts: list[int] = DELIVERY.counts,
 ) -> None:
     """A transport handed ``batch`` to its socket: observe the commit→send latency of its
     first notification (the oldest: an upper bound for the rest), weighted by its length.

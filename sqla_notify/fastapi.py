@@ -39,7 +39,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,7 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._hub.hub import Hub
 from ._hub.protocol import Subscribe, clip, decode_client_message
-from ._hub.subscriber import REPLY_BUDGET, Entry, Subscriber
+from ._hub.subscriber import REPLY_BUDGET, Entry, Frame, Subscriber
 from ._report import HookErrors, fields
 from . import _timing
 from ._web import eager
@@ -326,7 +326,7 @@ def notify_router(
         sub.on_close = writer.close_soon
         expiry = _expiry_timer(hub, sub, gate, admission.expires_at)
         try:
-            sub.set_writer(writer.start)  # which starts it for the welcome (and replay)
+            sub.set_writer(writer.start, writer.send_now)  # which starts it for the welcome (and replay)
             await _read(websocket, sub)
         except asyncio.CancelledError:
             if not writer.reader_cancelled():
@@ -499,15 +499,19 @@ class _EventStream(StreamingResponse):
 
 
 class _Writer:
-    """Sends one subscriber's frames to its WebSocket, in a task that exists only while there
-    is something to send: an idle connection costs no task, and a client that stops reading
-    blocks only its own task (the hub's overflow policy then bounds its queue).
+    """Sends one subscriber's frames to its WebSocket. A notification for a client with
+    nothing queued is sent inside the hub's dispatch (:meth:`send_now`), and queued frames
+    (a welcome, a transaction, replies) as soon as the loop is done with the current step
+    (:meth:`start`), both with no task: a task exists only while a send has to wait (the
+    client's socket buffer is full). An idle connection costs no task, and a client that
+    stops reading blocks only its own task (the hub's overflow policy then bounds its queue).
 
     It also ends the connection when the hub gives up on the client: what is left of the
     queue is dropped, and once the frame being sent has gone (the client read again), the
     close frame follows. A client that stopped reading takes neither, so ``grace`` seconds
-    later the reader (the endpoint's task) is cancelled, which cuts the connection. A timer and ``Task.cancel`` rather than a cancel scope: this object exists once
-    per connection, and an anyio scope would cost about 3 KB more each.
+    later the reader (the endpoint's task) is cancelled, which cuts the connection. A timer
+    and ``Task.cancel`` rather than a cancel scope: this object exists once per connection,
+    and an anyio scope would cost about 3 KB more each.
     """
 
     __slots__ = ("cancelling", "failed", "grace", "reader", "sub", "task", "timer", "websocket")
@@ -553,20 +557,50 @@ class _Writer:
             self.task.cancel()
 
     def start(self) -> bool:
-        """Called (on the loop) when frames arrive and no writer is running
-        (:meth:`Subscriber.set_writer`). Sends at once, as a bare ``for ws in clients: await
-        ws.send(...)`` loop would, with no task per client and notification; only a writer
-        that has to wait (the client's socket buffer is full) is left to a task. Whether it
-        was."""
+        """Called (on the loop) when frames wait and no writer is running
+        (:meth:`Subscriber.set_writer`). Sends at once, with no task per client and wake-up;
+        only a writer that has to wait (the client's socket buffer is full) is left to a
+        task. Whether it was."""
         if self.failed:
             return False  # the client is gone: not called again
         self.task = eager.start(self._run())
         return self.task is not None
 
-    async def _run(self) -> None:
+    def send_now(self, frame: Frame) -> bool:
+        """Send one frame at once, inside the hub's dispatch (:meth:`Subscriber.set_writer`):
+        a notification to a client with nothing queued costs a send, as in a bare ``for ws
+        in clients: await ws.send(...)`` loop, and no writer at all. ``False`` if the send has
+        to wait (the client's socket buffer is full): a writer task finishes it, then sends
+        what was queued meanwhile."""
+        if self.failed:
+            return True  # the client is gone: dropped, as the reader ends the connection
+        coro = self.websocket.send(frame.message if isinstance(frame, Entry) else {"type": "websocket.send", "text": frame})
+        try:
+            awaited = coro.send(None)
+        except StopIteration:
+            if _timing.observing:  # the commit→send latency (sqla_notify.metrics)
+                _timing.sent((frame,))
+            return True
+        except (WebSocketDisconnect, OSError):
+            self.failed = True  # the client went away; the reader sees it too
+            return True
+        except Exception:
+            self.failed = True
+            logger.exception("sending to a WebSocket client failed", extra=fields("send_error", connection=self.sub.id))
+            return True
+        self.task = asyncio.get_running_loop().create_task(self._run(eager.finish(coro, awaited), frame))
+        return False
+
+    async def _run(self, sending: Coroutine[Any, Any, None] | None = None, frame: Frame | None = None) -> None:
+        """Send what waits, until nothing does. ``sending``: first finish that send of
+        ``frame``, begun by :meth:`send_now`."""
         sub, send = self.sub, self.websocket.send
         drained = False
         try:
+            if sending is not None and frame is not None:
+                await sending
+                if _timing.observing:
+                    _timing.sent((frame,))
             while sub.close_code is None:
                 batch = sub.receive_nowait()
                 if not batch:

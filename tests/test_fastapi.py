@@ -286,3 +286,45 @@ def test_the_reader_of_a_client_given_up_on_ends_after_the_grace() -> None:
         return result
 
     assert asyncio.run(scenario()) == "ended"
+
+
+@pytest.mark.anyio
+async def test_a_send_that_has_to_wait_is_finished_by_a_writer_then_what_queued_meanwhile_follows() -> None:
+    """The WebSocket writer sends a frame for an idle client inside the hub's dispatch; when
+    the socket cannot take it at once (the send awaits), a task finishes that send, then sends
+    what was queued meanwhile, in order, and the client is idle again."""
+    from sqla_notify.fastapi import _Writer  # the transport's writer: no public name
+
+    class Socket:
+        """A WebSocket whose sends wait while ``full`` is cleared (a full socket buffer)."""
+
+        def __init__(self) -> None:
+            self.full = asyncio.Event()
+            self.full.set()
+            self.sent: list[int] = []
+
+        async def send(self, message: dict[str, str]) -> None:
+            await self.full.wait()
+            self.sent.append(json.loads(message["text"])["data"]["id"])
+
+    async with Hub() as hub:
+        sub = hub.subscribe(["forums"])
+        sub.receive_nowait()  # the welcome, as if sent
+        sub.receive_nowait()
+        socket = Socket()
+        writer = _Writer(socket, sub, None, 1.0)  # type: ignore[arg-type]
+        sub.set_writer(writer.start, writer.send_now)
+        hub.publish([Notification("forums", "insert", {"id": 1})])
+        await asyncio.sleep(0)  # dispatched: sent there and then, no writer task
+        assert socket.sent == [1] and writer.task is None and sub.idle
+        socket.full.clear()
+        hub.publish([Notification("forums", "insert", {"id": 2})])
+        await asyncio.sleep(0)
+        assert socket.sent == [1] and writer.task is not None and sub.writing  # waits in a task
+        hub.publish([Notification("forums", "insert", {"id": i}) for i in (3, 4)])
+        await asyncio.sleep(0)
+        assert sub.pending == 2  # queued behind the send in flight
+        socket.full.set()
+        await asyncio.wait_for(writer.task, 5)
+        assert socket.sent == [1, 2, 3, 4] and sub.idle and not sub.writing and writer.task is None
+        hub.unsubscribe(sub)

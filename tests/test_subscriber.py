@@ -252,3 +252,53 @@ def test_a_start_that_cannot_write_is_not_called_again() -> None:
     sub.writer_done()  # a writer that stopped: the next frame starts one again
     sub.send_nowait("c")
     assert starts == [1, 4]
+
+
+def test_a_frame_for_an_idle_client_goes_to_its_transport_at_once_and_queues_while_that_waits() -> None:
+    """``set_writer(start, send)``: with nothing queued and no writer running, ``send_nowait``
+    hands the frame to ``send`` (no queue, no writer start). While a send is still waiting
+    (``send`` returned ``False``), frames queue behind it, in order, for the writer that
+    finishes it; a closed subscriber sends nothing."""
+    sub = idle(queue_size=3)
+    direct: list[object] = []
+    starts: list[int] = []
+    finishes = True
+
+    def send(frame: Frame) -> bool:
+        direct.extend(decoded([frame]))
+        return finishes
+
+    sub.set_writer(lambda: starts.append(sub.pending), send)
+    sub.send_nowait(Entry(1, "e-1", N(1), "{}"))
+    sub.send_nowait(Entry(2, "e-2", N(2), "{}"))
+    assert direct == [1, 2] and sub.pending == 0 and not sub.writing and sub.idle and starts == []
+
+    finishes = False  # the client's socket buffer is full: the send waits
+    sub.send_nowait(Entry(3, "e-3", N(3), "{}"))
+    assert direct == [1, 2, 3] and sub.writing and not sub.idle
+    for i in (4, 5, 6):  # queued behind it, for the writer that finishes it: bounded as usual
+        sub.send_nowait(Entry(i, f"e-{i}", N(i), "{}"))
+    assert direct == [1, 2, 3] and decoded(sub.receive_nowait()) == [4, 5, 6] and starts == []
+    assert sub.stalled is False and sub.receive_nowait() == [] and not sub.writing  # the writer is done
+
+    finishes = True
+    sub.send_nowait(Entry(7, "e-7", N(7), "{}"))  # idle again: at once
+    assert direct == [1, 2, 3, 7]
+    sub.close(1001)
+    sub.send_nowait(Entry(8, "e-8", N(8), "{}"))
+    assert direct == [1, 2, 3, 7] and starts == [0]  # the close started the writer, with nothing to send
+
+
+def test_frames_already_queued_keep_their_place_before_a_direct_send() -> None:
+    """A frame waiting (a reply, a welcome not yet taken) means the next one queues behind
+    it: ``send`` is used only when nothing waits."""
+    sub = Hub(queue_size=5).subscribe()  # its welcome waits
+    direct: list[Frame] = []
+
+    def send(frame: Frame) -> bool:
+        direct.append(frame)
+        return True
+
+    sub.set_writer(lambda: None, send)  # the welcome waits: started
+    sub.send_nowait(Entry(1, "e-1", N(1), "{}"))
+    assert direct == [] and decoded(sub.receive_nowait()) == ["welcome", 1]

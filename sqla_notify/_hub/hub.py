@@ -18,9 +18,12 @@ every collection, of its collection whole, and the filtered ones registered unde
 filter values), so a notification costs what it reaches, not what is connected; a filtered
 subscriber whose filter the row enters or leaves gets the frame marked ``move`` (encoded
 once per mark). After ``authorize``, and but for the connection that caused the change
-(``Notification.origin``), the encoded frame goes to the subscriber's bounded queue (:meth:`Subscriber.send_nowait`, which raises
-:class:`WouldBlock` when it is full); a writer task per subscriber drains that queue into
-its socket. A client that stops reading fills only its own queue: it never delays the others.
+(``Notification.origin``), the encoded frame goes to the subscriber
+(:meth:`Subscriber.send_nowait`). A WebSocket client with nothing queued gets it at once,
+inside this dispatch, as a bare ``for ws in clients: await ws.send(...)`` loop would send it;
+otherwise it waits in the subscriber's bounded queue (``send_nowait`` raises
+:class:`WouldBlock` when that is full), which a writer drains into the socket. A client that
+stops reading fills only its own queue: it never delays the others.
 
 The bound applies between *hand-overs*: a committed transaction (or what a broker read in
 one go) is queued whole or not at all, so a client never sees part of a transaction. When a

@@ -137,7 +137,7 @@ class Subscriber:
 
     __slots__ = (
         "id", "selection", "principal", "authorize", "close_code", "close_reason", "on_close", "reply_budget",
-        "_queue", "_bound", "_limit", "_waiter", "_start", "_schedule", "_writing", "_busy",
+        "_queue", "_bound", "_limit", "_waiter", "_start", "_send", "_schedule", "_writing", "_busy",
         "_overflowed", "_replies", "_replies_in", "_subscribed_at", "__weakref__",
     )
 
@@ -184,6 +184,7 @@ class Subscriber:
         self._limit = bound
         self._waiter: asyncio.Future[None] | None = None
         self._start: Callable[[], object] | None = None
+        self._send: Callable[[Frame], bool] | None = None  # see set_writer
         self._schedule = schedule
         # ``start`` is scheduled or running, and ``writer_done`` not called yet: a burst
         # within one loop step starts one writer run, not one per frame.
@@ -243,6 +244,11 @@ class Subscriber:
             if self.close_code is not None:
                 return  # given up on: only the close frame is still to go
             raise WouldBlock(f"Subscriber.send_nowait() expected fewer than {self._limit} frames waiting, got {len(queue)}")
+        if not queue and not self._writing and self._send is not None:
+            # Nothing waits and no writer runs: the transport sends it now (see set_writer).
+            if not self._send(frame):
+                self._writing = self._busy = True  # still sending it: a writer runs
+            return
         queue.append(frame)
         # The transport's wake-up (``_wake``), inline: this runs once per client and notification.
         waiter = self._waiter
@@ -413,7 +419,7 @@ class Subscriber:
                 continue
             yield self.receive_nowait()
 
-    def set_writer(self, start: Callable[[], object] | None) -> None:
+    def set_writer(self, start: Callable[[], object] | None, send: Callable[[Frame], bool] | None = None) -> None:
         """Drain by push: ``start()`` is called (on the loop) when frames arrive, or the
         subscriber is closed, and no writer runs. ``None`` removes the hook.
 
@@ -429,8 +435,17 @@ class Subscriber:
         ``start`` may send at once, inside the hub's dispatch, and return a false value when
         it is done; a true value says the writer is left waiting (a task): the hub then
         starts the other clients' writers a few at a time (see :class:`Hub`).
+
+        ``send`` (optional) sends one frame at once: :meth:`send_nowait` calls it, instead of
+        queueing the frame, when nothing waits and no writer runs (a notification to an idle
+        client, the usual case), as a bare ``for ws in clients: await ws.send(...)`` loop
+        would. It returns ``True`` when it is done with the frame (sent, or dropped because
+        the client is gone), ``False`` when it is still sending it: a writer then counts as
+        running, and takes what was queued meanwhile once that frame is out, as a started
+        writer does (until :meth:`receive_nowait` gives ``[]``, or :meth:`writer_done`).
         """
         self._start = start
+        self._send = None if start is None else send
         if start is not None and not self._writing and (self._queue or self.close_code is not None):
             self._writing = True
             start()

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ("start",)
+__all__ = ("finish", "start")
 
 
 def start(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
@@ -29,13 +29,15 @@ def start(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         awaited = coro.send(None)
     except StopIteration:
         return None
-    return asyncio.get_running_loop().create_task(_finish(coro, awaited))
+    return asyncio.get_running_loop().create_task(finish(coro, awaited))
 
 
-async def _finish(coro: Coroutine[Any, Any, None], awaited: Any) -> None:
-    """Drive ``coro`` from where it stopped: wait for what it yielded, then resume it, as a
-    task does, until it returns. Cancelling this task cancels what it waits for and raises
-    ``CancelledError`` inside ``coro``, as cancelling its own task would."""
+async def finish(coro: Coroutine[Any, Any, None], awaited: Any) -> None:
+    """Drive ``coro``, which yielded ``awaited`` when it was last resumed by hand, to its
+    end: wait for what it yielded, then resume it, as a task does. Awaited in a task,
+    cancelling that task cancels what it waits for and raises ``CancelledError`` inside
+    ``coro``, as cancelling its own task would; what ``coro`` raises or returns is this
+    coroutine's."""
     while True:
         try:
             if awaited is None:  # a bare yield (``asyncio.sleep(0)``): one loop turn

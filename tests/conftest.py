@@ -25,6 +25,7 @@ from .support.recording import Recorder
 from .support.services import PrivateRedis, pg_engine, redis_url_or_skip, require_service, sqlite_savepoint_recipe
 
 if TYPE_CHECKING:
+    from .support.echo import App
     from .support.servers import Server
 
 
@@ -115,6 +116,20 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server = PrivateRedis(tmp_path)
     yield server
     server.stop()
+
+
+# -- the echo and snapshot endpoints, in-process ---------------------------------------------
+
+
+@pytest.fixture
+def app(engine: Engine) -> Iterator[App]:
+    """The echo and snapshot endpoints (``support/echo.py``) in-process, on ``engine``'s
+    database, with the client's lifespan entered."""
+    from .support.echo import App  # here: it needs FastAPI, which the core tests do not
+
+    a = App(engine)
+    with a.client:
+        yield a
 
 
 # -- a real server ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 import redis
 import websockets
 
+from .support.echo import check_request_messages
 from .support.servers import Server, connected, server_pair, two_pg_servers
 from .support.services import redis_url_or_skip
 from .support.ws import recv
@@ -54,10 +55,7 @@ async def connections(*servers: Server) -> AsyncIterator[list[tuple[websockets.C
 
 async def request_messages(ws: websockets.ClientConnection, forum: int, name: str) -> None:
     """The two notifications of one write with ``manual=true``, whatever their order."""
-    got = [await recv(ws), await recv(ws)]
-    assert sorted((m["collection"], m["data"]) for m in got) == [
-        ("containers", {"id": 0, "name": name}), ("forums", {"id": forum}),
-    ], got
+    check_request_messages([await recv(ws), await recv(ws)], forum, name)
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

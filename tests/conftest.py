@@ -143,3 +143,22 @@ def server(tmp_path: Path) -> Iterator[Server]:
     s = Server(tmp_path)
     yield s
     s.stop()
+
+
+@pytest.fixture
+def redis_servers(tmp_path: Path, redis_url: str) -> Iterator[tuple[Server, Server]]:
+    """Two uvicorn processes serving tests/server_app.py, sharing a Redis stream of their own."""
+    from .support.servers import two_redis_servers
+
+    with two_redis_servers(tmp_path, redis_url) as servers:
+        yield servers
+
+
+@pytest.fixture
+def pg_servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
+    """Two uvicorn processes serving tests/server_app.py, committing to PostgreSQL in a schema
+    of their own and sharing through LISTEN/NOTIFY (skipped without PostgreSQL)."""
+    from .support.servers import two_pg_servers
+
+    with two_pg_servers(tmp_path, request.config) as servers:
+        yield servers

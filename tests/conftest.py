@@ -25,6 +25,7 @@ from .support.recording import Recorder
 from .support.services import PrivateRedis, pg_engine, redis_url_or_skip, require_service, sqlite_savepoint_recipe
 
 if TYPE_CHECKING:
+    from .support.echo import App
     from .support.servers import Server
 
 
@@ -117,6 +118,20 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.stop()
 
 
+# -- the echo and snapshot endpoints, in-process ---------------------------------------------
+
+
+@pytest.fixture
+def app(engine: Engine) -> Iterator[App]:
+    """The echo and snapshot endpoints (``support/echo.py``) in-process, on ``engine``'s
+    database, with the client's lifespan entered."""
+    from .support.echo import App  # here: it needs FastAPI, which the core tests do not
+
+    a = App(engine)
+    with a.client:
+        yield a
+
+
 # -- a real server ---------------------------------------------------------------------------
 
 
@@ -128,3 +143,22 @@ def server(tmp_path: Path) -> Iterator[Server]:
     s = Server(tmp_path)
     yield s
     s.stop()
+
+
+@pytest.fixture
+def redis_servers(tmp_path: Path, redis_url: str) -> Iterator[tuple[Server, Server]]:
+    """Two uvicorn processes serving tests/server_app.py, sharing a Redis stream of their own."""
+    from .support.servers import two_redis_servers
+
+    with two_redis_servers(tmp_path, redis_url) as servers:
+        yield servers
+
+
+@pytest.fixture
+def pg_servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
+    """Two uvicorn processes serving tests/server_app.py, committing to PostgreSQL in a schema
+    of their own and sharing through LISTEN/NOTIFY (skipped without PostgreSQL)."""
+    from .support.servers import two_pg_servers
+
+    with two_pg_servers(tmp_path, request.config) as servers:
+        yield servers

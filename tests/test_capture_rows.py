@@ -5,6 +5,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -92,6 +93,18 @@ def post_update(old: dict[str, Any] | None, before: dict[str, Any], after: dict[
 
 
 OPEN7 = {"forum_id": 7, "status": "open"}
+
+
+@contextmanager
+def moved_to_forum_8(rows: sessionmaker[Session], sink: Recorder) -> Iterator[tuple[Session, Post]]:
+    """With the sink emptied, a transaction (committed on the way out) in which post 1 has
+    moved from forum 7 to 8, flushed: what the next changes must not take for the start."""
+    taken(sink)
+    with rows.begin() as s:
+        post = s.get_one(Post, 1)
+        post.forum_id = 8
+        s.flush()
+        yield s, post
 
 
 # -- the three actions -----------------------------------------------------------------------
@@ -263,11 +276,7 @@ def test_one_filter_column_never_loaded_has_an_unknown_value(rows: sessionmaker[
 def test_a_row_that_changes_its_filter_value_twice_keeps_the_values_from_the_start(
     rows: sessionmaker[Session], sink: Recorder
 ) -> None:
-    taken(sink)
-    with rows.begin() as s:
-        post = s.get_one(Post, 1)
-        post.forum_id = 8
-        s.flush()
+    with moved_to_forum_8(rows, sink) as (s, post):
         post.forum_id, post.status = 9, "closed"
         s.flush()
         post.title = "late"
@@ -282,11 +291,7 @@ def test_a_row_that_changes_its_filter_value_twice_keeps_the_values_from_the_sta
 def test_a_released_savepoint_keeps_the_values_from_the_start_of_the_transaction(
     rows: sessionmaker[Session], sink: Recorder
 ) -> None:
-    taken(sink)
-    with rows.begin() as s:
-        post = s.get_one(Post, 1)
-        post.forum_id = 8
-        s.flush()
+    with moved_to_forum_8(rows, sink) as (s, post):
         with s.begin_nested():
             post.forum_id = 9
         with s.begin_nested():
@@ -297,11 +302,7 @@ def test_a_released_savepoint_keeps_the_values_from_the_start_of_the_transaction
 
 
 def test_a_rolled_back_savepoint_changes_nothing(rows: sessionmaker[Session], sink: Recorder) -> None:
-    taken(sink)
-    with rows.begin() as s:
-        post = s.get_one(Post, 1)
-        post.forum_id = 8
-        s.flush()
+    with moved_to_forum_8(rows, sink) as (s, post):
         nested = s.begin_nested()
         post.forum_id, post.status = 9, "closed"
         s.flush()
@@ -323,10 +324,7 @@ def test_a_rolled_back_savepoint_changes_nothing(rows: sessionmaker[Session], si
 def test_a_failed_commit_publishes_nothing_and_the_next_transaction_starts_afresh(
     rows: sessionmaker[Session], sink: Recorder
 ) -> None:
-    taken(sink)
-    with pytest.raises(IntegrityError), rows.begin() as s:
-        s.get_one(Post, 1).forum_id = 8
-        s.flush()
+    with pytest.raises(IntegrityError), moved_to_forum_8(rows, sink) as (s, _):
         s.add(Post(id=2, forum_id=None))  # NOT NULL: the commit's flush fails
     assert taken(sink) == []
     with rows.begin() as s:
@@ -348,11 +346,7 @@ def test_insert_then_update_is_an_insert_with_the_last_values(rows: sessionmaker
 def test_update_then_delete_is_a_delete_with_the_values_from_the_start(
     rows: sessionmaker[Session], sink: Recorder
 ) -> None:
-    taken(sink)
-    with rows.begin() as s:
-        post = s.get_one(Post, 1)
-        post.forum_id = 8
-        s.flush()
+    with moved_to_forum_8(rows, sink) as (s, post):
         s.delete(post)
     assert taken(sink) == [Notification("rows_posts", "delete", {"id": 1}, None, OPEN7)]
 
@@ -360,11 +354,7 @@ def test_update_then_delete_is_a_delete_with_the_values_from_the_start(
 def test_a_filter_column_the_database_computes_has_an_unknown_value(
     rows: sessionmaker[Session], sink: Recorder
 ) -> None:
-    taken(sink)
-    with rows.begin() as s:
-        post = s.get_one(Post, 1)
-        post.forum_id = 8
-        s.flush()
+    with moved_to_forum_8(rows, sink) as (s, post):
         post.forum_id = Post.forum_id + 1
         s.flush()
         post.title = "x"

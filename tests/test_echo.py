@@ -8,7 +8,6 @@ through both brokers: ``tests/test_echo_processes.py``.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,8 @@ from sqla_notify._web.endpoints import _CONNECTION_ID
 from sqla_notify.fastapi import notify_origin
 
 from .models import Forum
-from .support.echo import App
+from .support.apps import receive
+from .support.echo import App, check_request_messages
 from .support.recording import Recorder
 
 if TYPE_CHECKING:
@@ -39,6 +39,15 @@ def origins(sink: Recorder) -> list[list[tuple[str, str | None]]]:
     batches = [[(n.collection, n.origin) for n in batch] for batch in sink.batches]
     sink.batches.clear()
     return batches
+
+
+def mark_and_release_in_a_transaction(s: Session) -> None:
+    """Mark ``s``, flush forum 1 (a transaction is open), release the mark: what notify_origin
+    does when the session's own dependency commits after it."""
+    set_origin(s, ME)
+    s.add(Forum(id=1, name="a"))
+    s.flush()
+    release_origin(s, ME)
 
 
 # -- capture ---------------------------------------------------------------------------------
@@ -69,12 +78,8 @@ def test_the_mark_applies_to_every_notification_committed_until_cleared(
 def test_released_with_a_transaction_open_the_mark_stays_for_that_transaction_only(
     factory: sessionmaker[Session], sink: Recorder
 ) -> None:
-    # What notify_origin does when the session's own dependency commits after it.
     with factory() as s:
-        set_origin(s, ME)
-        s.add(Forum(id=1, name="a"))
-        s.flush()
-        release_origin(s, ME)
+        mark_and_release_in_a_transaction(s)
         s.commit()
         s.add(Forum(id=2, name="b"))
         s.commit()
@@ -99,10 +104,7 @@ def test_a_rolled_back_transaction_keeps_nothing_and_publishes_nothing(
     factory: sessionmaker[Session], sink: Recorder
 ) -> None:
     with factory() as s:
-        set_origin(s, ME)
-        s.add(Forum(id=1, name="a"))
-        s.flush()
-        release_origin(s, ME)
+        mark_and_release_in_a_transaction(s)
         s.rollback()
         s.add(Forum(id=2, name="b"))
         s.commit()
@@ -129,10 +131,7 @@ def test_a_transactional_sink_gets_the_mark_too(engine: Engine) -> None:
     sink = InTransaction()
     sessions = Notifier(sink).attach(sessionmaker(engine))
     with sessions.begin() as s:
-        set_origin(s, ME)
-        s.add(Forum(id=1, name="a"))
-        s.flush()
-        release_origin(s, ME)  # committed by the context manager: still this transaction's
+        mark_and_release_in_a_transaction(s)  # committed by the context manager: still this transaction's
     with sessions.begin() as s:
         s.add(Forum(id=2, name="b"))
     assert [[n.origin for n in batch] for batch in sink.batches] == [[ME], [None]]
@@ -174,24 +173,9 @@ def test_notify_origin_wants_the_dependency_itself() -> None:
 # -- the FastAPI dependencies, in-process ----------------------------------------------------
 
 
-@pytest.fixture
-def app(engine: Engine) -> Iterator[App]:
-    a = App(engine)
-    with a.client:
-        yield a
-
-
-def receive(ws: WebSocketTestSession) -> dict[str, Any]:
-    return json.loads(ws.receive_text())  # type: ignore[no-any-return]
-
-
-def request_messages(ws: WebSocketTestSession, forum: int, name: str) -> list[tuple[str, Any]]:
-    """The two notifications of one write with ``manual=1``, in the order they came."""
-    got = [receive(ws), receive(ws)]
-    assert sorted((m["collection"], m["data"]) for m in got) == [
-        ("containers", {"id": 0, "name": name}), ("forums", {"id": forum}),
-    ], got
-    return [(m["collection"], m["data"]) for m in got]
+def request_messages(ws: WebSocketTestSession, forum: int, name: str) -> None:
+    """The two notifications of one write with ``manual=1``, whatever their order."""
+    check_request_messages([receive(ws), receive(ws)], forum, name)
 
 
 @pytest.mark.parametrize("kind", ["sync", "async", "sync-begin", "async-begin", "inline"])

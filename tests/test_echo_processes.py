@@ -5,17 +5,16 @@ snapshot taken on A resumes on B."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-import redis
 import websockets
 
-from .support.servers import Server, connected, server_pair, two_pg_servers
+from .support.echo import check_request_messages
+from .support.servers import Server, connected, two_pg_servers, two_redis_servers
 from .support.services import redis_url_or_skip
 from .support.ws import recv
 
@@ -32,13 +31,8 @@ def servers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         with two_pg_servers(tmp_path, request.config, APP) as pair:
             yield pair
         return
-    redis_url = redis_url_or_skip()
-    stream = f"sqla_notify_test:{uuid.uuid4().hex}"
-    try:
-        with server_pair(tmp_path, APP, APP_REDIS=redis_url, APP_STREAM=stream) as pair:
-            yield pair
-    finally:
-        redis.Redis.from_url(redis_url).delete(stream)
+    with two_redis_servers(tmp_path, redis_url_or_skip(), APP) as pair:
+        yield pair
 
 
 @asynccontextmanager
@@ -54,17 +48,13 @@ async def connections(*servers: Server) -> AsyncIterator[list[tuple[websockets.C
 
 async def request_messages(ws: websockets.ClientConnection, forum: int, name: str) -> None:
     """The two notifications of one write with ``manual=true``, whatever their order."""
-    got = [await recv(ws), await recv(ws)]
-    assert sorted((m["collection"], m["data"]) for m in got) == [
-        ("containers", {"id": 0, "name": name}), ("forums", {"id": forum}),
-    ], got
+    check_request_messages([await recv(ws), await recv(ws)], forum, name)
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_a_write_on_b_is_not_sent_back_to_its_connection_on_a(servers: tuple[Server, Server], kind: str) -> None:
     a, b = servers
-    await connected(a)
-    await connected(b)
+    await connected(a, b)
     async with httpx.AsyncClient(timeout=10) as http, connections(a, a, b) as clients:
         (me, mine), (beside, _), (on_b, _) = clients
 
@@ -93,8 +83,7 @@ async def test_a_malformed_header_is_refused_on_every_process(servers: tuple[Ser
 
 async def test_a_snapshot_taken_on_a_resumes_on_b(servers: tuple[Server, Server]) -> None:
     a, b = servers
-    await connected(a)
-    await connected(b)
+    await connected(a, b)
     async with httpx.AsyncClient(timeout=10) as http, connections(a, b) as watchers:
 
         async def write(server: Server, name: str) -> dict[str, Any]:

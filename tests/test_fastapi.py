@@ -17,14 +17,13 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 from starlette.requests import HTTPConnection
-from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from sqla_notify import Hub, Notification, Notifier
 from sqla_notify.fastapi import ALL, notify_router
 
 from .models import Base, Container, Forum
-from .support.apps import make_app
+from .support.apps import make_app, receive
 
 
 class World:
@@ -58,10 +57,6 @@ def world(tmp_path: Path) -> Iterator[World]:
     w = World(tmp_path, collections={"forums", "containers"})
     with w.client:
         yield w
-
-
-def receive(ws: WebSocketTestSession) -> dict[str, Any]:
-    return json.loads(ws.receive_text())  # type: ignore[no-any-return]
 
 
 def test_welcome_then_committed_changes(world: World) -> None:

@@ -5,45 +5,23 @@ PostgreSQL LISTEN/NOTIFY (APP_PG: both commit to PostgreSQL, in a schema of the 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 import websockets
 
-from .support.servers import Server, connected, server_pair, two_pg_servers
-from .support.ws import recv
+from .support.servers import Server, connected
+from .support.ws import clients, receive_all, recv
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def pg_servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
-    with two_pg_servers(tmp_path, request.config) as servers:
-        yield servers
-
-
-@pytest.fixture
-def servers(tmp_path: Path, redis_url: str) -> Iterator[tuple[Server, Server]]:
-    stream = f"sqla_notify_test:{uuid.uuid4().hex}"
-    try:
-        with server_pair(tmp_path, APP_REDIS=redis_url, APP_STREAM=stream) as pair:
-            yield pair
-    finally:
-        redis.Redis.from_url(redis_url).delete(stream)
-
-
-async def test_commit_on_a_reaches_client_on_b_and_a_client_moves(servers: tuple[Server, Server]) -> None:
-    a, b = servers
-    await connected(a)
-    await connected(b)
+async def test_commit_on_a_reaches_client_on_b_and_a_client_moves(redis_servers: tuple[Server, Server]) -> None:
+    a, b = redis_servers
+    await connected(a, b)
     async with httpx.AsyncClient(timeout=10) as http:
-        async with websockets.connect(b.ws) as on_b:
-            await recv(on_b)
+        async with clients(b) as (on_b,):
             forum = (await http.post(f"{a.base}/forums/sync", params={"name": "x"})).json()["id"]
             first = await recv(on_b)
             assert first["data"] == {"id": forum}
@@ -63,12 +41,8 @@ async def test_commit_on_a_reaches_client_on_b_and_a_client_moves(servers: tuple
 async def concurrent_writes(a: Server, b: Server, writes: int = 40) -> tuple[list[int], list[list[dict[str, Any]]]]:
     """``writes`` commits through both servers at once (sync and async sessions), received
     by two clients of each; returns the forum ids and what each client received."""
-    await connected(a)
-    await connected(b)
-    clients = [await websockets.connect(server.ws) for server in (a, b, a, b)]
-    try:
-        for ws in clients:
-            await recv(ws)
+    await connected(a, b)
+    async with clients(a, b, a, b) as sockets:
         async with httpx.AsyncClient(timeout=30) as http:
 
             async def write(i: int) -> int:
@@ -78,21 +52,11 @@ async def concurrent_writes(a: Server, b: Server, writes: int = 40) -> tuple[lis
                 return int(response.json()["id"])
 
             ids = await asyncio.gather(*(write(i) for i in range(writes)))
-
-        async def collect(ws: websockets.ClientConnection) -> list[dict[str, Any]]:
-            return [await recv(ws) for _ in range(writes)]
-
-        seen = await asyncio.gather(*(collect(ws) for ws in clients))
-        for ws in clients:  # and nothing more
-            with pytest.raises(asyncio.TimeoutError):  # not the builtin TimeoutError before 3.11
-                await asyncio.wait_for(ws.recv(), 0.3)
-        return ids, seen
-    finally:
-        await asyncio.gather(*(ws.close() for ws in clients))
+        return ids, await receive_all(sockets, writes)
 
 
-async def test_concurrent_writers_nothing_lost_or_duplicated(servers: tuple[Server, Server]) -> None:
-    ids, seen = await concurrent_writes(*servers)
+async def test_concurrent_writers_nothing_lost_or_duplicated(redis_servers: tuple[Server, Server]) -> None:
+    ids, seen = await concurrent_writes(*redis_servers)
     for messages in seen:
         assert sorted(m["data"]["id"] for m in messages) == sorted(ids)  # each once
         assert [m["id"] for m in messages] == [m["id"] for m in seen[0]]  # same order, same cursors
@@ -100,11 +64,9 @@ async def test_concurrent_writers_nothing_lost_or_duplicated(servers: tuple[Serv
 
 async def test_postgres_commit_on_a_reaches_b_and_a_client_moves(pg_servers: tuple[Server, Server]) -> None:
     a, b = pg_servers
-    await connected(a)
-    await connected(b)
+    await connected(a, b)
     async with httpx.AsyncClient(timeout=10) as http:
-        async with websockets.connect(b.ws) as on_b:
-            await recv(on_b)
+        async with clients(b) as (on_b,):
             sync_id = (await http.post(f"{a.base}/forums/sync", params={"name": "x"})).json()["id"]
             async_id = (await http.post(f"{a.base}/forums/async", params={"name": "y"})).json()["id"]
             first = await recv(on_b)

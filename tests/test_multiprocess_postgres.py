@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import websockets
 
 from .support.servers import Server, connected, two_pg_servers
-from .support.ws import recv
+from .support.ws import clients, receive_all, recv
 
 pytestmark = pytest.mark.anyio
 
@@ -31,12 +30,8 @@ async def test_every_transaction_reaches_every_client_once_whole_and_in_order(
     servers: tuple[Server, Server],
 ) -> None:
     a, b = servers
-    await connected(a)
-    await connected(b)
-    clients = [await websockets.connect(server.ws) for server in (a, b, a, b)]
-    try:
-        for ws in clients:
-            assert (await recv(ws))["type"] == "welcome"
+    await connected(a, b)
+    async with clients(a, b, a, b) as sockets:
         async with httpx.AsyncClient(timeout=30) as http:
 
             async def small(i: int) -> list[int]:
@@ -51,17 +46,7 @@ async def test_every_transaction_reaches_every_client_once_whole_and_in_order(
                 return [int(x) for x in response.json()["ids"]]
 
             transactions = await asyncio.gather(*(small(i) for i in range(30)), *(large(i) for i in range(4)))
-        total = sum(len(t) for t in transactions)
-
-        async def collect(ws: websockets.ClientConnection) -> list[dict[str, Any]]:
-            return [await recv(ws) for _ in range(total)]
-
-        seen = await asyncio.gather(*(collect(ws) for ws in clients))
-        for ws in clients:  # and nothing more
-            with pytest.raises(asyncio.TimeoutError):  # not the builtin TimeoutError before 3.11
-                await asyncio.wait_for(ws.recv(), 0.3)
-    finally:
-        await asyncio.gather(*(ws.close() for ws in clients))
+        seen = await receive_all(sockets, sum(len(t) for t in transactions))
 
     for messages in seen:
         assert [m for m in messages if "type" in m] == []  # only notifications: no resync
@@ -74,28 +59,27 @@ async def test_every_transaction_reaches_every_client_once_whole_and_in_order(
 
 
 async def test_clients_of_a_crashed_worker_resume_on_a_running_one_and_get_resync_on_its_replacement(
-    tmp_path: Path, request: pytest.FixtureRequest
+    tmp_path: Path, pg_servers: tuple[Server, Server]
 ) -> None:
     """What docs/processes.md says under PostgreSQL, "Faults": LISTEN/NOTIFY keeps no log, so a
     worker started after a client's ``last_id`` has nothing to replay from."""
-    with two_pg_servers(tmp_path, request.config) as (a, b):
-        await connected(a)
-        await connected(b)
-        async with websockets.connect(f"{a.ws}?collections=forums") as ws, httpx.AsyncClient(timeout=10) as http:
-            await recv(ws)
-            await http.post(f"{a.base}/forums/sync", params={"name": "seen"})
-            last_id = (await recv(ws))["id"]
-            a.proc.kill()  # a crash: no graceful shutdown
-            a.proc.wait(10)
-            missed = (await http.post(f"{b.base}/forums/sync", params={"name": "missed"})).json()["id"]
-        replacement = Server(tmp_path, a.app, **a.env)
-        try:
-            await connected(replacement)
-            async with websockets.connect(f"{replacement.ws}?collections=forums&last_id={last_id}") as ws:
-                assert (await recv(ws))["type"] == "welcome"
-                assert (await recv(ws))["type"] == "resync"
-            async with websockets.connect(f"{b.ws}?collections=forums&last_id={last_id}") as ws:
-                assert (await recv(ws))["type"] == "welcome"
-                assert (await recv(ws))["data"] == {"id": missed}  # resumed: nothing lost
-        finally:
-            replacement.stop()
+    a, b = pg_servers
+    await connected(a, b)
+    async with websockets.connect(f"{a.ws}?collections=forums") as ws, httpx.AsyncClient(timeout=10) as http:
+        await recv(ws)
+        await http.post(f"{a.base}/forums/sync", params={"name": "seen"})
+        last_id = (await recv(ws))["id"]
+        a.proc.kill()  # a crash: no graceful shutdown
+        a.proc.wait(10)
+        missed = (await http.post(f"{b.base}/forums/sync", params={"name": "missed"})).json()["id"]
+    replacement = Server(tmp_path, a.app, **a.env)
+    try:
+        await connected(replacement)
+        async with websockets.connect(f"{replacement.ws}?collections=forums&last_id={last_id}") as ws:
+            assert (await recv(ws))["type"] == "welcome"
+            assert (await recv(ws))["type"] == "resync"
+        async with websockets.connect(f"{b.ws}?collections=forums&last_id={last_id}") as ws:
+            assert (await recv(ws))["type"] == "welcome"
+            assert (await recv(ws))["data"] == {"id": missed}  # resumed: nothing lost
+    finally:
+        replacement.stop()

@@ -12,15 +12,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
 
 from .support.movers import Mover, write_steadily
-from .support.servers import Server, connected, server_pair, two_pg_servers
+from .support.servers import Server, connected
 
 pytestmark = pytest.mark.anyio
 
@@ -29,27 +25,10 @@ RATE = 20.0  # writes per second
 MAX_GAP = 2.0  # seconds, from the close frame to the first notification on the new connection
 
 
-@pytest.fixture
-def redis_servers(tmp_path: Path, redis_url: str) -> Iterator[tuple[Server, Server]]:
-    stream = f"sqla_notify_test:{uuid.uuid4().hex}"
-    try:
-        with server_pair(tmp_path, APP_REDIS=redis_url, APP_STREAM=stream) as pair:
-            yield pair
-    finally:
-        redis.Redis.from_url(redis_url).delete(stream)
-
-
-@pytest.fixture
-def pg_servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
-    with two_pg_servers(tmp_path, request.config) as servers:
-        yield servers
-
-
 async def restart_one(a: Server, b: Server) -> tuple[list[Mover], list[int]]:
     """The scenario: ``a`` goes away under load, its clients move to ``b``. Returns the
     clients (those of ``a`` first) and the ids committed."""
-    await connected(a)
-    await connected(b)
+    await connected(a, b)
     movers = [Mover(a, b) if i % 2 == 0 else Mover(b, a) for i in range(CLIENTS)]
     movers.sort(key=lambda m: m.home is b)
     tasks = [asyncio.create_task(m.run()) for m in movers]

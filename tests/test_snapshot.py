@@ -6,32 +6,19 @@ brokers: ``tests/test_echo_processes.py``."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi import Depends
-from sqlalchemy import Engine, select
-from starlette.testclient import WebSocketTestSession
+from sqlalchemy import select
 
 from sqla_notify import Hub
 from sqla_notify.fastapi import snapshot_cursor
 
 from .models import Forum
+from .support.apps import receive
 from .support.echo import App
-
-
-@pytest.fixture
-def app(engine: Engine) -> Iterator[App]:
-    a = App(engine)
-    with a.client:
-        yield a
-
-
-def receive(ws: WebSocketTestSession) -> dict[str, Any]:
-    return json.loads(ws.receive_text())  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

@@ -115,6 +115,14 @@ def echo_routes(
     return router
 
 
+def check_request_messages(got: list[dict[str, Any]], forum: int, name: str) -> None:
+    """``got`` is what ``POST /echo/{kind}?name=<name>&manual=1`` sends, in any order: the
+    forum it created and the ``containers`` notification it added."""
+    assert sorted((m["collection"], m["data"]) for m in got) == [
+        ("containers", {"id": 0, "name": name}), ("forums", {"id": forum}),
+    ], got
+
+
 class App:
     """An app served by ``TestClient``: the router under ``/notify`` (collections ``forums``
     and ``containers``) and :func:`echo_routes`, on ``engine``'s database (SQLite or

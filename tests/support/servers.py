@@ -1,6 +1,7 @@
 """uvicorn serving a test app (``tests/server_app.py`` unless told otherwise) in a child
 process: one, or a pair sharing notifications through Redis or PostgreSQL, and waits on
-their ``/stats``."""
+their ``/stats``. The fixtures ``redis_servers`` and ``pg_servers`` (``tests/conftest.py``)
+are the pairs serving ``tests/server_app.py``."""
 
 from __future__ import annotations
 
@@ -94,8 +95,9 @@ def server_pair(tmp_path: Path, app: str = "tests.server_app:app", **env: str) -
 
 @contextmanager
 def two_servers(tmp_path: Path, **env: str) -> Iterator[tuple[Server, Server]]:
-    """Two uvicorn processes sharing one Redis stream (``APP_REDIS`` in ``env``); stopped (and
-    resumed first, if the test left one stopped) at the end."""
+    """Two uvicorn processes sharing one Redis stream (``APP_REDIS`` in ``env``: a test's own
+    redis-server, which goes with its data); stopped (and resumed first, if the test left one
+    stopped) at the end. On the machine's Redis: :func:`two_redis_servers`."""
     env = {"APP_STREAM": f"sqla_notify_test:{uuid.uuid4().hex}", **env}
     with server_pair(tmp_path, **env) as (a, b):
         try:
@@ -103,6 +105,22 @@ def two_servers(tmp_path: Path, **env: str) -> Iterator[tuple[Server, Server]]:
         finally:
             for server in (a, b):
                 os.kill(server.proc.pid, signal.SIGCONT)
+
+
+@contextmanager
+def two_redis_servers(
+    tmp_path: Path, redis_url: str, app: str = "tests.server_app:app", **env: str
+) -> Iterator[tuple[Server, Server]]:
+    """Two uvicorn processes serving ``app``, sharing a stream of their own (deleted
+    afterwards) on the Redis at ``redis_url``."""
+    import redis  # here, not at the top: the core tests run where the redis extra is not installed
+
+    stream = f"sqla_notify_test:{uuid.uuid4().hex}"
+    try:
+        with server_pair(tmp_path, app, APP_REDIS=redis_url, APP_STREAM=stream, **env) as servers:
+            yield servers
+    finally:
+        redis.Redis.from_url(redis_url).delete(stream)
 
 
 @contextmanager
@@ -126,13 +144,14 @@ def two_pg_servers(
         engine.dispose()
 
 
-async def connected(server: Server) -> None:
-    """Wait (bounded) until the server's broker reader is connected."""
-    deadline = time.monotonic() + 10
-    async with httpx.AsyncClient(base_url=server.base, timeout=5) as http:
-        while (await http.get("/stats")).json()["broker"] != "connected":
-            assert time.monotonic() < deadline, "the broker reader did not connect"
-            await asyncio.sleep(0.02)
+async def connected(*servers: Server) -> None:
+    """Wait (bounded, for each in turn) until each server's broker reader is connected."""
+    for server in servers:
+        deadline = time.monotonic() + 10
+        async with httpx.AsyncClient(base_url=server.base, timeout=5) as http:
+            while (await http.get("/stats")).json()["broker"] != "connected":
+                assert time.monotonic() < deadline, "the broker reader did not connect"
+                await asyncio.sleep(0.02)
 
 
 async def wait_stats(http: httpx.AsyncClient, field: str, value: int, timeout: float = 10) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
@@ -30,3 +31,17 @@ async def clients(*servers: Server) -> AsyncIterator[list[websockets.ClientConne
         yield sockets
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets))
+
+
+async def receive_all(sockets: list[ClientConnection], count: int) -> list[list[dict[str, Any]]]:
+    """``count`` messages from each of ``sockets`` (read side by side), and then nothing more
+    within 0.3 s on any of them."""
+
+    async def collect(ws: ClientConnection) -> list[dict[str, Any]]:
+        return [await recv(ws) for _ in range(count)]
+
+    seen = await asyncio.gather(*(collect(ws) for ws in sockets))
+    for ws in sockets:  # and nothing more
+        with pytest.raises(asyncio.TimeoutError):  # not the builtin TimeoutError before 3.11
+            await asyncio.wait_for(ws.recv(), 0.3)
+    return seen

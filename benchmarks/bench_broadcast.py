@@ -137,7 +137,8 @@ def client_procs(n: int, forced: int | None = None) -> int:
 
 def fd_need(n: int) -> int:
     """File descriptors a server needs for ``n`` clients of the bare loop and one other
-    contender connected at once (the least :func:`_groups` pairs), with room to spare."""
+    contender connected at once (so that :func:`_groups` pairs them in one server), with room
+    to spare; ``n + 1000`` is the least (a server per contender)."""
     return 2 * n + 2000
 
 
@@ -147,16 +148,19 @@ def _groups(n: int, contenders: list[str]) -> list[list[str]]:
     When all of them do not fit (5,000 clients each against a limit of 20,000), every group
     has the bare loop, so each contender's ratio to it is still paired within a server and round;
     the two hubs (in-process and through Redis) come first, so that they share a server too.
+    When not even two fit (10,000 clients against 20,000), a group each: :func:`run_throughput`
+    then runs a server per contender, all at once.
     """
     fit = (_fd_limit() - 1000) // n
     if fit >= len(contenders):
         return [list(contenders)]
-    if fit < 2:
-        raise SystemExit(f"{n} clients need RLIMIT_NOFILE >= {fd_need(n)} (have {_fd_limit()}): run as root, "
+    if fit < 1:
+        raise SystemExit(f"{n} clients need RLIMIT_NOFILE >= {n + 1000} (have {_fd_limit()}): run as root, "
                          f"or raise the hard limit first (ulimit -Hn {fd_need(n)})")
+    if fit == 1:
+        return [[c] for c in contenders]
     others = sorted((c for c in contenders if c != "bare"), key=lambda c: c not in HUBS)  # stable
     return [["bare", *others[i:i + fit - 1]] for i in range(0, len(others), fit - 1)]
-
 
 
 def _start(contender: str) -> Server | None:
@@ -181,42 +185,56 @@ def run_throughput(
     A contender whose burst does not finish within ``timeout`` is recorded as such and not
     measured again at this client count; one that cannot connect ``n`` clients likewise, and
     the Redis contender if its hub cannot reach Redis. Each run records the bare loop's rate in
-    the same server and round; the Redis hub's runs also the in-process hub's.
+    the same round (and server, unless each contender has one of its own: see :func:`_groups`);
+    the Redis hub's runs also the in-process hub's.
     """
     modes = ["burst", "paced"] if paced else ["burst"]
     groups = _groups(n, list(contenders))
+    # Not even two contenders fit in one server's file descriptors (10,000 clients against a
+    # hard limit of 20,000): a server each, all up at once with their clients, so that rounds
+    # still interleave and the ratios pair by round, across two processes.
+    apart = len(groups) > 1 and max(map(len, groups)) == 1
+    batches = [groups] if apart else [[g] for g in groups]
     _log(
         f"throughput: {n} clients, bursts of {messages}, {rounds} rounds, {' and '.join(modes)}"
-        + (f"; {len(groups)} servers in turn: " + " | ".join(", ".join(g) for g in groups) if len(groups) > 1 else "")
+        + ("; a server per contender, all up at once" if apart else
+           f"; {len(groups)} servers in turn: " + " | ".join(", ".join(g) for g in groups) if len(groups) > 1 else "")
     )
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {c: [] for c in contenders} for m in modes}
     failed: dict[str, str] = {}
     hub_stats: dict[str, Any] = {}
     info: dict[str, Any] = {}
     logs = []
-    for group in groups:
+    for batch in batches:
+        lanes: list[tuple[Server, Clients, list[str]]] = []  # a server, its clients' processes, its contenders
         try:
-            server = Server(redis="redis" in group)
-        except RedisUnavailable as exc:
-            failed["redis"] = str(exc)
-            _log(f"  redis: {exc}; not measured at {n} clients")
-            group = [c for c in group if c != "redis"]
-            server = Server()
-        info = server.info
-        clients.start(server.port)
-        try:
+            for members in batch:
+                try:
+                    server = Server(redis="redis" in members)
+                except RedisUnavailable as exc:
+                    failed["redis"] = str(exc)
+                    _log(f"  redis: {exc}; not measured at {n} clients")
+                    members = [c for c in members if c != "redis"]
+                    if not members:
+                        continue
+                    server = Server()
+                info = server.info
+                lane_clients = clients if not lanes else Clients(clients.procs, clients.redis_cpu)
+                lanes.append((server, lane_clients, members))
+                lane_clients.start(server.port)
+            lane = {c: (server, lane_clients) for server, lane_clients, members in lanes for c in members}
             live = []
-            for c in group:
+            for c in lane:
                 t = time.perf_counter()
                 try:
-                    clients.connect(c, n)
+                    lane[c][1].connect(c, n)
                     live.append(c)
                     _log(f"  connected {n} {c} clients in {time.perf_counter() - t:.1f} s")
                 except RuntimeError as exc:
                     failed[c] = f"could not connect {n} clients: {exc}"
                     _log(f"  {c}: {failed[c]}")
             for c in live:  # warm-up
-                clients.burst(server, c, 20, timeout)
+                lane[c][1].burst(lane[c][0], c, 20, timeout)
             for r in range(rounds):
                 for mode in modes:
                     this_round: dict[str, dict[str, Any]] = {}
@@ -224,7 +242,7 @@ def run_throughput(
                         if c in failed:
                             continue
                         time.sleep(0.2)
-                        run = clients.burst(server, c, messages, timeout, paced=mode == "paced")
+                        run = lane[c][1].burst(lane[c][0], c, messages, timeout, paced=mode == "paced")
                         if run["timed_out"]:
                             failed[c] = (
                                 f"a burst of {messages} to {n} clients did not finish within {timeout:.0f} s "
@@ -235,7 +253,7 @@ def run_throughput(
                         this_round[c] = run
                         runs[mode][c].append(run)
                     bare = this_round.get("bare")
-                    for run in this_round.values():  # paired with the bare loop of the same server and round
+                    for run in this_round.values():  # paired with the bare loop of the same round
                         run["bare_deliveries_per_s"] = bare["deliveries_per_s"] if bare else None
                     if "redis" in this_round:  # and the hub through Redis with the in-process hub
                         hub = this_round.get("notify")
@@ -245,16 +263,17 @@ def run_throughput(
                         + ", ".join(f"{c} {run['deliveries_per_s'] / 1e3:.0f}k/s" for c, run in this_round.items())
                     )
             for h in HUBS:
-                if h in group:
-                    hub_stats[h] = server.get(f"/stats?contender={h}")
-            for c in group:
-                clients.close(c)
+                if h in lane:
+                    hub_stats[h] = lane[h][0].get(f"/stats?contender={h}")
+            for c in lane:
+                lane[c][1].close(c)
         finally:
-            clients.stop()
-            logs.append(server.stop())
+            for server, lane_clients, _ in lanes:
+                lane_clients.stop()
+                logs.append(server.stop())
     return {
         "clients": n, "messages": messages, "rounds": rounds, "runs": runs, "hub_stats": hub_stats, "server": info,
-        "server_log": logs, "groups": groups, "failed": failed, "timeout_s": timeout,
+        "server_log": logs, "groups": groups, "apart": apart, "failed": failed, "timeout_s": timeout,
     }
 
 
@@ -593,10 +612,10 @@ def main() -> None:
         args.workers = 2
     # Every process (the servers, the clients' processes) inherits it: up to the hard limit,
     # above it where allowed (root), as far as the largest count needs.
-    need = fd_need(max([*args.clients, args.idle]))
-    if raise_nofile(need) < need and max(args.clients) > 5000:
-        raise SystemExit(f"{max(args.clients)} clients need RLIMIT_NOFILE >= {need} (have {_fd_limit()}): "
-                         f"run as root, or raise the hard limit first (ulimit -Hn {need})")
+    most = max([*args.clients, *([args.idle] if "memory" in args.only else [])])
+    if raise_nofile(fd_need(most)) < most + 1000:
+        raise SystemExit(f"{most} clients need RLIMIT_NOFILE >= {most + 1000} (have {_fd_limit()}): "
+                         f"raise the hard limit first (ulimit -Hn {fd_need(most)}, as root)")
     for key in ("BENCH_REDIS_URL", "BENCH_REDIS_STREAM"):  # each server gets its own, or none
         os.environ.pop(key, None)
     if args.deflate:

@@ -56,7 +56,14 @@ table) is paired within one server and round, like the ratios to the bare loop. 
 measured*: a contender whose burst did not finish within the bound, or that could not
 connect every client, at that client count. Above the file-descriptor limit (20,000) the
 contenders are connected in turns of three, each turn with the bare loop (the two hubs in
-the same turn), so ratios stay paired within one server and round.
+the same turn), so ratios stay paired within one server and round; where not even two fit
+(10,000 clients), each contender has a server process of its own, all up at once with their
+clients, and rounds interleave across them as within one server (ratios paired by round).
+*Workers* (`--workers N`): the hub via Redis in N uvicorn processes on N ports sharing one
+stream, the clients split evenly over them, against one process with all the clients on a
+stream of its own, both sets connected throughout and bursts alternating; a burst is
+published in one of the N (the next each round) and reaches the others through Redis;
+deliveries/s in all, from the request to the last client's last frame on any server.
 *One notification*: from the server starting to publish it to the last healthy client's
 receipt (all processes read CLOCK_MONOTONIC), one notification at a time, 50 ms apart; a
 fresh server per contender and round; "with stalled": the stalled clients' buffers are full
@@ -551,7 +558,8 @@ def markdown(meta: dict[str, Any], throughput: list[dict[str, Any]], table: str)
         parts.append("Throughput: " + "; ".join(
             f"{b['clients']:,} clients: bursts of {b['messages']}, {b['rounds']} rounds, "
             f"{procs.get(str(b['clients']), '?')} client process(es)"
-            + (f", {len(b['groups'])} servers in turn ({' | '.join(', '.join(g) for g in b['groups'])})"
+            + (", a server per contender, all up at once" if b.get("apart") else
+               f", {len(b['groups'])} servers in turn ({' | '.join(', '.join(g) for g in b['groups'])})"
                if len(b["groups"]) > 1 else "")
             for b in throughput
         ))

@@ -215,7 +215,7 @@ def summarize(
             per = [r["per_connection"] for r in memory["runs"][c]]
             # Paired with the bare loop's server of the same round.
             ratio = [m["per_connection"] / bare[m["round"]]["per_connection"]
-                     for m in memory["runs"][c] if m["round"] in bare]
+                     for m in memory["runs"][c] if m["round"] in bare and bare[m["round"]]["per_connection"] > 0]
             summary["memory"].append({
                 "contender": c, "connections": memory["connections"], "per_connection": _spread(per),
                 "ratio_to_bare": _spread(ratio) if ratio else None,

@@ -14,6 +14,15 @@ bare loop of the same server and round:
 * **one notification**: publish → last of 990 clients, then with 10 more stalled;
 * **memory per idle connection**: RSS before and after 1,000 idle connections.
 
+``--only`` runs some of these (``throughput stalled single memory``, default all) and
+``workers``: the hub via Redis served by ``--workers N`` uvicorn processes (N ports sharing
+one stream, the clients split evenly) against one, total deliveries/s. 10,000 clients and
+more: the driver raises the file-descriptor limit (past the hard limit where allowed) and
+every server and client process inherits it (checked); where two contenders' clients do not
+fit in one server's limit, each contender gets a server of its own, all up at once; client
+processes scale with the count (``--client-procs``), each connecting from its own loopback
+address so that ephemeral ports never run out.
+
 The hub via Redis gets a stream per server (``bench_broadcast:<pid>-<random>:<n>``, deleted
 after); Redis comes from ``SQLA_NOTIFY_REDIS_URL``; unreachable, that contender is skipped with the
 reason. ``results/broadcast.md`` (the notes above its tables) and ``benchmarks/README.md``
@@ -23,6 +32,10 @@ describe the method in full.
     python benchmarks/bench_broadcast.py --quick      # about 5–6 minutes, noisier
     python benchmarks/bench_broadcast.py --quick --clients 1000 100   # about 3.5 minutes
     python benchmarks/bench_broadcast.py --quick --contenders notify redis   # with the bare loop
+    python benchmarks/bench_broadcast.py --only single --contenders notify    # one-notification latency, ~2 min
+    python benchmarks/bench_broadcast.py --clients 10000 --only throughput memory single --idle 10000 \
+        --contenders notify --out broadcast-10k                             # issue 14's scale, ~15 min
+    python benchmarks/bench_broadcast.py --clients 10000 --only workers --workers 2   # via Redis, ~3 min
 
 Writes ``benchmarks/results/broadcast.json`` and ``broadcast.md``, and with matplotlib
 ``broadcast-throughput.png`` and ``broadcast-one-broadcast.png`` (``plots.py``).
@@ -591,7 +604,8 @@ def main() -> None:
         help="load-generating processes (default: 1 up to 2,000 clients, 2 up to 5,000, one per 2,500 above)")
     add("--single-repeats", type=int, default=30, help="one-notification broadcasts per series (publish → last client)")
     add("--single-rounds", type=int, help="default 3, quick 1")
-    add("--out", help="results/<out>.json, .md and -*.png (default broadcast, or broadcast-deflate)")
+    add("--out", help="results/<out>.json, .md and -*.png (default broadcast, or broadcast-deflate; with --only or "
+        "--workers, -<scenarios> appended, e.g. broadcast-single)")
     add("--deflate", action="store_true",
         help="per-message compression on (clients offer it, as browsers do); writes broadcast-deflate.*")
     add("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS),
@@ -732,6 +746,7 @@ def _measure(args: argparse.Namespace, contenders: tuple[str, ...], skipped: dic
         "server_loop": server.get("loop"),
         "uvicorn_settings": f"--ws-per-message-deflate {str(args.deflate).lower()} --log-level warning (ws: auto = websockets-sansio)",
         "scenarios": [s for s in SCENARIOS if s in only], "client_procs": {str(n): p for n, p in sorted(procs.items())},
+        # The client processes' limit is checked against the driver's at every connect.
         "nofile": {"driver": _fd_limit(), "server": server.get("nofile")}, "messages": args.messages,
         "messages_per_clients": {b["clients"]: b["messages"] for b in throughput},
         "throughput_rounds": {b["clients"]: b["rounds"] for b in throughput},
@@ -748,6 +763,8 @@ def _measure(args: argparse.Namespace, contenders: tuple[str, ...], skipped: dic
         "duration_s": round(time.monotonic() - started),
     }
     name = args.out or ("broadcast-deflate" if args.deflate else "broadcast")
+    if not args.out and only != set(SCENARIOS) - {"workers"}:  # a part: not over the full run's files
+        name += "-" + "-".join(s for s in SCENARIOS if s in only)
     write(name, {"meta": meta, "summary": summary, "throughput": throughput, "stalled": stalled, "memory": memory,
                  "single": single, "workers": workers}, markdown(meta, throughput, table), indent=2)
     _log(f"\nwrote {RESULTS / name}.json and {name}.md ({meta['duration_s']} s)")

@@ -415,9 +415,12 @@ class Clients:
             pipe.send(("connect", contender, h, s, self.forums))
             self.forums += h
         replies = [pipe.recv() for pipe in self.pipes]
+        ours = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         for reply in replies:
             if "error" in reply:
                 raise RuntimeError(f"client worker: {reply['error']}")
+            if reply["nofile"] < ours:  # it could not raise its limit to the driver's
+                raise RuntimeError(f"client worker: file-descriptor limit {reply['nofile']}, expected {ours}")
         return replies
 
     def close(self, contender: str) -> None:

@@ -76,7 +76,7 @@ def test_the_broadcast_benchmark_runs_only_the_scenarios_named_and_states_issue_
 ) -> None:
     out = _run(tmp_path, "bench_broadcast.py", "--quick", "--only", "single", "memory", "--clients", "8",
                "--idle", "50", "--single-repeats", "2", "--contenders", "notify")
-    results = json.loads((tmp_path / "broadcast.json").read_text())
+    results = json.loads((tmp_path / "broadcast-single-memory.json").read_text())
     assert results["meta"]["scenarios"] == ["single", "memory"]
     assert results["throughput"] == [] and results["stalled"] is None and results["workers"] is None
     assert set(results["single"]["runs"]) == set(results["memory"]["runs"]) == {"bare", "notify"}
@@ -95,7 +95,7 @@ def test_the_broadcast_benchmark_at_two_workers_delivers_a_burst_published_in_on
 ) -> None:
     out = _run(tmp_path, "bench_broadcast.py", "--quick", "--only", "workers", "--workers", "2", "--clients", "10",
                "--messages", "3", "--client-procs", "2", env={"SQLA_NOTIFY_REDIS_URL": redis_url})
-    workers = json.loads((tmp_path / "broadcast.json").read_text())["workers"]
+    workers = json.loads((tmp_path / "broadcast-workers.json").read_text())["workers"]
     assert not workers["failed"]
     assert len({s["pid"] for s in workers["servers"]}) == 3  # one server, then the two workers
     one, two = workers["runs"]["one"][0], workers["runs"]["workers"][0]

@@ -546,7 +546,7 @@ def run_workers(
             c.connect("redis", n)
             _log(f"  connected {n} clients ({name}) in {time.perf_counter() - t:.1f} s")
         sets["one"].burst(one, "redis", 20, timeout)  # warm-up
-        for i, w in enumerate(pool):
+        for w in pool:  # warm-up, each publishing once
             sets["workers"].burst(w, "redis", 20, timeout, others=[x for x in pool if x is not w])
         for r in range(rounds):
             for name in _rotation(r, ["one", "workers"]):

@@ -14,6 +14,15 @@ bare loop of the same server and round:
 * **one notification**: publish → last of 990 clients, then with 10 more stalled;
 * **memory per idle connection**: RSS before and after 1,000 idle connections.
 
+``--only`` runs some of these (``throughput stalled single memory``, default all) and
+``workers``: the hub via Redis served by ``--workers N`` uvicorn processes (N ports sharing
+one stream, the clients split evenly) against one, total deliveries/s. 10,000 clients and
+more: the driver raises the file-descriptor limit (past the hard limit where allowed) and
+every server and client process inherits it (checked); where two contenders' clients do not
+fit in one server's limit, each contender gets a server of its own, all up at once; client
+processes scale with the count (``--client-procs``), each connecting from its own loopback
+address so that ephemeral ports never run out.
+
 The hub via Redis gets a stream per server (``bench_broadcast:<pid>-<random>:<n>``, deleted
 after); Redis comes from ``SQLA_NOTIFY_REDIS_URL``; unreachable, that contender is skipped with the
 reason. ``results/broadcast.md`` (the notes above its tables) and ``benchmarks/README.md``
@@ -23,6 +32,10 @@ describe the method in full.
     python benchmarks/bench_broadcast.py --quick      # about 5–6 minutes, noisier
     python benchmarks/bench_broadcast.py --quick --clients 1000 100   # about 3.5 minutes
     python benchmarks/bench_broadcast.py --quick --contenders notify redis   # with the bare loop
+    python benchmarks/bench_broadcast.py --only single --contenders notify    # one-notification latency, ~2 min
+    python benchmarks/bench_broadcast.py --clients 10000 --only throughput memory single --idle 10000 \
+        --contenders notify --out broadcast-10k                             # issue 14's scale, ~15 min
+    python benchmarks/bench_broadcast.py --clients 10000 --only workers --workers 2   # via Redis, ~3 min
 
 Writes ``benchmarks/results/broadcast.json`` and ``broadcast.md``, and with matplotlib
 ``broadcast-throughput.png`` and ``broadcast-one-broadcast.png`` (``plots.py``).
@@ -49,7 +62,7 @@ from loadgen import HUBS, Clients
 
 SERVER_LOG = Path(f"/tmp/bench_broadcast-{os.getpid()}.log")  # the servers' stderr
 BURST_TIMEOUT = 120.0  # s: a throughput burst not finished by then counts as not finished
-CLIENT_PROCS, BIG_CLIENT_PROCS = 1, 2  # load-generating processes; above 2,000 clients
+SCENARIOS = ("throughput", "stalled", "single", "memory", "workers")  # --only; "workers" only when named
 QUICK = {"rounds": 1, "messages": 100, "stall_timeout": 5.0, "single_rounds": 1, "stall_rounds": 1,
          "memory_rounds": 1, "single_timeout": 3.0, "unwatched": 50_000}
 FULL = {"rounds": 7, "messages": 200, "stall_timeout": 15.0, "single_rounds": 3, "stall_rounds": 3,
@@ -68,19 +81,21 @@ class Server(_Server):
     """A uvicorn process serving broadcast_server:app, with every contender.
 
     ``redis``: also serve the Redis contender, on a stream of its own (see
-    :class:`harness.Redis`); the server is ready once its broker has connected.
+    :class:`harness.Redis`), or on ``stream`` (``--workers``: shared by several servers); the
+    server is ready once its broker has connected. It must have got the driver's
+    file-descriptor limit (``/info``), or it stops.
 
     :raises RedisUnavailable: if the Redis hub did not connect.
     """
 
-    def __init__(self, redis: bool = False) -> None:
+    def __init__(self, redis: bool = False, stream: str | None = None) -> None:
         env: dict[str, str] = {}
         self.counts: dict[str, int] | None = None
         self.stream: str | None = None
         if redis:
             if REDIS is None:
                 raise RedisUnavailable("no Redis for this run")
-            self.stream = REDIS.new_stream()
+            self.stream = stream or REDIS.new_stream()
             env.update(BENCH_REDIS_URL=REDIS.url, BENCH_REDIS_STREAM=self.stream)
         # cwd inherited: PYTHONPATH may pick the sqla_notify checkout to measure.
         super().__init__("broadcast_server:app", SERVER_LOG, env=env, cwd=None,
@@ -88,6 +103,10 @@ class Server(_Server):
         if self.info["pid"] != self.proc.pid:
             self.stop()
             raise RuntimeError(f"expected the server's pid {self.proc.pid} at port {self.port}, got {self.info['pid']}")
+        if self.info["nofile"] < _fd_limit():
+            self.stop()
+            raise RuntimeError(f"the server got a file-descriptor limit of {self.info['nofile']}, expected "
+                               f"the driver's {_fd_limit()}")
         if redis and self.info["redis"]["broker"] != "connected":
             self.stop()
             raise RedisUnavailable(
@@ -120,21 +139,41 @@ def _fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def client_procs(n: int, forced: int | None = None) -> int:
+    """Load-generating processes for ``n`` clients (``forced``: ``--client-procs``): one up to
+    2,000, two up to 5,000, then one per 2,500 (four at 10,000), so that no process's loop
+    walks so many sockets that it, not the server, holds the last frame back."""
+    if forced:
+        return forced
+    return 1 if n <= 2000 else 2 if n <= 5000 else -(-n // 2500)
+
+
+def fd_need(n: int) -> int:
+    """File descriptors a server needs for ``n`` clients of the bare loop and one other
+    contender connected at once (so that :func:`_groups` pairs them in one server), with room
+    to spare; ``n + 1000`` is the least (a server per contender)."""
+    return 2 * n + 2000
+
+
 def _groups(n: int, contenders: list[str]) -> list[list[str]]:
     """Contenders connected at once to one server: as many as its file descriptors allow.
 
     When all of them do not fit (5,000 clients each against a limit of 20,000), every group
     has the bare loop, so each contender's ratio to it is still paired within a server and round;
     the two hubs (in-process and through Redis) come first, so that they share a server too.
+    When not even two fit (10,000 clients against 20,000), a group each: :func:`run_throughput`
+    then runs a server per contender, all at once.
     """
     fit = (_fd_limit() - 1000) // n
     if fit >= len(contenders):
         return [list(contenders)]
-    if fit < 2:
-        raise SystemExit(f"{n} clients need RLIMIT_NOFILE > {2 * n + 1000} (have {_fd_limit()})")
+    if fit < 1:
+        raise SystemExit(f"{n} clients need RLIMIT_NOFILE >= {n + 1000} (have {_fd_limit()}): run as root, "
+                         f"or raise the hard limit first (ulimit -Hn {fd_need(n)})")
+    if fit == 1:
+        return [[c] for c in contenders]
     others = sorted((c for c in contenders if c != "bare"), key=lambda c: c not in HUBS)  # stable
     return [["bare", *others[i:i + fit - 1]] for i in range(0, len(others), fit - 1)]
-
 
 
 def _start(contender: str) -> Server | None:
@@ -159,42 +198,56 @@ def run_throughput(
     A contender whose burst does not finish within ``timeout`` is recorded as such and not
     measured again at this client count; one that cannot connect ``n`` clients likewise, and
     the Redis contender if its hub cannot reach Redis. Each run records the bare loop's rate in
-    the same server and round; the Redis hub's runs also the in-process hub's.
+    the same round (and server, unless each contender has one of its own: see :func:`_groups`);
+    the Redis hub's runs also the in-process hub's.
     """
     modes = ["burst", "paced"] if paced else ["burst"]
     groups = _groups(n, list(contenders))
+    # Not even two contenders fit in one server's file descriptors (10,000 clients against a
+    # hard limit of 20,000): a server each, all up at once with their clients, so that rounds
+    # still interleave and the ratios pair by round, across two processes.
+    apart = len(groups) > 1 and max(map(len, groups)) == 1
+    batches = [groups] if apart else [[g] for g in groups]
     _log(
         f"throughput: {n} clients, bursts of {messages}, {rounds} rounds, {' and '.join(modes)}"
-        + (f"; {len(groups)} servers in turn: " + " | ".join(", ".join(g) for g in groups) if len(groups) > 1 else "")
+        + ("; a server per contender, all up at once" if apart else
+           f"; {len(groups)} servers in turn: " + " | ".join(", ".join(g) for g in groups) if len(groups) > 1 else "")
     )
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {c: [] for c in contenders} for m in modes}
     failed: dict[str, str] = {}
     hub_stats: dict[str, Any] = {}
     info: dict[str, Any] = {}
     logs = []
-    for group in groups:
+    for batch in batches:
+        lanes: list[tuple[Server, Clients, list[str]]] = []  # a server, its clients' processes, its contenders
         try:
-            server = Server(redis="redis" in group)
-        except RedisUnavailable as exc:
-            failed["redis"] = str(exc)
-            _log(f"  redis: {exc}; not measured at {n} clients")
-            group = [c for c in group if c != "redis"]
-            server = Server()
-        info = server.info
-        clients.start(server.port)
-        try:
+            for members in batch:
+                try:
+                    server = Server(redis="redis" in members)
+                except RedisUnavailable as exc:
+                    failed["redis"] = str(exc)
+                    _log(f"  redis: {exc}; not measured at {n} clients")
+                    members = [c for c in members if c != "redis"]
+                    if not members:
+                        continue
+                    server = Server()
+                info = server.info
+                lane_clients = clients if not lanes else Clients(clients.procs, clients.redis_cpu)
+                lanes.append((server, lane_clients, members))
+                lane_clients.start(server.port)
+            lane = {c: (server, lane_clients) for server, lane_clients, members in lanes for c in members}
             live = []
-            for c in group:
+            for c in lane:
                 t = time.perf_counter()
                 try:
-                    clients.connect(c, n)
+                    lane[c][1].connect(c, n)
                     live.append(c)
                     _log(f"  connected {n} {c} clients in {time.perf_counter() - t:.1f} s")
                 except RuntimeError as exc:
                     failed[c] = f"could not connect {n} clients: {exc}"
                     _log(f"  {c}: {failed[c]}")
             for c in live:  # warm-up
-                clients.burst(server, c, 20, timeout)
+                lane[c][1].burst(lane[c][0], c, 20, timeout)
             for r in range(rounds):
                 for mode in modes:
                     this_round: dict[str, dict[str, Any]] = {}
@@ -202,7 +255,7 @@ def run_throughput(
                         if c in failed:
                             continue
                         time.sleep(0.2)
-                        run = clients.burst(server, c, messages, timeout, paced=mode == "paced")
+                        run = lane[c][1].burst(lane[c][0], c, messages, timeout, paced=mode == "paced")
                         if run["timed_out"]:
                             failed[c] = (
                                 f"a burst of {messages} to {n} clients did not finish within {timeout:.0f} s "
@@ -213,7 +266,7 @@ def run_throughput(
                         this_round[c] = run
                         runs[mode][c].append(run)
                     bare = this_round.get("bare")
-                    for run in this_round.values():  # paired with the bare loop of the same server and round
+                    for run in this_round.values():  # paired with the bare loop of the same round
                         run["bare_deliveries_per_s"] = bare["deliveries_per_s"] if bare else None
                     if "redis" in this_round:  # and the hub through Redis with the in-process hub
                         hub = this_round.get("notify")
@@ -223,16 +276,17 @@ def run_throughput(
                         + ", ".join(f"{c} {run['deliveries_per_s'] / 1e3:.0f}k/s" for c, run in this_round.items())
                     )
             for h in HUBS:
-                if h in group:
-                    hub_stats[h] = server.get(f"/stats?contender={h}")
-            for c in group:
-                clients.close(c)
+                if h in lane:
+                    hub_stats[h] = lane[h][0].get(f"/stats?contender={h}")
+            for c in lane:
+                lane[c][1].close(c)
         finally:
-            clients.stop()
-            logs.append(server.stop())
+            for server, lane_clients, _ in lanes:
+                lane_clients.stop()
+                logs.append(server.stop())
     return {
         "clients": n, "messages": messages, "rounds": rounds, "runs": runs, "hub_stats": hub_stats, "server": info,
-        "server_log": logs, "groups": groups, "failed": failed, "timeout_s": timeout,
+        "server_log": logs, "groups": groups, "apart": apart, "failed": failed, "timeout_s": timeout,
     }
 
 
@@ -307,8 +361,10 @@ def run_memory(clients: Clients, n: int, rounds: int, contenders: tuple[str, ...
     """The server's RSS before and after ``n`` idle connections; a fresh server per contender
     and round (the Redis hub's reader and connections are in both measures)."""
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
+    info: dict[str, Any] = {}
 
     def step(r: int, c: str, server: Server) -> None:
+        info.update(server.info)
         clients.connect(c, 20)  # first-connection allocations are not per-connection cost
         clients.close(c)
         time.sleep(0.5)
@@ -330,7 +386,7 @@ def run_memory(clients: Clients, n: int, rounds: int, contenders: tuple[str, ...
         _log(f"  memory: round {r + 1}/{rounds}: {c}: {per / 1024:.1f} KiB per connection")
 
     _each_server(clients, rounds, contenders, step)
-    return {"connections": n, "runs": runs}
+    return {"connections": n, "runs": runs, "server": info}
 
 
 def _unwatched(server: Server, count: int, paced: bool, timeout: float) -> dict[str, Any]:
@@ -435,7 +491,10 @@ def run_single(
         text = f"p50 {statistics.median(v) * 1e3:.1f} ms, max {max(v) * 1e3:.1f} ms" if v else ""
         return text + (f"{'; ' if v else ''}blocked after {len(v)}" if x["blocked"] else "")
 
+    info: dict[str, Any] = {}
+
     def step(r: int, c: str, server: Server) -> None:
+        info.update(server.info)
         healthy, prefill, with_stalled = _with_stalled(clients, server, c, n, stalled, lambda _: series(server, c))
         _finish(clients, server, c)
         runs[c].append({"unstalled": healthy, "stalled": with_stalled, "prefill": prefill, "server_log": server.counts})
@@ -443,7 +502,82 @@ def run_single(
              f"with {stalled} stalled: {show(with_stalled)}")
 
     _each_server(clients, rounds, contenders, step)
-    return {"clients": n, "stalled": stalled, "repeats": repeats, "timeout_s": timeout, "runs": runs}
+    return {"clients": n, "stalled": stalled, "repeats": repeats, "timeout_s": timeout, "runs": runs, "server": info}
+
+
+def run_workers(
+    n: int, workers: int, messages: int, rounds: int, procs: int, timeout: float = BURST_TIMEOUT,
+) -> dict[str, Any]:
+    """``--workers``: the hub through Redis served by ``workers`` uvicorn processes against one,
+    the same ``n`` clients either way, in the same run.
+
+    One server with all ``n`` clients on a Redis stream of its own; ``workers`` servers that
+    share another stream, each on a port of its own with ``n / workers`` of the clients (as a
+    load balancer spreading connections evenly would; one port shared by uvicorn's
+    ``--workers`` would leave the split to the kernel's accept order, and the driver could not
+    tell which process its request reached). Both sets are connected throughout (an idle
+    connection costs no CPU); each round a burst on each in turn, the order rotating. A
+    workers burst is published in one of them (each round the next) and reaches the others'
+    clients through Redis; the time runs from the request to the last client's last frame,
+    whichever server it is on. Separate load-generating processes per set, ``procs`` each
+    (for the workers, a multiple of ``workers``, split evenly over the ports).
+    """
+    if REDIS is None:
+        return {"clients": n, "workers": workers, "failed": "no Redis for this run", "runs": {"one": [], "workers": []}}
+    _log(f"workers: {n} clients, one server against {workers} sharing a Redis stream, bursts of {messages}, "
+         f"{rounds} rounds")
+    runs: dict[str, list[dict[str, Any]]] = {"one": [], "workers": []}
+    failed = ""
+    servers: list[Server] = []
+    sets: dict[str, Clients] = {}
+    logs: list[dict[str, int]] = []
+    try:
+        one = Server(redis=True)
+        servers.append(one)
+        shared = REDIS.new_stream()
+        pool = [Server(redis=True, stream=shared) for _ in range(workers)]
+        servers += pool
+        wprocs = -(-procs // workers) * workers
+        sets = {"one": Clients(procs, REDIS.cpu), "workers": Clients(wprocs, REDIS.cpu)}
+        sets["one"].start(one.port)
+        sets["workers"].start([w.port for w in pool])
+        for name, c in sets.items():
+            t = time.perf_counter()
+            c.connect("redis", n)
+            _log(f"  connected {n} clients ({name}) in {time.perf_counter() - t:.1f} s")
+        sets["one"].burst(one, "redis", 20, timeout)  # warm-up
+        for w in pool:  # warm-up, each publishing once
+            sets["workers"].burst(w, "redis", 20, timeout, others=[x for x in pool if x is not w])
+        for r in range(rounds):
+            for name in _rotation(r, ["one", "workers"]):
+                time.sleep(0.2)
+                if name == "one":
+                    run = sets["one"].burst(one, "redis", messages, timeout)
+                else:
+                    publisher = pool[r % workers]
+                    run = sets["workers"].burst(publisher, "redis", messages, timeout,
+                                                others=[x for x in pool if x is not publisher])
+                    run["publisher"] = r % workers
+                if run["timed_out"] or run["delivered_share"] != 1.0:
+                    failed = (f"{name}: a burst of {messages} to {n} clients did not finish within {timeout:.0f} s "
+                              f"({run['delivered_share']:.0%} delivered)")
+                    raise RuntimeError(failed)
+                runs[name].append(run)
+            _log(f"  workers, {n} clients: round {r + 1}/{rounds}: one server "
+                 f"{runs['one'][-1]['deliveries_per_s'] / 1e3:.0f}k/s, {workers} servers "
+                 f"{runs['workers'][-1]['deliveries_per_s'] / 1e3:.0f}k/s")
+        hub_stats = [s.get("/stats?contender=redis") for s in servers]
+    except RuntimeError as exc:
+        failed = failed or str(exc)
+        _log(f"  workers: stopped: {failed}")
+        hub_stats = []
+    finally:
+        for c in sets.values():
+            c.stop()
+        logs = [s.stop() for s in servers]
+    return {"clients": n, "workers": workers, "messages": messages, "rounds": rounds, "runs": runs,
+            "procs": {k: c.procs for k, c in sets.items()}, "hub_stats": hub_stats, "server_log": logs,
+            "servers": [s.info for s in servers], "failed": failed, "timeout_s": timeout}
 
 
 def main() -> None:
@@ -457,12 +591,21 @@ def main() -> None:
         "paced bursts, stalls and one-broadcast latency")
     add("--messages", type=int, help="notifications per burst (default 200, quick 100); above 1,000 clients "
         "scaled down to keep clients × messages constant (at least 10)")
-    add("--stalled", type=int, default=10, help="stalled clients (of the first --clients)")
+    add("--stalled", type=int, help="stalled clients (of the first --clients; default 1%% of them, 10 at 1,000)")
     add("--stall-timeout", type=float, help="seconds (default 15, quick 5)")
-    add("--idle", type=int, default=1000, help="idle connections for the memory measure")
+    add("--idle", type=int, default=1000, help="idle connections for the memory measure (10000: the 10k case)")
+    add("--only", nargs="+", choices=SCENARIOS, metavar="SCENARIO",
+        help=f"run only these scenarios, of {', '.join(SCENARIOS)} (default: all but workers); "
+        "e.g. --only single for the one-notification latency alone")
+    add("--workers", type=int, default=0, metavar="N",
+        help="also the workers scenario: the hub via Redis served by N uvicorn processes (two ports, clients "
+        "split evenly) against one, total deliveries/s, at the first --clients (needs Redis)")
+    add("--client-procs", type=int,
+        help="load-generating processes (default: 1 up to 2,000 clients, 2 up to 5,000, one per 2,500 above)")
     add("--single-repeats", type=int, default=30, help="one-notification broadcasts per series (publish → last client)")
     add("--single-rounds", type=int, help="default 3, quick 1")
-    add("--out", help="results/<out>.json, .md and -*.png (default broadcast, or broadcast-deflate)")
+    add("--out", help="results/<out>.json, .md and -*.png (default broadcast, or broadcast-deflate; with --only or "
+        "--workers, -<scenarios> appended, e.g. broadcast-single)")
     add("--deflate", action="store_true",
         help="per-message compression on (clients offer it, as browsers do); writes broadcast-deflate.*")
     add("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS),
@@ -476,18 +619,30 @@ def main() -> None:
         args.rounds = 1 if args.quick else 5
     presets(args, QUICK, FULL)
     args.clients = args.clients or ([1000, 100] if args.filtered else [1000, 100, 5000])
-    raise_nofile()
+    if args.stalled is None:
+        args.stalled = max(1, args.clients[0] // 100)  # 1%, as issue 14 asks
+    args.only = args.only or [s for s in SCENARIOS if s != "workers" or args.workers]
+    if "workers" in args.only and args.workers < 2:
+        args.workers = 2
+    # Every process (the servers, the clients' processes) inherits it: the hard limit, as ever
+    # (5,000 clients: three contenders a server), and above it where the largest count needs it
+    # and this process may (CAP_SYS_RESOURCE).
+    most = max([*args.clients, *([args.idle] if "memory" in args.only else [])])
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # RLIM_INFINITY is -1: then fd_need(most)
+    if raise_nofile(max(fd_need(most), hard)) < most + 1000:
+        raise SystemExit(f"{most} clients need RLIMIT_NOFILE >= {most + 1000} (have {_fd_limit()}): "
+                         f"raise the hard limit first (ulimit -Hn {fd_need(most)}, as root)")
     for key in ("BENCH_REDIS_URL", "BENCH_REDIS_STREAM"):  # each server gets its own, or none
         os.environ.pop(key, None)
     if args.deflate:
         os.environ["BENCH_DEFLATE"] = "1"  # before the client processes start
     if args.filtered:
-        _measure_filtered(args, Clients(CLIENT_PROCS))
+        _measure_filtered(args, Clients(client_procs(max(args.clients), args.client_procs)))
         return
     contenders = tuple(c for c in CONTENDERS if c in args.contenders or c == "bare")
     skipped: dict[str, str] = {}
     global REDIS
-    if "redis" in contenders:
+    if "redis" in contenders or "workers" in args.only:
         target = Redis.connect("bench_broadcast")
         if isinstance(target, str):
             skipped["redis"] = target
@@ -498,7 +653,7 @@ def main() -> None:
     # A SIGTERM (run_all.py's time limit) unwinds like Ctrl-C: servers stopped, streams deleted.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
-        _measure(args, contenders, skipped, Clients(CLIENT_PROCS, None if REDIS is None else REDIS.cpu))
+        _measure(args, contenders, skipped)
     finally:
         if REDIS is not None:
             REDIS.drop_all()
@@ -527,48 +682,81 @@ def _measure_filtered(args: argparse.Namespace, clients: Clients) -> None:
         raise SystemExit(f"not measured to the end: {summary['failed']}")
 
 
-def _measure(args: argparse.Namespace, contenders: tuple[str, ...], skipped: dict[str, str], clients: Clients) -> None:
-    """Every measurement, then the table on stdout and results/<name>.json, .md and plots."""
+def _messages(messages: int, n: int) -> int:
+    """Notifications per burst at ``n`` clients: above 1,000, as many deliveries as 1,000 would get (at least 10)."""
+    return messages if n <= 1000 else max(10, messages * 1000 // n)
+
+
+def _server_info(*parts: Any) -> dict[str, Any]:
+    """A server's ``/info`` (versions, loop, limits) from whichever scenario ran; ``{}`` if none recorded one."""
+    for part in parts:
+        blocks = part if isinstance(part, list) else [part]
+        for b in blocks:
+            if not b:
+                continue
+            info = b.get("server") or (b.get("servers") or [None])[0]
+            if info:
+                return dict(info)
+    return {}
+
+
+def _measure(args: argparse.Namespace, contenders: tuple[str, ...], skipped: dict[str, str]) -> None:
+    """The scenarios of ``--only``, then the table on stdout and results/<name>.json, .md and plots."""
     started = time.monotonic()
     code = git_state()  # before the run: what the servers import
-    throughput = []
+    only = set(args.only)
+    redis_cpu = None if REDIS is None else REDIS.cpu
     first = args.clients[0]
-    for i, n in enumerate(args.clients):
+    procs = {n: client_procs(n, args.client_procs) for n in {*args.clients, args.idle}}
+    throughput = []
+    for i, n in enumerate(args.clients if "throughput" in only else []):
         # Smaller client counts make short, noisy bursts: more rounds (they are cheap); larger
         # ones long bursts and connections: fewer.
         block_rounds = args.rounds if n == first else 3 * args.rounds if n < first else max(1, (args.rounds + 1) // 2)
-        messages = args.messages if n <= 1000 else max(10, args.messages * 1000 // n)
-        block_clients = clients if n <= 2000 else Clients(BIG_CLIENT_PROCS, clients.redis_cpu)
-        throughput.append(run_throughput(block_clients, n, messages, block_rounds, i == 0, contenders))
-    _log(f"stalled clients: {args.stalled} of {first}, {args.stall_rounds} rounds")
-    stalled = run_stalled(clients, first, args.stalled, args.messages, args.stall_rounds, args.stall_timeout, contenders)
-    _log(f"one broadcast: {args.single_repeats} notifications one at a time to {first - args.stalled} clients, "
-         f"then with {args.stalled} more stalled, {args.single_rounds} rounds")
-    single = run_single(clients, first, args.stalled, args.single_repeats, args.single_rounds, args.single_timeout,
-                        contenders)
-    _log(f"memory: {args.idle} idle connections, {args.memory_rounds} rounds")
-    memory = run_memory(clients, args.idle, args.memory_rounds, contenders)
+        messages = _messages(args.messages, n)
+        throughput.append(run_throughput(Clients(procs[n], redis_cpu), n, messages, block_rounds, i == 0, contenders))
+    clients = Clients(procs[first], redis_cpu)
+    stalled = single = memory = workers = None
+    if "stalled" in only:
+        _log(f"stalled clients: {args.stalled} of {first}, {args.stall_rounds} rounds")
+        stalled = run_stalled(clients, first, args.stalled, _messages(args.messages, first), args.stall_rounds,
+                              args.stall_timeout, contenders)
+    if "single" in only:
+        _log(f"one broadcast: {args.single_repeats} notifications one at a time to {first - args.stalled} clients, "
+             f"then with {args.stalled} more stalled, {args.single_rounds} rounds")
+        single = run_single(clients, first, args.stalled, args.single_repeats, args.single_rounds, args.single_timeout,
+                            contenders)
+    if "memory" in only:
+        _log(f"memory: {args.idle} idle connections, {args.memory_rounds} rounds")
+        memory = run_memory(Clients(procs[args.idle], redis_cpu), args.idle, args.memory_rounds, contenders)
+    if "workers" in only:
+        workers = run_workers(first, args.workers, _messages(args.messages, first), args.rounds, procs[first])
+        if workers["failed"]:
+            skipped["workers"] = workers["failed"]
 
-    summary = summarize(throughput, stalled, memory, single, skipped)
-    table = render(summary, stalled, memory, single)
+    summary = summarize(throughput, stalled, memory, single, skipped, workers)
+    table = render(summary, stalled, memory, single, workers)
     print(table)
 
-    server = throughput[0]["server"]
+    server = _server_info(throughput, stalled, single, memory, workers)
     meta = {
         **base_meta(code),
-        **{k: server[k] for k in (
+        **{k: server.get(k) for k in (
             "fastapi", "starlette", "uvicorn", "websockets", "msgspec", "sqla_notify", "broadcaster",
             "python-socketio", "python-engineio",
         )},
-        "server_loop": server["loop"],
+        "server_loop": server.get("loop"),
         "uvicorn_settings": f"--ws-per-message-deflate {str(args.deflate).lower()} --log-level warning (ws: auto = websockets-sansio)",
-        "client_procs": CLIENT_PROCS, "big_client_procs": BIG_CLIENT_PROCS, "messages": args.messages,
+        "scenarios": [s for s in SCENARIOS if s in only], "client_procs": {str(n): p for n, p in sorted(procs.items())},
+        # The client processes' limit is checked against the driver's at every connect.
+        "nofile": {"driver": _fd_limit(), "server": server.get("nofile")}, "messages": args.messages,
         "messages_per_clients": {b["clients"]: b["messages"] for b in throughput},
         "throughput_rounds": {b["clients"]: b["rounds"] for b in throughput},
         "single_repeats": args.single_repeats, "single_rounds": args.single_rounds,
         "single_timeout_s": args.single_timeout, "clients": args.clients, "rounds": args.rounds,
         "stall_rounds": args.stall_rounds, "memory_rounds": args.memory_rounds, "stalled": args.stalled,
-        "stall_timeout_s": args.stall_timeout, "idle_connections": args.idle, "queue_size": server["queue_size"],
+        "stall_timeout_s": args.stall_timeout, "idle_connections": args.idle, "queue_size": server.get("queue_size"),
+        "workers": args.workers if workers is not None else None,
         "contenders": list(contenders), "skipped": skipped,
         "redis": None if REDIS is None else {
             "url": REDIS.url, "server": REDIS.version, "redis-py": REDIS.redis_py, "streams": f"{REDIS.prefix}:<n>",
@@ -577,8 +765,10 @@ def _measure(args: argparse.Namespace, contenders: tuple[str, ...], skipped: dic
         "duration_s": round(time.monotonic() - started),
     }
     name = args.out or ("broadcast-deflate" if args.deflate else "broadcast")
+    if not args.out and only != set(SCENARIOS) - {"workers"}:  # a part: not over the full run's files
+        name += "-" + "-".join(s for s in SCENARIOS if s in only)
     write(name, {"meta": meta, "summary": summary, "throughput": throughput, "stalled": stalled, "memory": memory,
-                 "single": single}, markdown(meta, throughput, table), indent=2)
+                 "single": single, "workers": workers}, markdown(meta, throughput, table), indent=2)
     _log(f"\nwrote {RESULTS / name}.json and {name}.md ({meta['duration_s']} s)")
     try:
         import plots  # benchmarks/plots.py, next to this file

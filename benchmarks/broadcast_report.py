@@ -56,7 +56,14 @@ table) is paired within one server and round, like the ratios to the bare loop. 
 measured*: a contender whose burst did not finish within the bound, or that could not
 connect every client, at that client count. Above the file-descriptor limit (20,000) the
 contenders are connected in turns of three, each turn with the bare loop (the two hubs in
-the same turn), so ratios stay paired within one server and round.
+the same turn), so ratios stay paired within one server and round; where not even two fit
+(10,000 clients), each contender has a server process of its own, all up at once with their
+clients, and rounds interleave across them as within one server (ratios paired by round).
+*Workers* (`--workers N`): the hub via Redis in N uvicorn processes on N ports sharing one
+stream, the clients split evenly over them, against one process with all the clients on a
+stream of its own, both sets connected throughout and bursts alternating; a burst is
+published in one of the N (the next each round) and reaches the others through Redis;
+deliveries/s in all, from the request to the last client's last frame on any server.
 *One notification*: from the server starting to publish it to the last healthy client's
 receipt (all processes read CLOCK_MONOTONIC), one notification at a time, 50 ms apart; a
 fresh server per contender and round; "with stalled": the stalled clients' buffers are full
@@ -127,12 +134,14 @@ def _single_rows(single: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _redis_health(
-    throughput: list[dict[str, Any]], stalled: dict[str, Any], memory: dict[str, Any], single: dict[str, Any] | None,
+    throughput: list[dict[str, Any]], stalled: dict[str, Any] | None, memory: dict[str, Any] | None,
+    single: dict[str, Any] | None, workers: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Failed Redis calls and gaps (``resync`` for every client) of the Redis hubs, all servers."""
     logs = [log for block in throughput for log in block["server_log"]]
-    for part in (stalled, memory, single or {"runs": {}}):
-        logs += [r["server_log"] for r in part["runs"].get("redis", [])]
+    for part in (stalled, memory, single):
+        logs += [r["server_log"] for r in (part or {"runs": {}})["runs"].get("redis", [])]
+    logs += (workers or {}).get("server_log", [])
     logs = [log for log in logs if "redis_errors" in log]
     return {
         "servers": len(logs),
@@ -141,18 +150,44 @@ def _redis_health(
     }
 
 
+def _workers_summary(workers: dict[str, Any]) -> dict[str, Any]:
+    """``--workers``: total deliveries/s of N servers and of one, each round's ratio paired."""
+    one, many = workers["runs"]["one"], workers["runs"]["workers"]
+    ratios = [m["deliveries_per_s"] / o["deliveries_per_s"] for o, m in zip(one, many)]
+
+    def side(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if not runs:
+            return None
+        redis = [r["redis_cpu_s"] / r["completion_s"] for r in runs if r.get("redis_cpu_s") is not None]
+        return {
+            "deliveries_per_s": _spread(r["deliveries_per_s"] for r in runs),
+            "completion_s": _spread(r["completion_s"] for r in runs),
+            "server_cpu_share": statistics.median(r["server_cpu_s"] / r["completion_s"] for r in runs),
+            "redis_cpu_share": statistics.median(redis) if redis else None,
+            "busiest_client_cpu_share": statistics.median(max(r["client_cpu_s"]) / r["completion_s"] for r in runs),
+        }
+
+    return {
+        "clients": workers["clients"], "workers": workers["workers"], "messages": workers.get("messages"),
+        "rounds": len(ratios), "one": side(one), "many": side(many),
+        "ratio": _spread(ratios) if ratios else None, "failed": workers.get("failed") or None,
+    }
+
+
 def summarize(
-    throughput: list[dict[str, Any]], stalled: dict[str, Any], memory: dict[str, Any], single: dict[str, Any] | None,
-    skipped: dict[str, str] | None = None,
+    throughput: list[dict[str, Any]], stalled: dict[str, Any] | None, memory: dict[str, Any] | None,
+    single: dict[str, Any] | None, skipped: dict[str, str] | None = None, workers: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Every scenario that ran (``None``: not run, ``--only``): medians, spreads and ratios."""
     summary: dict[str, Any] = {
         "throughput": [], "stalled": [], "memory": [], "single": [], "skipped": dict(skipped or {}),
     }
     for block in throughput:
         for mode, runs in block["runs"].items():
             summary["throughput"] += _throughput_rows(block, mode, runs)
-    for c in (c for c in CONTENDERS if stalled["runs"].get(c)):
-        runs = stalled["runs"][c]
+    stalled_runs = stalled["runs"] if stalled is not None else {}
+    for c in (c for c in CONTENDERS if stalled_runs.get(c)):
+        runs = stalled_runs[c]
         before = [r["unstalled"]["completion_s"] for r in runs]
         timed_out = [r["stalled"]["timed_out"] for r in runs]
         during = [r["stalled"]["completion_s"] for r in runs if not r["stalled"]["timed_out"]]
@@ -174,18 +209,26 @@ def summarize(
             "prefill": [r["prefill"] for r in runs],
             "server_asgi_exceptions": sum(r["server_log"]["asgi_exceptions"] for r in runs),
         })
-    bare = {m["round"]: m for m in memory["runs"]["bare"]}
-    for c in (c for c in CONTENDERS if memory["runs"].get(c)):
-        per = [r["per_connection"] for r in memory["runs"][c]]
-        # Paired with the bare loop's server of the same round.
-        ratio = [m["per_connection"] / bare[m["round"]]["per_connection"] for m in memory["runs"][c] if m["round"] in bare]
-        summary["memory"].append({
-            "contender": c, "per_connection": _spread(per), "ratio_to_bare": _spread(ratio) if ratio else None,
-        })
+    if memory is not None:
+        bare = {m["round"]: m for m in memory["runs"].get("bare", [])}
+        for c in (c for c in CONTENDERS if memory["runs"].get(c)):
+            per = [r["per_connection"] for r in memory["runs"][c]]
+            # Paired with the bare loop's server of the same round.
+            ratio = [m["per_connection"] / bare[m["round"]]["per_connection"]
+                     for m in memory["runs"][c] if m["round"] in bare and bare[m["round"]]["per_connection"] > 0]
+            summary["memory"].append({
+                "contender": c, "connections": memory["connections"], "per_connection": _spread(per),
+                "ratio_to_bare": _spread(ratio) if ratio else None,
+            })
     if single is not None:
         summary["single"] = _single_rows(single)
-    if "redis" in stalled["runs"]:  # the contender was in this run
-        summary["redis"] = _redis_health(throughput, stalled, memory, single)
+        summary["single_clients"] = single["clients"] - single["stalled"]  # the healthy ones
+        summary["single_stalled"] = single["stalled"]
+    if workers is not None:
+        summary["workers"] = _workers_summary(workers)
+    parts = [b["runs"] for b in throughput] + [p["runs"] for p in (stalled, memory, single) if p is not None]
+    if any("redis" in runs or "redis" in runs.get("burst", {}) for runs in parts) or workers is not None:
+        summary["redis"] = _redis_health(throughput, stalled, memory, single, workers)
     return summary
 
 
@@ -200,14 +243,41 @@ def _find(rows: list[dict[str, Any]], **keys: Any) -> dict[str, Any] | None:
 
 
 def render(
-    summary: dict[str, Any], stalled: dict[str, Any], memory: dict[str, Any], single: dict[str, Any] | None = None,
+    summary: dict[str, Any], stalled: dict[str, Any] | None, memory: dict[str, Any] | None,
+    single: dict[str, Any] | None = None, workers: dict[str, Any] | None = None,
 ) -> str:
+    """The tables of the scenarios that ran (``None``: not run), then the targets."""
     lines = [
-        f"**Not measured: {LABELS[c]}**: {reason.rstrip('.')}." for c, reason in summary.get("skipped", {}).items()
+        f"**Not measured: {LABELS.get(c, f'the {c} scenario')}**: {reason.rstrip('.')}."
+        for c, reason in summary.get("skipped", {}).items()
     ]
     if lines:
         lines.append("")
-    lines += [
+    if summary["throughput"]:
+        lines += _throughput_table(summary)
+    if stalled is not None:
+        lines += _stalled_table(summary, stalled)
+    if single is not None:
+        lines += _single_table(summary, single)
+    if memory is not None:
+        lines += _memory_table(summary, memory)
+    if summary.get("workers"):
+        lines += _workers_table(summary["workers"])
+    health = summary.get("redis")
+    if health is not None:
+        lines += ["", (
+            f"Redis during this run ({health['servers']} servers with a Redis hub, a stream each but for --workers, which share one): "
+            + ("no failed Redis call, no gap." if not (health["errors"] or health["gaps"]) else
+               f"**{health['errors']} failed Redis call(s), {health['gaps']} gap(s)** (every client told to "
+               "resync): the Redis hub's figures are suspect; the server log has the broker's warnings.")
+        )]
+    lines += ["", _targets(summary, stalled)]
+    return "\n".join(lines).lstrip("\n")
+
+
+def _throughput_table(summary: dict[str, Any]) -> list[str]:
+    """Deliveries/s per client count, burst mode and contender, with the paired ratio to bare."""
+    lines = [
         (
             "| clients | burst | contender | deliveries/s (median, min–max) | **vs bare** (median, min–max) "
             "| last frame in (ms) | server hand-off (ms) | server GC (ms) | server CPU | busiest client CPU |"
@@ -234,7 +304,12 @@ def render(
             f"| {_ms(t['server_gc_s'])} "
             f"| {t['server_cpu_share']:.0%}{redis_cpu} | {t['busiest_client_cpu_share']:.0%} |"
         )
-    lines += [
+    return lines
+
+
+def _stalled_table(summary: dict[str, Any], stalled: dict[str, Any]) -> list[str]:
+    """Healthy clients' burst with and without the stalled ones."""
+    lines = [
         "",
         (
             f"| {stalled['stalled']} of {stalled['clients']:,} clients stalled | healthy clients, unstalled (ms) "
@@ -263,33 +338,42 @@ def render(
             f"{LABELS[s['contender']]}: {s['server_asgi_exceptions']} × \"Exception in ASGI application\""
             for s in logged
         ) + "."]
-    if single is not None:
-        healthy = single["clients"] - single["stalled"]
-        lines += [
-            "",
-            (
-                f"| one notification to {healthy:,} clients: publish → last client (ms) | p50 | p99 "
-                f"| per-round p50 (median, min–max) | per-round p99 (median, min–max) "
-                f"| **with {single['stalled']} more stalled**: p50 | p99 | per-round p50 | per-round p99 |"
-            ),
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for row in summary["single"]:
-            cells = []
-            for kind in ("unstalled", "stalled"):
-                k = row[kind]
-                if k["blocked_rounds"]:
-                    cells.append(
-                        f"**blocked** in {k['blocked_rounds']}/{k['rounds']} rounds: no broadcast reached every "
-                        f"healthy client within {single['timeout_s']:g} s | – | – | –"
-                    )
-                    continue
+    return lines
+
+
+def _single_table(summary: dict[str, Any], single: dict[str, Any]) -> list[str]:
+    """One notification at a time: publish → last client, p50 and p99, without and with stalled clients."""
+    healthy = single["clients"] - single["stalled"]
+    lines = [
+        "",
+        (
+            f"| one notification to {healthy:,} clients: publish → last client (ms) | p50 | p99 "
+            f"| per-round p50 (median, min–max) | per-round p99 (median, min–max) "
+            f"| **with {single['stalled']} more stalled**: p50 | p99 | per-round p50 | per-round p99 |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in summary["single"]:
+        cells = []
+        for kind in ("unstalled", "stalled"):
+            k = row[kind]
+            if k["blocked_rounds"]:
                 cells.append(
-                    f"{k['p50_s'] * 1e3:.1f} | **{k['p99_s'] * 1e3:.1f}** | {_range(k['round_p50_s'])} "
-                    f"| {_range(k['round_p99_s'])}"
+                    f"**blocked** in {k['blocked_rounds']}/{k['rounds']} rounds: no broadcast reached every "
+                    f"healthy client within {single['timeout_s']:g} s | – | – | –"
                 )
-            lines.append(f"| {LABELS[row['contender']]} | {cells[0]} | {cells[1]} |")
-    lines += [
+                continue
+            cells.append(
+                f"{k['p50_s'] * 1e3:.1f} | **{k['p99_s'] * 1e3:.1f}** | {_range(k['round_p50_s'])} "
+                f"| {_range(k['round_p99_s'])}"
+            )
+        lines.append(f"| {LABELS[row['contender']]} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def _memory_table(summary: dict[str, Any], memory: dict[str, Any]) -> list[str]:
+    """RSS per idle connection, and its ratio to the bare loop's."""
+    lines = [
         "",
         (
             f"| idle connections ({memory['connections']:,}) | RSS per connection (KiB, median, min–max) "
@@ -301,20 +385,43 @@ def render(
         med, lo, hi = m["per_connection"]
         ratio = "–" if m["ratio_to_bare"] is None else "**{:.2f}** ({:.2f}–{:.2f})".format(*m["ratio_to_bare"])
         lines.append(f"| {LABELS[m['contender']]} | {med / 1024:.1f} ({lo / 1024:.1f}–{hi / 1024:.1f}) | {ratio} |")
-    health = summary.get("redis")
-    if health is not None:
-        lines += ["", (
-            f"Redis during this run ({health['servers']} servers with a Redis hub, a stream each): "
-            + ("no failed Redis call, no gap." if not (health["errors"] or health["gaps"]) else
-               f"**{health['errors']} failed Redis call(s), {health['gaps']} gap(s)** (every client told to "
-               "resync): the Redis hub's figures are suspect; the server log has the broker's warnings.")
-        )]
-    lines += ["", _targets(summary, stalled)]
-    return "\n".join(lines)
+    return lines
 
 
-def _targets(summary: dict[str, Any], stalled: dict[str, Any]) -> str:
-    """The project's targets (issues 3 and 5), what Redis costs the hub (no target), and the
+def _workers_table(w: dict[str, Any]) -> list[str]:
+    """``--workers``: total deliveries/s of N processes and of one, and their paired ratio."""
+    lines = [
+        "",
+        (
+            f"| hub via Redis, {w['clients']:,} clients, bursts of {w['messages']} | deliveries/s in all "
+            "(median, min–max) | last frame in (ms) | servers' CPU | + Redis | busiest client CPU |"
+        ),
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in (("one", "one uvicorn process"), ("many", f"{w['workers']} uvicorn processes, one Redis stream")):
+        x = w[key]
+        if x is None:
+            lines.append(f"| {label} | **not measured**: {w['failed']} | – | – | – | – |")
+            continue
+        med, lo, hi = x["deliveries_per_s"]
+        redis = "–" if x["redis_cpu_share"] is None else f"{x['redis_cpu_share']:.0%}"
+        lines.append(f"| {label} | {med / 1e3:.0f}k ({lo / 1e3:.0f}k–{hi / 1e3:.0f}k) | {_ms(x['completion_s'][0])} "
+                     f"| {x['server_cpu_share']:.0%} | {redis} | {x['busiest_client_cpu_share']:.0%} |")
+    if w["ratio"] is not None:
+        r, lo, hi = w["ratio"]
+        lines.append(f"| **{w['workers']} processes / one** (paired by round) | **{r:.2f}×** ({lo:.2f}–{hi:.2f}) "
+                     "| | | | |")
+    return lines
+
+
+#: Issue 14's scale: at this many clients and above, the hub keeps this share of the bare loop's deliveries/s.
+SCALE_CLIENTS, SCALE_RATIO = 10_000, 0.9
+#: Issue 14's latency: one notification, publish → last client, hub over the bare loop at p50 and p99.
+SINGLE_P50, SINGLE_P99 = 1.1, 1.25
+
+
+def _targets(summary: dict[str, Any], stalled: dict[str, Any] | None) -> str:
+    """The project's targets (issues 3, 5 and 14), what Redis costs the hub (no target), and the
     ratios measured elsewhere."""
     rows = summary["throughput"]
     first = rows[0]["clients"] if rows else 1000
@@ -338,8 +445,12 @@ def _targets(summary: dict[str, Any], stalled: dict[str, Any]) -> str:
                _find(rows, contender="notify", clients=first, mode="paced"), met)
     for n in sorted({t["clients"] for t in rows} - {first}):
         ratio_line(f"the same at {n:,} clients (back to back)", _find(rows, contender="notify", clients=n, mode="burst"), met)
+    for n in sorted(n for n in {t["clients"] for t in rows} if n >= SCALE_CLIENTS):
+        ratio_line(f"issue 14: hub ≥ {SCALE_RATIO:.0%} of the bare loop's deliveries/s at {n:,} clients, one process "
+                   "(back to back)", _find(rows, contender="notify", clients=n, mode="burst"),
+                   lambda r: "met" if r >= SCALE_RATIO else "missed")
     stalls = {s["contender"]: s for s in summary["stalled"]}
-    if "notify" in stalls:
+    if "notify" in stalls and stalled is not None:
         hub_stall = stalls["notify"]
         if hub_stall["ratio"] is not None and not hub_stall["timed_out_rounds"]:
             r = hub_stall["ratio"][0]
@@ -352,6 +463,7 @@ def _targets(summary: dict[str, Any], stalled: dict[str, Any]) -> str:
             lines.append(f"| {stalled['stalled']} stalled clients: within 10% | hub timed out | missed |")
     single = {r["contender"]: r for r in summary.get("single", [])}
     if "notify" in single:
+        lines += _single_targets(single, summary.get("single_clients", 0), summary.get("single_stalled", 0))
         k = single["notify"]
         if not k["stalled"]["blocked_rounds"] and k["unstalled"]["p99_s"] and k["stalled"]["p99_s"]:
             r = k["stalled"]["p99_s"] / k["unstalled"]["p99_s"]
@@ -364,7 +476,7 @@ def _targets(summary: dict[str, Any], stalled: dict[str, Any]) -> str:
     if "notify" in memory and memory["notify"]["ratio_to_bare"] is not None:
         r = memory["notify"]["ratio_to_bare"][0]
         lines.append(
-            f"| memory per idle connection ≤ bare + 10% | {r - 1:+.0%} "
+            f"| memory per idle connection ≤ bare + 10% ({memory['notify']['connections']:,} connections) | {r - 1:+.0%} "
             f"({memory['notify']['per_connection'][0] / 1024:.1f} KiB vs "
             f"{memory['bare']['per_connection'][0] / 1024:.1f} KiB) | {'met' if r <= 1.1 else 'missed'} |"
         )
@@ -375,7 +487,7 @@ def _targets(summary: dict[str, Any], stalled: dict[str, Any]) -> str:
             _find(rows, contender="redis", clients=first, mode=mode), lambda r: "–", key="ratio_to_hub",
         )
     redis_stall = stalls.get("redis")
-    if redis_stall is not None:
+    if redis_stall is not None and stalled is not None:
         if redis_stall["ratio"] is not None and not redis_stall["timed_out_rounds"]:
             r, lo, hi = redis_stall["ratio"]
             lines.append(
@@ -393,6 +505,11 @@ def _targets(summary: dict[str, Any], stalled: dict[str, Any]) -> str:
                 f"{(k['p50_s'] - h['p50_s']) * 1e3:+.1f} / {(k['p99_s'] - h['p99_s']) * 1e3:+.1f} ms "
                 f"({k['p50_s'] * 1e3:.1f} / {k['p99_s'] * 1e3:.1f} ms) | – |"
             )
+    w = summary.get("workers")
+    if w:
+        ratio = "not measured" if w["ratio"] is None else "{:.2f}× (per-round {:.2f}–{:.2f})".format(*w["ratio"])
+        lines.append(f"| issue 14: {LABELS['redis']}, {w['workers']} uvicorn processes against one, total "
+                     f"deliveries/s at {w['clients']:,} clients (reported; no target) | {ratio} | – |")
     for c, elsewhere in (("broadcaster", 0.45), ("socketio", 0.2)):
         ratio_line(
             f"{LABELS[c]} vs bare at {first:,} clients (measured elsewhere: ≈{elsewhere:g}×; no target)",
@@ -402,9 +519,59 @@ def _targets(summary: dict[str, Any], stalled: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _single_targets(single: dict[str, dict[str, Any]], clients: int, stalled: int) -> list[str]:
+    """Issue 14: one notification, the hub's p50 and p99 over the bare loop's (its unstalled
+    ones for the stalled case too: the bare loop blocks behind stalled clients), and the p99s."""
+    lines = []
+    hub, bare = single["notify"], single.get("bare")
+    u = hub["unstalled"]
+    if u["p99_s"] is not None:
+        base = "" if bare is None or bare["unstalled"]["p99_s"] is None else (
+            f"; bare loop {bare['unstalled']['p99_s'] * 1e3:.1f} ms")
+        lines.append(f"| issue 14: p99 of one notification to all {clients:,} healthy clients, publish → last client "
+                     f"(reported) | hub {u['p99_s'] * 1e3:.1f} ms{base} | – |")
+    if bare is None or bare["unstalled"]["p50_s"] is None:
+        return lines
+    b = bare["unstalled"]
+    for kind, label in (("unstalled", "none stalled"),
+                        ("stalled", f"with {stalled} more stalled, against the bare loop with none")):
+        k = hub[kind]
+        if k["blocked_rounds"] or k["p50_s"] is None:
+            lines.append(f"| issue 14: one notification within {SINGLE_P50}× / {SINGLE_P99}× of the bare loop at "
+                         f"p50 / p99, {label} | hub blocked | missed |")
+            continue
+        p50, p99 = k["p50_s"] / b["p50_s"], k["p99_s"] / b["p99_s"]
+        verdict = "met" if p50 <= SINGLE_P50 and p99 <= SINGLE_P99 else "missed"
+        lines.append(f"| issue 14: one notification within {SINGLE_P50}× / {SINGLE_P99}× of the bare loop at "
+                     f"p50 / p99, {label} | {p50:.2f}× / {p99:.2f}× ({k['p50_s'] * 1e3:.1f} / "
+                     f"{k['p99_s'] * 1e3:.1f} ms) | {verdict} |")
+    return lines
+
+
 def markdown(meta: dict[str, Any], throughput: list[dict[str, Any]], table: str) -> str:
     """``results/<name>.md``: what ran (versions, settings from ``meta``), :data:`NOTES`, then ``table``."""
     redis = meta["redis"]
+    procs = meta["client_procs"]
+    ran = meta.get("scenarios", ["throughput", "stalled", "single", "memory"])
+    parts = []
+    if throughput:
+        parts.append("Throughput: " + "; ".join(
+            f"{b['clients']:,} clients: bursts of {b['messages']}, {b['rounds']} rounds, "
+            f"{procs.get(str(b['clients']), '?')} client process(es)"
+            + (", a server per contender, all up at once" if b.get("apart") else
+               f", {len(b['groups'])} servers in turn ({' | '.join(', '.join(g) for g in b['groups'])})"
+               if len(b["groups"]) > 1 else "")
+            for b in throughput
+        ))
+    if "stalled" in ran:
+        parts.append(f"stalled: {meta['stalled']} of {meta['clients'][0]:,}, {meta['stall_rounds']} rounds")
+    if "single" in ran:
+        parts.append(f"one broadcast: {meta['single_rounds']} rounds of {meta['single_repeats']}")
+    if "memory" in ran:
+        parts.append(f"memory: {meta['idle_connections']:,} idle connections, {meta['memory_rounds']} rounds")
+    if "workers" in ran:
+        parts.append(f"workers: {meta['workers']} uvicorn processes against one, {meta['rounds']} rounds")
+    limits = meta.get("nofile")
     return (
         f"# bench_broadcast ({meta['when']})\n\n"
         f"Python {meta['python']}, FastAPI {meta['fastapi']}, uvicorn {meta['uvicorn']} "
@@ -412,18 +579,11 @@ def markdown(meta: dict[str, Any], throughput: list[dict[str, Any]], table: str)
         f"{'on' if 'deflate true' in meta['uvicorn_settings'] else 'off'}), {meta['cpus']} CPUs, broadcaster "
         f"{meta['broadcaster']}, python-socketio {meta['python-socketio']} (python-engineio {meta['python-engineio']})"
         + ("" if redis is None else f", Redis {redis['server']} (redis-py {redis['redis-py']})")
-        + "; notifications of about 100 bytes. Throughput: "
-        + "; ".join(
-            f"{b['clients']:,} clients: bursts of {b['messages']}, {b['rounds']} rounds, "
-            f"{meta['client_procs'] if b['clients'] <= 2000 else meta['big_client_procs']} client process(es)"
-            + (f", {len(b['groups'])} servers in turn ({' | '.join(', '.join(g) for g in b['groups'])})"
-               if len(b["groups"]) > 1 else "")
-            for b in throughput
-        )
-        + f". Stalled: {meta['stall_rounds']} rounds; one broadcast: {meta['single_rounds']} rounds of "
-        f"{meta['single_repeats']}; memory: {meta['memory_rounds']} rounds; spread = min–max over rounds. "
-        f"Server/client CPU = CPU seconds over the burst's duration. {meta['duration_s']} s in all.\n\n"
-        f"{NOTES}\n\n{table}\n"
+        + "; notifications of about 100 bytes"
+        + ("" if not limits else f"; file descriptors: {limits['server']:,} per server process")
+        + ". Scenarios run (--only): " + ", ".join(ran) + ". " + "; ".join(parts)
+        + f"; spread = min–max over rounds. Server/client CPU = CPU seconds over the burst's duration. "
+        f"{meta['duration_s']} s in all.\n\n{NOTES}\n\n{table}\n"
     )
 
 

@@ -15,7 +15,8 @@ Control endpoints (loopback benchmark use only):
   asyncio.sleep(0)`` after each notification.
 * ``POST /prefill/{contender}``: fill the ``role=stall`` clients' socket buffers until sending
   to them blocks, the steady state of a client that stopped reading a while ago.
-* ``GET /rss`` (after ``gc.collect()``, with each contender's connections), ``GET /info``,
+* ``GET /rss`` (after ``gc.collect()``, with each contender's connections), ``GET /info``
+  (versions, the pid and the file-descriptor limit the server got),
   ``GET /stats?contender=notify|redis`` (a hub's counters), and ``GET /gc`` (collections so far).
 
 Configured by environment variables: ``BENCH_QUEUE_SIZE`` (the hubs' ``queue_size``, default
@@ -32,6 +33,7 @@ import cProfile
 import gc
 import importlib.metadata
 import os
+import resource
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -140,7 +142,7 @@ async def stats(contender: str = "notify") -> dict[str, Any]:
 async def info() -> dict[str, Any]:
     redis = CONTENDERS.get("redis")
     return {
-        "pid": os.getpid(), "python": sys.version.split()[0], "loop": type(asyncio.get_running_loop()).__module__,
+        "pid": os.getpid(), "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0], "python": sys.version.split()[0], "loop": type(asyncio.get_running_loop()).__module__,
         "fastapi": fastapi.__version__, "starlette": starlette.__version__, "uvicorn": uvicorn.__version__,
         "msgspec": msgspec.__version__, "sqla_notify": sqla_notify.__version__, "queue_size": QUEUE_SIZE,
         **{name: importlib.metadata.version(name)

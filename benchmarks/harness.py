@@ -134,13 +134,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def raise_nofile(want: int | None = None) -> None:
-    """Raise the soft file-descriptor limit to ``want`` (default: the hard limit); children inherit it."""
+def raise_nofile(want: int | None = None) -> int:
+    """Raise the soft file-descriptor limit to ``want`` (default: the hard limit), and the hard
+    limit too where this process may (root, up to ``fs.nr_open``); children inherit both.
+
+    :returns: the soft limit now in force (less than ``want`` if the hard limit could not be raised).
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if want is not None and hard != resource.RLIM_INFINITY and want > hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+        except (ValueError, OSError):  # unprivileged, or above fs.nr_open: the hard limit it is
+            pass
     target = want or (hard if hard != resource.RLIM_INFINITY else 65536)
     target = target if hard == resource.RLIM_INFINITY else min(target, hard)
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def new_loop() -> asyncio.AbstractEventLoop:

@@ -9,6 +9,12 @@ that the server stays the bottleneck. Socket.IO clients speak Engine.IO v4 (join
 namespace with ``40``, answer pings with ``3``) and count only event frames (``42[...]``).
 A stalled client shrinks ``SO_RCVBUF`` and stops reading once connected.
 
+Scale (10,000 clients and more): each process raises its file-descriptor limit, and process
+``i`` connects from its own loopback address, ``127.0.0.<i + 1>``, with the port picked at
+``connect()`` (``IP_BIND_ADDRESS_NO_PORT``): each process then has the whole ephemeral port
+range to itself, so a server port never runs out of them. :class:`Clients` can spread its
+processes over several servers (``--workers``), evenly.
+
 ``bench_brokers.py``'s clients are here too (:class:`RecordingClient`): in its own process,
 they keep the row id and arrival time of the notifications they are asked to.
 """
@@ -20,12 +26,13 @@ import concurrent.futures
 import multiprocessing
 import multiprocessing.connection
 import os
+import resource
 import signal
 import socket
 import statistics
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import msgspec
@@ -33,6 +40,8 @@ import msgspec
 from contenders import FILTERED, ORDER
 from harness import Server, new_loop, raise_nofile
 
+# Linux's value; the socket module names it from Python 3.12 (or 3.11 on some builds) only.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 HUBS = ("notify", "redis")  # their first frame (the welcome) says the client is subscribed
 PATHS = {c: f"/{c}/ws" for c in ORDER} | {"socketio": "/socket.io/?EIO=4&transport=websocket",
                                           "whole": "/whole/ws?collections=posts"}
@@ -226,9 +235,10 @@ class Client(asyncio.Protocol):
 class Worker:
     """One load-generating process: obeys the driver's commands on a pipe."""
 
-    def __init__(self, conn: multiprocessing.connection.Connection, port: int) -> None:
+    def __init__(self, conn: multiprocessing.connection.Connection, port: int, source: str = "127.0.0.1") -> None:
         self.conn = conn
         self.port = port
+        self.source = source
         self.groups: dict[str, Group] = {c: Group() for c in (*ORDER, *FILTERED)}
         self.commands: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -253,14 +263,21 @@ class Worker:
         request = HANDSHAKE.format(path=path, port=self.port, extensions=DEFLATE_OFFER if _deflate() else "").encode()
         client = Client(group, request, stall, wait_welcome=contender in HUBS or contender in FILTERED,
                         sio=contender == "socketio")
-        if stall:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # the kernel's minimum
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if stall:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # the kernel's minimum
+            # The port is chosen at connect(), unique per (source, server) pair only: a bind()
+            # alone would reserve it for any destination, and TIME_WAITs would use the range up.
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((self.source, 0))
             sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as create_connection does
             await loop.sock_connect(sock, ("127.0.0.1", self.port))
-            await loop.create_connection(lambda: client, sock=sock)
-        else:
-            await loop.create_connection(lambda: client, "127.0.0.1", self.port)
+        except BaseException:
+            sock.close()
+            raise
+        await loop.create_connection(lambda: client, sock=sock)
         await asyncio.wait_for(client.ready, 30)
         group.clients.append(client)
         return client
@@ -274,7 +291,8 @@ class Worker:
                 await self._open(contender, stall, forum)
 
         await asyncio.gather(*(one(False, first_forum + i) for i in range(healthy)), *(one(True) for _ in range(stalled)))
-        return {"connected": len(self.groups[contender].clients)}
+        return {"connected": len(self.groups[contender].clients),
+                "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0], "source": self.source}
 
     async def do_arm(self, contender: str, count: int, timeout: float) -> dict[str, Any]:
         """Expect ``count`` more frames on every healthy client; reply, then report when done."""
@@ -319,14 +337,14 @@ class Worker:
         return {"closed": closed}
 
 
-def worker_main(conn: multiprocessing.connection.Connection, port: int) -> None:
-    """Entry point of a load-generating process."""
-    raise_nofile()
+def worker_main(conn: multiprocessing.connection.Connection, port: int, source: str = "127.0.0.1") -> None:
+    """Entry point of a load-generating process: its clients connect from ``source`` to ``port``."""
+    raise_nofile()  # up to the hard limit, which the driver raised before starting us
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops us
     loop = new_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(Worker(conn, port).run())
+        loop.run_until_complete(Worker(conn, port, source).run())
     finally:
         loop.close()
 
@@ -342,19 +360,25 @@ class Clients:
         self.ctx = ctx
         self.pipes: list[multiprocessing.connection.Connection] = []
         self.workers: list[Any] = []
+        self.ports: list[int] = []  # each worker's server port
         self.port = 0
         self.forums = 0  # forums given to filtered clients so far: each client watches its own
         self.pool = concurrent.futures.ThreadPoolExecutor(2)
 
-    def start(self, port: int) -> None:
-        """(Re)start the workers for a server on ``port``."""
+    def start(self, port: int | Sequence[int]) -> None:
+        """(Re)start the workers for a server on ``port``; several ports: the workers take
+        them in turn (as many workers each, so clients split evenly if ``procs`` is a multiple)."""
         self.stop()
-        self.port = port
+        ports = [port] if isinstance(port, int) else list(port)
+        self.port = ports[0]
         self.forums = 0
-        for _ in range(self.procs):
+        for i in range(self.procs):
             parent, child = self.ctx.Pipe()
-            proc = self.ctx.Process(target=worker_main, args=(child, port), daemon=True)
+            # Its own loopback source address each: a port range each (module docstring).
+            proc = self.ctx.Process(target=worker_main, args=(child, ports[i % len(ports)], f"127.0.0.{i + 1}"),
+                                    daemon=True)
             proc.start()
+            self.ports.append(ports[i % len(ports)])
             self.pipes.append(parent)
             self.workers.append(proc)
 
@@ -370,6 +394,7 @@ class Clients:
                 proc.kill()
         self.pipes.clear()
         self.workers.clear()
+        self.ports.clear()
 
     def _all(self, *cmd: Any) -> list[Any]:
         for pipe in self.pipes:
@@ -383,27 +408,39 @@ class Clients:
     def _split(self, n: int) -> list[int]:
         return [n // self.procs + (1 if i < n % self.procs else 0) for i in range(self.procs)]
 
-    def connect(self, contender: str, healthy: int, stalled: int = 0) -> None:
+    def connect(self, contender: str, healthy: int, stalled: int = 0) -> list[dict[str, Any]]:
+        """Open ``healthy`` and ``stalled`` clients of ``contender``, split over the workers;
+        each worker's reply (its clients, file-descriptor limit and source address)."""
         for pipe, h, s in zip(self.pipes, self._split(healthy), self._split(stalled)):
             pipe.send(("connect", contender, h, s, self.forums))
             self.forums += h
-        for pipe in self.pipes:
-            reply = pipe.recv()
+        replies = [pipe.recv() for pipe in self.pipes]
+        ours = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        for reply in replies:
             if "error" in reply:
                 raise RuntimeError(f"client worker: {reply['error']}")
+            if reply["nofile"] < ours:  # it could not raise its limit to the driver's
+                raise RuntimeError(f"client worker: file-descriptor limit {reply['nofile']}, expected {ours}")
+        return replies
 
     def close(self, contender: str) -> None:
         self._all("close", contender)
 
     def burst(
         self, server: Server, contender: str, count: int, timeout: float, paced: bool = False,
+        others: Sequence[Server] = (),
     ) -> dict[str, Any]:
-        """One broadcast of ``count`` messages, timed from the request to the last frame."""
+        """One broadcast of ``count`` messages, timed from the request to the last frame.
+
+        ``others``: servers whose clients get the burst through the Redis broker (``--workers``):
+        their CPU counts with ``server``'s, which then has only its share of the clients.
+        """
         gc0 = server.get("/gc")
         armed = self._all("arm", contender, count, timeout)
         clients = sum(a["armed"] for a in armed)
         redis_cpu0 = self.redis_cpu() if contender == "redis" and self.redis_cpu is not None else None
-        cpu0 = server.cpu()
+        servers = [server, *others]
+        cpu0 = sum(s.cpu() for s in servers)
         t0 = time.perf_counter()
         future = self.pool.submit(
             server.post,
@@ -411,7 +448,7 @@ class Clients:
             timeout + 5,
         )
         reports = [pipe.recv() for pipe in self.pipes]
-        server_cpu = server.cpu() - cpu0
+        server_cpu = sum(s.cpu() for s in servers) - cpu0
         redis_cpu1 = self.redis_cpu() if self.redis_cpu is not None and redis_cpu0 is not None else None
         redis_cpu = redis_cpu1 - redis_cpu0 if redis_cpu0 is not None and redis_cpu1 is not None else None
         for r in reports:
@@ -455,8 +492,9 @@ class Clients:
             "server_gc_cpu_s": sum(gc1.get("cpu_seconds", ())) - sum(gc0.get("cpu_seconds", ())),
             "client_cpu_s": [r["cpu"] for r in reports],
         }
-        if not timed_out and response.get("clients") not in (None, clients):
-            raise RuntimeError(f"server broadcast to {response.get('clients')} clients, expected {clients}")
+        share = sum(a["armed"] for a, p in zip(armed, self.ports) if p == server.port)  # its own clients
+        if not timed_out and response.get("clients") not in (None, share):
+            raise RuntimeError(f"server broadcast to {response.get('clients')} clients, expected {share}")
         return result
 
 

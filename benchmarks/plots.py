@@ -43,7 +43,7 @@ def plot_broadcast(source: Path, out_dir: Path, name: str = "broadcast") -> list
     data = json.loads(source.read_text())
     meta, summary = data["meta"], data["summary"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [_throughput(summary, meta, out_dir / f"{name}-throughput.png")]
+    written = [_throughput(summary, meta, out_dir / f"{name}-throughput.png")] if summary["throughput"] else []
     if summary.get("single"):
         written.append(_one_broadcast(summary, data["single"], meta, out_dir / f"{name}-one-broadcast.png"))
     return written

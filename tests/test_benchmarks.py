@@ -19,12 +19,12 @@ import pytest
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
-def _run(tmp_path: Path, script: str, *argv: str) -> str:
+def _run(tmp_path: Path, script: str, *argv: str, env: dict[str, str] | None = None) -> str:
     pytest.importorskip("broadcaster", reason="the bench extra is not installed")
     pytest.importorskip("socketio", reason="the bench extra is not installed")
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *argv], cwd=BENCHMARKS.parent, capture_output=True, text=True,
-        env={**os.environ, "BENCH_RESULTS": str(tmp_path)}, timeout=110, check=False,
+        env={**os.environ, "BENCH_RESULTS": str(tmp_path), **(env or {})}, timeout=110, check=False,
     )
     assert done.returncode == 0, f"{script} exited with {done.returncode}, expected 0; stderr:\n{done.stderr[-3000:]}"
     return done.stdout
@@ -68,3 +68,41 @@ def test_the_filtered_broadcast_benchmark_delivers_each_client_its_forum_and_pri
         # Nobody watches the unwatched forums: the filtered hub sent only welcomes and the bursts.
         stats = block["hub_stats"]["filtered"]
         assert stats["frames_sent"] == clients * (1 + 10 + 3 * 2)  # welcome, warm-up, a burst per mode
+
+
+@pytest.mark.timeout(120)
+def test_the_broadcast_benchmark_runs_only_the_scenarios_named_and_states_issue_14s_latency_targets(
+    tmp_path: Path,
+) -> None:
+    out = _run(tmp_path, "bench_broadcast.py", "--quick", "--only", "single", "memory", "--clients", "8",
+               "--idle", "50", "--single-repeats", "2", "--contenders", "notify")
+    results = json.loads((tmp_path / "broadcast-single-memory.json").read_text())
+    assert results["meta"]["scenarios"] == ["single", "memory"]
+    assert results["throughput"] == [] and results["stalled"] is None and results["workers"] is None
+    assert set(results["single"]["runs"]) == set(results["memory"]["runs"]) == {"bare", "notify"}
+    assert results["single"]["stalled"] == 1  # 1% of 8, at least one
+    assert "| clients | burst |" not in out and "clients stalled |" not in out
+    assert "issue 14: p99 of one notification to all 7 healthy clients" in out
+    assert "issue 14: one notification within 1.1× / 1.25× of the bare loop at p50 / p99, none stalled" in out
+    assert "memory per idle connection ≤ bare + 10% (50 connections)" in out
+    # Every server and client process got the driver's file-descriptor limit.
+    assert results["meta"]["nofile"]["server"] == results["meta"]["nofile"]["driver"]
+
+
+@pytest.mark.timeout(120)
+def test_the_broadcast_benchmark_at_two_workers_delivers_a_burst_published_in_one_to_the_clients_of_both(
+    tmp_path: Path, redis_url: str,
+) -> None:
+    out = _run(tmp_path, "bench_broadcast.py", "--quick", "--only", "workers", "--workers", "2", "--clients", "10",
+               "--messages", "3", "--client-procs", "2", env={"SQLA_NOTIFY_REDIS_URL": redis_url})
+    workers = json.loads((tmp_path / "broadcast-workers.json").read_text())["workers"]
+    assert not workers["failed"]
+    assert len({s["pid"] for s in workers["servers"]}) == 3  # one server, then the two workers
+    one, two = workers["runs"]["one"][0], workers["runs"]["workers"][0]
+    # All 10 clients got all 3 frames either way; the publishing worker served only its half.
+    assert (one["clients"], one["delivered_share"], one["server_clients"]) == (10, 1.0, 10)
+    assert (two["clients"], two["delivered_share"], two["server_clients"]) == (10, 1.0, 5)
+    # The other worker delivered the burst it read back from the shared stream.
+    other = workers["hub_stats"][2 - two["publisher"]]
+    assert other["connections"] == 5 and other["published"] >= 3
+    assert "**2 processes / one** (paired by round)" in out

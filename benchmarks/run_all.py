@@ -11,6 +11,9 @@ or overruns is reported and the next one runs):
 * ``bench_broadcast.py``: six ways to broadcast over WebSocket (sqla_notify's hub in-process
   and through Redis among them), at 100, 1,000 and 5,000 clients, with stalled clients,
   one-notification latency and memory; writes the PNG plots;
+* ``bench_broadcast.py --filtered``: filtered subscriptions (each client watching a forum of
+  its own) against clients of the whole collection, server CPU per delivered frame, and per
+  post to forums nobody watches;
 * ``bench_latency.py``: commit to client through the hub, SQLite and PostgreSQL, sync and
   async sessions (``--quick`` when quick); writes the latency plot;
 * ``bench_brokers.py``: in-process against Redis and PostgreSQL (its ``--quick``);
@@ -51,6 +54,7 @@ class Step:
     limit_full: float  # seconds
     limit_quick: float
     outputs: list[str]  # file names in results/
+    flags: list[str] = field(default_factory=list)  # its flags in every run
     status: str = "not run"
     seconds: float = 0.0
     written: list[str] = field(default_factory=list)
@@ -61,6 +65,10 @@ STEPS = [
     Step(
         "broadcast", "bench_broadcast.py", ["--quick"], 50 * 60, 12 * 60,
         ["broadcast.json", "broadcast.md", "broadcast-throughput.png", "broadcast-one-broadcast.png"],
+    ),
+    Step(
+        "filtered", "bench_broadcast.py", ["--quick"], 20 * 60, 5 * 60,
+        ["broadcast-filtered.json", "broadcast-filtered.md"], flags=["--filtered"],
     ),
     Step("latency", "bench_latency.py", ["--quick"], 8 * 60, 3 * 60, ["latency.json", "latency.md", "latency-cdf.png"]),
     Step("brokers", "bench_brokers.py", ["--quick"], 15 * 60, 5 * 60, ["brokers.json", "brokers.md"]),
@@ -120,7 +128,7 @@ def _snapshot(names: list[str]) -> dict[str, bytes | None]:
 
 
 def run_step(step: Step, quick: bool, index: int, total: int) -> None:
-    args = [sys.executable, str(HERE / step.script), *(step.quick if quick else [])]
+    args = [sys.executable, str(HERE / step.script), *step.flags, *(step.quick if quick else [])]
     limit = step.limit_quick if quick else step.limit_full
     _log(f"[{index}/{total}] {step.name}: {' '.join(args[1:])} (at most {limit / 60:.0f} min)")
     before = _snapshot(step.outputs)

@@ -454,30 +454,15 @@ class Hub(Sink):
             return
         frames = 0
         if len(entries) == 1:  # the usual case, kept lean: no allocation per client
-            entry = entries[0]
-            n = entry.notification
-            skip = self._by_id.get(n.origin) if n.origin is not None else None  # echo suppression
-            index = self._index
-            # Snapshots (tuple()): a client that overflows is removed while we go. WouldBlock
-            # is the rare case (a full queue), and a ``try`` costs nothing (Python 3.11+) or
-            # next to nothing (3.10) when nothing is raised.
-            for group in (index.everything, index.whole.get(n.collection)):
-                if group:
-                    for sub in tuple(group):
-                        if sub is not skip and sub.allows(n):
-                            try:
-                                sub.send_nowait(entry)
-                                frames += 1
-                            except WouldBlock:
-                                self._overflow(sub, 1)
-            if n.collection in index.filtered:
-                for sub, move in index.filtered_targets(n):
-                    if sub is not skip and sub.allows(n):
-                        try:
-                            sub.send_nowait(entry if move is None else _moved(entry, move))
-                            frames += 1
-                        except WouldBlock:
-                            self._overflow(sub, 1)
+            # WouldBlock is the rare case (a full queue), and a ``try`` costs nothing
+            # (Python 3.11+) or next to nothing (3.10) when nothing is raised.
+            for subs, frame in self._targets(entries[0]):
+                for sub in subs:
+                    try:
+                        sub.send_nowait(frame)
+                        frames += 1
+                    except WouldBlock:
+                        self._overflow(sub, 1)
         else:
             for sub, frames_of in self._batches(entries):
                 if frames_of:
@@ -505,29 +490,34 @@ class Hub(Sink):
             ]
         wanted: dict[Subscriber, list[Frame]] = {}
         for entry in entries:
-            for sub, frame in self._targets(entry):
-                frames_of = wanted.get(sub)
-                if frames_of is None:
-                    wanted[sub] = [frame]
-                else:
-                    frames_of.append(frame)
+            for subs, frame in self._targets(entry):
+                for sub in subs:
+                    frames_of = wanted.get(sub)
+                    if frames_of is None:
+                        wanted[sub] = [frame]
+                    else:
+                        frames_of.append(frame)
         return wanted.items()
 
-    def _targets(self, entry: Entry) -> Iterator[tuple[Subscriber, Entry]]:
+    def _targets(self, entry: Entry) -> list[tuple[list[Subscriber], Entry]]:
         """Who receives ``entry`` (each subscriber once, its ``authorize`` applied, the
-        connection that caused it skipped), and the frame each gets."""
+        connection that caused it skipped), grouped by the frame they get: the delivery
+        rule, for one notification and for a hand-over alike. The lists are snapshots: a
+        client that overflows is removed from the index while the caller delivers."""
         n = entry.notification
-        skip = self._by_id.get(n.origin) if n.origin is not None else None
+        origin = n.origin
+        skip = self._by_id.get(origin) if origin is not None else None  # echo suppression
         index = self._index
+        out = []
         for group in (index.everything, index.whole.get(n.collection)):
             if group:
-                for sub in tuple(group):
-                    if sub is not skip and sub.allows(n):
-                        yield sub, entry
+                out.append(([sub for sub in group if sub is not skip and (sub.authorize is None or sub.allows(n))],
+                            entry))
         if n.collection in index.filtered:
             for sub, move in index.filtered_targets(n):
-                if sub is not skip and sub.allows(n):
-                    yield sub, entry if move is None else _moved(entry, move)
+                if sub is not skip and (sub.authorize is None or sub.allows(n)):
+                    out.append(([sub], entry if move is None else _moved(entry, move)))
+        return out
 
     def _offer(self, sub: Subscriber, frame: str) -> None:
         """Queue one control message (``resync``) for ``sub``."""

@@ -4,10 +4,14 @@ Threads and the loop
 ====================
 
 Commits happen on many threads: sync sessions in worker threads, ``AsyncSession`` on the
-event loop. :meth:`Hub.publish` accepts a batch from any of them and hands it to the loop
-with one ``call_soon_threadsafe`` (``call_soon`` when already on the loop thread): one
-hand-off per committed transaction, never per notification. Everything else runs on the
-loop thread, so the hub's state needs no lock.
+event loop. :meth:`Hub.publish` accepts a batch from any of them and hands it to the loop:
+it joins a queue (a ``deque``, whose ``append`` and ``popleft`` are atomic) stamped with its
+commit time, and the first batch since the last drain schedules one with
+``call_soon_threadsafe`` (``call_soon`` when already on the loop thread). The drain delivers
+what waits in order (each thread's batches in the order it committed them), one loop
+callback for every batch handed over meanwhile (a burst of posts in one loop step: one), never
+one per notification. Everything else runs on the loop thread, so the rest of the hub's
+state needs no lock.
 
 Fan-out
 =======
@@ -210,6 +214,10 @@ class Hub(Sink):
         self._last_gap = ""
         self._resyncs = 0
         self._due: deque[Callable[[], object]] = deque()  # writer starts for the next step
+        # Hand-overs (see _hand_over) waiting for the loop, in order, and whether a drain of
+        # them is scheduled. A deque: append and popleft are atomic, from any thread.
+        self._handed: deque[tuple[Callable[[Any, float], object], object, float]] = deque()
+        self._drain_due = False
         self._puller: asyncio.Task[None] | None = None  # applies the broker's events
         self._closing = False  # :meth:`shutdown` began: no client is served any more
         self._leaving: set[Subscriber] = set()  # let go of by :meth:`shutdown`, transport still up
@@ -223,6 +231,10 @@ class Hub(Sink):
             raise RuntimeError("this Hub is already running; enter it once")
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+        # Left by a loop that ended before draining them (the hub was not running for them).
+        self._not_running += len(self._handed)
+        self._handed.clear()
+        self._drain_due = False
         broker = self._broker
         if broker is not None:
             # The task first, so that the broker's first read attempt, which start() awaits,
@@ -356,8 +368,29 @@ class Hub(Sink):
         # The commit returned just now (the notifier calls this right after it, once per
         # batch): where the commit→send latency starts. With a broker, it starts from what
         # the broker reports instead (see _apply): the same clock for every process.
-        call = loop.call_soon if threading.get_ident() == self._thread else loop.call_soon_threadsafe
-        call(deliver, batch, time.time())
+        self._handed.append((deliver, batch, time.time()))
+        # One scheduled drain for every hand-over until it runs, not one loop callback per
+        # batch: a burst of posts leaves one handle, not a handle and its arguments each.
+        # Cleared by _drain before it looks: a hand-over that finds it set is drained then.
+        if not self._drain_due:
+            self._drain_due = True
+            if threading.get_ident() == self._thread:
+                loop.call_soon(self._drain)
+            else:
+                loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        """Deliver what was handed over, in order (on the loop). What other threads hand
+        over meanwhile waits for the drain they schedule: one drain does not run forever."""
+        self._drain_due = False
+        handed = self._handed
+        for _ in range(len(handed)):
+            deliver, batch, committed = handed.popleft()
+            try:
+                deliver(batch, committed)
+            except Exception as exc:  # noqa: BLE001 - as a loop callback of its own would be: reported, the rest go on
+                context = {"message": f"Exception in {deliver!r}", "exception": exc}
+                (self._loop or asyncio.get_running_loop()).call_exception_handler(context)
 
     def _deliver(self, notifications: list[Notification], committed: float) -> None:
         if self._broker is None:

@@ -178,7 +178,7 @@ def test_an_insert_keys_its_filter_value_once_and_builds_nothing_when_nobody_wat
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     keyed: list[Any] = []
-    real_key = index_module.value_key
+    real_key = selection_module.value_key
 
     def counting_key(value: Any) -> Any:
         keyed.append(value)

@@ -216,7 +216,8 @@ class Hub(Sink):
         self._due: deque[Callable[[], object]] = deque()  # writer starts for the next step
         # Hand-overs (see _hand_over) waiting for the loop, in order, and whether a drain of
         # them is scheduled. A deque: append and popleft are atomic, from any thread.
-        self._handed: deque[tuple[Callable[[Any, float], object], object, float]] = deque()
+        # A list: notifications (publish); anything else: a Pending (_publish_pending).
+        self._handed: deque[tuple[list[Notification] | Pending, float]] = deque()
         self._drain_due = False
         self._puller: asyncio.Task[None] | None = None  # applies the broker's events
         self._closing = False  # :meth:`shutdown` began: no client is served any more
@@ -354,13 +355,13 @@ class Hub(Sink):
 
     def publish(self, notifications: list[Notification]) -> None:
         """Queue a committed batch for delivery; returns at once, from any thread."""
-        self._hand_over(self._deliver, notifications)
+        self._hand_over(notifications)
 
     def _publish_pending(self, batch: Pending) -> None:
         """Queue a committed transaction whose notifications are still to be built."""
-        self._hand_over(self._deliver_pending, batch)
+        self._hand_over(batch)
 
-    def _hand_over(self, deliver: Callable[[Any, float], object], batch: object) -> None:
+    def _hand_over(self, batch: list[Notification] | Pending) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             self._not_running += 1
@@ -368,7 +369,7 @@ class Hub(Sink):
         # The commit returned just now (the notifier calls this right after it, once per
         # batch): where the commit→send latency starts. With a broker, it starts from what
         # the broker reports instead (see _apply): the same clock for every process.
-        self._handed.append((deliver, batch, time.time()))
+        self._handed.append((batch, time.time()))
         # One scheduled drain for every hand-over until it runs, not one loop callback per
         # batch: a burst of posts leaves one handle, not a handle and its arguments each.
         # Cleared by _drain before it looks: a hand-over that finds it set is drained then.
@@ -384,12 +385,19 @@ class Hub(Sink):
         over meanwhile waits for the drain they schedule: one drain does not run forever."""
         self._drain_due = False
         handed = self._handed
-        for _ in range(len(handed)):
-            deliver, batch, committed = handed.popleft()
+        left = len(handed)
+        while left:
+            left -= 1
+            batch, committed = handed.popleft()
             try:
-                deliver(batch, committed)
+                if not isinstance(batch, list):
+                    self._deliver_pending(batch, committed)
+                elif self._broker is None:  # the usual case, without a call of its own
+                    self._dispatch(batch, None, committed)
+                else:
+                    self._deliver(batch, committed)
             except Exception as exc:  # noqa: BLE001 - as a loop callback of its own would be: reported, the rest go on
-                context = {"message": f"Exception in {deliver!r}", "exception": exc}
+                context = {"message": "Exception in Hub._drain", "exception": exc}
                 (self._loop or asyncio.get_running_loop()).call_exception_handler(context)
 
     def _deliver(self, notifications: list[Notification], committed: float) -> None:

@@ -21,7 +21,7 @@ they are published: GC is counted apart, by collections (``gc.callbacks``) over 
 loop step, ``paced`` yields to the loop after each. ``--against`` measures another checkout
 too, in the same way (``PYTHONPATH``).
 
-    python benchmarks/bench_postcost.py                       # ~5 min on 2 vCPUs
+    python benchmarks/bench_postcost.py                       # ~9 min on 2 vCPUs
     python benchmarks/bench_postcost.py --against /tmp/old    # and another checkout
     python benchmarks/bench_postcost.py --gc-only             # the burst alone, no valgrind
 

@@ -47,6 +47,15 @@ def test_the_fanout_benchmark_measures_this_checkout(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_the_post_cost_benchmark_counts_collections_over_a_burst(tmp_path: Path) -> None:
+    out = _run(tmp_path, "bench_postcost.py", "--gc-only", "--burst", "2000", "--loop", "asyncio")
+    assert "| scenario | checkout | collections (gen 0, 1, 2) |" in out
+    assert (tmp_path / "postcost.md").read_text() == out
+    gc_runs = json.loads((tmp_path / "postcost.json").read_text())["gc"]
+    assert sorted(gc_runs) == ["unwatched/this", "watched/this"]
+
+
+@pytest.mark.timeout(120)
 def test_the_filtered_broadcast_benchmark_delivers_each_client_its_forum_and_prints_the_targets(tmp_path: Path) -> None:
     out = _run(tmp_path, "bench_broadcast.py", "--filtered", "--clients", "12", "6", "--messages", "3",
                "--unwatched", "500", "--rounds", "1")

@@ -174,6 +174,29 @@ def test_a_change_nobody_watches_costs_no_match(monkeypatch: pytest.MonkeyPatch)
     assert subs[7].pending == 2 and subs[8].pending == 1
 
 
+def test_an_insert_keys_its_filter_value_once_and_builds_nothing_when_nobody_watches_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keyed: list[Any] = []
+    real_key = selection_module.value_key
+
+    def counting_key(value: Any) -> Any:
+        keyed.append(value)
+        return real_key(value)
+
+    def no_states(n: Notification) -> Any:
+        raise AssertionError("the usual insert needs no states()")
+
+    monkeypatch.setattr(index_module, "value_key", counting_key)
+    monkeypatch.setattr(index_module, "states", no_states)
+    hub = Hub()
+    subs = [hub.subscribe(Selection(filtered={"posts": [{"forum_id": i}]})) for i in range(1000)]
+    hub._dispatch([U(None, {"forum_id": 5000}, "insert")])
+    assert keyed == [5000] and all(s.pending == 1 for s in subs)  # only the welcome
+    hub._dispatch([U(None, {"forum_id": 7}, "insert")])
+    assert keyed == [5000, 7] and subs[7].pending == 2 and subs[8].pending == 1
+
+
 def test_overlapping_subscriptions_receive_each_change_once() -> None:
     hub = Hub()
     sub = hub.subscribe(Selection(filtered={"posts": [{"forum_id": [7, 8]}, {"forum_id": 7}, {"status": "open"}]}))

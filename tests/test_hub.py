@@ -6,11 +6,12 @@ import asyncio
 import functools
 import json
 import threading
+import types
 from typing import Any
 
 import pytest
 
-from sqla_notify import Hub, HubStats, Notification, Subscriber
+from sqla_notify import Entry, Hub, HubStats, Notification, Subscriber
 from sqla_notify import _report
 from sqla_notify._hub import subscriber as _subscriber
 from sqla_notify._hub.hub import _START_CHUNK, _START_MAX
@@ -52,6 +53,37 @@ async def test_publish_from_loop_and_threads() -> None:
     # cursors are "<epoch>-<seq>", consecutive, and the welcome one came before all
     epoch = got[0]["cursor"].split("-")[0]
     assert [m["id"] for m in got[1:]] == [f"{epoch}-{i}" for i in (1, 2, 3)]
+
+
+async def test_batches_handed_over_in_one_loop_step_are_delivered_by_one_callback_in_order_each_with_its_commit_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sqla_notify._hub.hub as hub_module
+
+    async with Hub() as hub:
+        sub = hub.subscribe()
+        sub.receive_nowait()
+        loop = asyncio.get_running_loop()
+        scheduled: list[object] = []
+        call_soon = loop.call_soon
+
+        def counting(callback: Any, *args: Any, **kwargs: Any) -> asyncio.Handle:
+            scheduled.append(callback)
+            return call_soon(callback, *args, **kwargs)
+
+        clock = iter([100.0, 101.0, 102.0])
+        monkeypatch.setattr(loop, "call_soon", counting)
+        monkeypatch.setattr(hub_module, "time", types.SimpleNamespace(time=lambda: next(clock)))
+        hub.publish([N(id=1)])
+        hub.publish([N(id=2), N(id=3)])
+        hub.publish([N(id=4)])
+        assert len(scheduled) == 1  # one callback for the three
+        monkeypatch.undo()
+        await settle()
+        got = sub.receive_nowait()
+    assert [(e.notification.data, e.committed) for e in got if isinstance(e, Entry)] == [
+        ({"id": 1}, 100.0), ({"id": 2}, 101.0), ({"id": 3}, 101.0), ({"id": 4}, 102.0),
+    ]
 
 
 async def test_encoded_once_for_all_clients() -> None:

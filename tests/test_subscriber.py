@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 
 import pytest
@@ -234,6 +235,10 @@ def test_entry_is_a_read_only_record_with_its_frame_encoded_once() -> None:
     with pytest.raises(AttributeError, match="read-only"):
         del entry.id
     assert repr(entry).startswith("Entry(seq=1, id=")
+    # Not tracked by the collector (a burst keeps many alive at once), compared by identity.
+    assert not gc.is_tracked(entry)
+    same = Entry(entry.seq, entry.id, entry.notification, entry.text, entry.committed)
+    assert same != entry and same.message == entry.message and len({same, entry}) == 2
 
 
 def test_bound_must_be_a_positive_int() -> None:

@@ -4,10 +4,14 @@ Threads and the loop
 ====================
 
 Commits happen on many threads: sync sessions in worker threads, ``AsyncSession`` on the
-event loop. :meth:`Hub.publish` accepts a batch from any of them and hands it to the loop
-with one ``call_soon_threadsafe`` (``call_soon`` when already on the loop thread): one
-hand-off per committed transaction, never per notification. Everything else runs on the
-loop thread, so the hub's state needs no lock.
+event loop. :meth:`Hub.publish` accepts a batch from any of them and hands it to the loop:
+it joins a queue (a ``deque``, whose ``append`` and ``popleft`` are atomic) stamped with its
+commit time, and the first batch since the last drain schedules one with
+``call_soon_threadsafe`` (``call_soon`` when already on the loop thread). The drain delivers
+what waits in order (each thread's batches in the order it committed them), one loop
+callback for every batch handed over meanwhile (a burst of posts in one loop step: one), never
+one per notification. Everything else runs on the loop thread, so the rest of the hub's
+state needs no lock.
 
 Fan-out
 =======
@@ -216,6 +220,11 @@ class Hub(Sink):
         self._last_gap = ""
         self._resyncs = 0
         self._due: deque[Callable[[], object]] = deque()  # writer starts for the next step
+        # Hand-overs (see _hand_over) waiting for the loop, in order, and whether a drain of
+        # them is scheduled. A deque: append and popleft are atomic, from any thread.
+        # A list: notifications (publish); anything else: a Pending (_publish_pending).
+        self._handed: deque[tuple[list[Notification] | Pending, float]] = deque()
+        self._drain_due = False
         self._puller: asyncio.Task[None] | None = None  # applies the broker's events
         self._closing = False  # :meth:`shutdown` began: no client is served any more
         self._leaving: set[Subscriber] = set()  # let go of by :meth:`shutdown`, transport still up
@@ -229,6 +238,10 @@ class Hub(Sink):
             raise RuntimeError("this Hub is already running; enter it once")
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+        # Left by a loop that ended before draining them (the hub was not running for them).
+        self._not_running += len(self._handed)
+        self._handed.clear()
+        self._drain_due = False
         broker = self._broker
         if broker is not None:
             # The task first, so that the broker's first read attempt, which start() awaits,
@@ -348,13 +361,13 @@ class Hub(Sink):
 
     def publish(self, notifications: list[Notification]) -> None:
         """Queue a committed batch for delivery; returns at once, from any thread."""
-        self._hand_over(self._deliver, notifications)
+        self._hand_over(notifications)
 
     def _publish_pending(self, batch: Pending) -> None:
         """Queue a committed transaction whose notifications are still to be built."""
-        self._hand_over(self._deliver_pending, batch)
+        self._hand_over(batch)
 
-    def _hand_over(self, deliver: Callable[[Any, float], object], batch: object) -> None:
+    def _hand_over(self, batch: list[Notification] | Pending) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             self._not_running += 1
@@ -362,8 +375,36 @@ class Hub(Sink):
         # The commit returned just now (the notifier calls this right after it, once per
         # batch): where the commit→send latency starts. With a broker, it starts from what
         # the broker reports instead (see _apply): the same clock for every process.
-        call = loop.call_soon if threading.get_ident() == self._thread else loop.call_soon_threadsafe
-        call(deliver, batch, time.time())
+        self._handed.append((batch, time.time()))
+        # One scheduled drain for every hand-over until it runs, not one loop callback per
+        # batch: a burst of posts leaves one handle, not a handle and its arguments each.
+        # Cleared by _drain before it looks: a hand-over that finds it set is drained then.
+        if not self._drain_due:
+            self._drain_due = True
+            if threading.get_ident() == self._thread:
+                loop.call_soon(self._drain)
+            else:
+                loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        """Deliver what was handed over, in order (on the loop). What other threads hand
+        over meanwhile waits for the drain they schedule: one drain does not run forever."""
+        self._drain_due = False
+        handed = self._handed
+        left = len(handed)
+        while left:
+            left -= 1
+            batch, committed = handed.popleft()
+            try:
+                if not isinstance(batch, list):
+                    self._deliver_pending(batch, committed)
+                elif self._broker is None:  # the usual case, without a call of its own
+                    self._dispatch(batch, None, committed)
+                else:
+                    self._deliver(batch, committed)
+            except Exception as exc:  # noqa: BLE001 - as a loop callback of its own would be: reported, the rest go on
+                context = {"message": "Exception in Hub._drain", "exception": exc}
+                (self._loop or asyncio.get_running_loop()).call_exception_handler(context)
 
     def _deliver(self, notifications: list[Notification], committed: float) -> None:
         if self._broker is None:
@@ -460,30 +501,15 @@ class Hub(Sink):
             return
         frames = 0
         if len(entries) == 1:  # the usual case, kept lean: no allocation per client
-            entry = entries[0]
-            n = entry.notification
-            skip = self._by_id.get(n.origin) if n.origin is not None else None  # echo suppression
-            index = self._index
-            # Snapshots (tuple()): a client that overflows is removed while we go. WouldBlock
-            # is the rare case (a full queue), and a ``try`` costs nothing (Python 3.11+) or
-            # next to nothing (3.10) when nothing is raised.
-            for group in (index.everything, index.whole.get(n.collection)):
-                if group:
-                    for sub in tuple(group):
-                        if sub is not skip and sub.allows(n):
-                            try:
-                                sub.send_nowait(entry)
-                                frames += 1
-                            except WouldBlock:
-                                self._overflow(sub, 1)
-            if n.collection in index.filtered:
-                for sub, move in index.filtered_targets(n):
-                    if sub is not skip and sub.allows(n):
-                        try:
-                            sub.send_nowait(entry if move is None else _moved(entry, move))
-                            frames += 1
-                        except WouldBlock:
-                            self._overflow(sub, 1)
+            # WouldBlock is the rare case (a full queue), and a ``try`` costs nothing
+            # (Python 3.11+) or next to nothing (3.10) when nothing is raised.
+            for subs, frame in self._targets(entries[0]):
+                for sub in subs:
+                    try:
+                        sub.send_nowait(frame)
+                        frames += 1
+                    except WouldBlock:
+                        self._overflow(sub, 1)
         else:
             for sub, frames_of in self._batches(entries):
                 if frames_of:
@@ -511,29 +537,34 @@ class Hub(Sink):
             ]
         wanted: dict[Subscriber, list[Frame]] = {}
         for entry in entries:
-            for sub, frame in self._targets(entry):
-                frames_of = wanted.get(sub)
-                if frames_of is None:
-                    wanted[sub] = [frame]
-                else:
-                    frames_of.append(frame)
+            for subs, frame in self._targets(entry):
+                for sub in subs:
+                    frames_of = wanted.get(sub)
+                    if frames_of is None:
+                        wanted[sub] = [frame]
+                    else:
+                        frames_of.append(frame)
         return wanted.items()
 
-    def _targets(self, entry: Entry) -> Iterator[tuple[Subscriber, Entry]]:
+    def _targets(self, entry: Entry) -> list[tuple[list[Subscriber], Entry]]:
         """Who receives ``entry`` (each subscriber once, its ``authorize`` applied, the
-        connection that caused it skipped), and the frame each gets."""
+        connection that caused it skipped), grouped by the frame they get: the delivery
+        rule, for one notification and for a hand-over alike. The lists are snapshots: a
+        client that overflows is removed from the index while the caller delivers."""
         n = entry.notification
-        skip = self._by_id.get(n.origin) if n.origin is not None else None
+        origin = n.origin
+        skip = self._by_id.get(origin) if origin is not None else None  # echo suppression
         index = self._index
+        out = []
         for group in (index.everything, index.whole.get(n.collection)):
             if group:
-                for sub in tuple(group):
-                    if sub is not skip and sub.allows(n):
-                        yield sub, entry
+                out.append(([sub for sub in group if sub is not skip and (sub.authorize is None or sub.allows(n))],
+                            entry))
         if n.collection in index.filtered:
             for sub, move in index.filtered_targets(n):
-                if sub is not skip and sub.allows(n):
-                    yield sub, entry if move is None else _moved(entry, move)
+                if sub is not skip and (sub.authorize is None or sub.allows(n)):
+                    out.append(([sub], entry if move is None else _moved(entry, move)))
+        return out
 
     def _offer(self, sub: Subscriber, frame: str) -> None:
         """Queue one control message (``resync``) for ``sub``."""

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._notify.notification import Notification
-from .selection import Filter, Selection, decide, matches, states
+from .selection import Filter, Selection, decide, matches, states, value_key
 from .subscriber import Subscriber
 
 __all__ = ("Index",)
@@ -98,6 +98,25 @@ class Index:
         by_sub = self.filtered.get(c)
         if not by_sub:
             return
+        after_values = n.filter_after
+        if n.action == "insert" and after_values is not None:
+            anchors = self._anchors[c]
+            if len(anchors) == 1:
+                ((anchor, by_key),) = anchors.items()
+                if anchor in after_values:
+                    # The usual insert: every filter anchored on one column whose value is
+                    # known. Keyed once, for the lookup and (one column) the match: a value
+                    # nobody watches costs a dict lookup, no state, no candidate set.
+                    key = value_key(after_values[anchor])
+                    subs = by_key.get(key)
+                    if subs:
+                        keyed = ({anchor: key} if len(after_values) == 1
+                                 else {k: value_key(v) for k, v in after_values.items()})
+                        for sub in list(subs):
+                            fs = by_sub.get(sub)
+                            if fs is not None and matches(fs, keyed) is not False:
+                                yield sub, None  # an insert: never a move (see decide())
+                    return
         has_before, before, has_after, after = states(n)
         candidates: set[Subscriber] | dict[Subscriber, frozenset[Filter]]
         if (has_before and before is None) or (has_after and after is None):

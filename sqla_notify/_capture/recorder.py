@@ -122,6 +122,7 @@ def _snapshot(value: Any) -> Any:
 
 
 _insert_order = operator.attrgetter("insert_order")
+_expired_attributes = operator.attrgetter("expired_attributes")
 _PAYLOAD_ERRORS = HookErrors("a payload function", "payload_error")
 _UNSET: Any = object()
 
@@ -180,10 +181,10 @@ class Recorder:
         :meth:`after_flush` receives too.
         """
         try:
+            # filter() with a C getter: the test runs without a bytecode per object.
             noted = {
                 state: (frozenset(state.expired_attributes), tuple(state.committed_state))
-                for state in session.identity_map._modified
-                if state.expired_attributes
+                for state in filter(_expired_attributes, session.identity_map._modified)
             }
             if noted:
                 flush_context.attributes[self._flush_key] = noted
@@ -287,6 +288,10 @@ class Recorder:
             want_old = info.old
             exclude = info.exclude
             deleted, updated = info.actions[DELETE], info.actions[UPDATE]
+            if buf is None:
+                # Once per flush, not per row; a buffer left empty publishes nothing.
+                buf = self.buffer(session)
+                entries = buf.entries
             for state in states:
                 isdelete, listonly = flags[state]
                 key = state.key
@@ -296,16 +301,14 @@ class Recorder:
                     if not (isdelete or listonly):
                         inserts.append(state)
                     continue
-                if listonly and not isdelete:
-                    # listonly: only relationship bookkeeping, no row written. The exception,
-                    # a deleted row also marked listonly, is a "row switch": its key was
-                    # re-added and SQLAlchemy UPDATEs the row instead; recording the delete
-                    # here and the insert below coalesces to that update.
-                    continue
-                if buf is None:
-                    buf = self.buffer(session)
-                    entries = buf.entries
-                if isdelete:
+                if isdelete or listonly:
+                    if not isdelete:
+                        # listonly: only relationship bookkeeping, no row written. The
+                        # exception, a deleted row also marked listonly, is a "row switch":
+                        # its key was re-added and SQLAlchemy UPDATEs the row instead;
+                        # recording the delete here and the insert below coalesces to that
+                        # update.
+                        continue
                     if plain:
                         if entries.setdefault(key, deleted) is not deleted:
                             buf.add(key, deleted)  # seen before in this transaction: coalesce
@@ -347,7 +350,7 @@ class Recorder:
                     continue
                 if not committed:
                     continue  # only relationships changed, or nothing: no UPDATE was issued
-                if (pk_one in committed) if pk_one is not None else not committed.keys().isdisjoint(pk_keys):
+                if pk_one in committed or (pk_one is None and not committed.keys().isdisjoint(pk_keys)):
                     key = _new_key(info, state, key, committed)  # the primary key itself changed
                 o = state.obj() if native else None
                 d = state.dict if o is None else o.__dict__

@@ -356,9 +356,10 @@ class Recorder:
                 d = state.dict if o is None else o.__dict__
                 if plain:
                     # _changed(committed, d, columns, None), inlined.
-                    for k, old in committed.items():
+                    for k in committed:  # not .items(): one allocation less
                         if k not in columns:
                             continue
+                        old = committed[k]
                         if old is not NO_VALUE:
                             new = d.get(k, NO_VALUE)
                             try:
@@ -378,9 +379,10 @@ class Recorder:
                     found = False
                     old_key: str | None = None
                     old_value: Any = None
-                    for k, old in committed.items():
+                    for k in committed:
                         if k not in columns:
                             continue
+                        old = committed[k]
                         if old is not NO_VALUE:
                             new = d.get(k, NO_VALUE)
                             try:

@@ -270,6 +270,19 @@ def test_one_filter_column_never_loaded_has_an_unknown_value(rows: sessionmaker[
     assert taken(sink) == [reply("update", {"title": "a"}, {}, {})]
 
 
+def test_a_deleted_row_whose_filter_column_was_set_unloaded_has_an_unknown_value(
+    rows: sessionmaker[Session], sink: Recorder
+) -> None:
+    with rows.begin() as s:
+        s.add(Reply(id=1, forum_id=3, title="a"))
+    taken(sink)
+    with rows.begin() as s:
+        doomed = s.get_one(Reply, 1, options=[defer(Reply.forum_id)])
+        doomed.forum_id = 9  # set, never loaded: the value it started with is not known
+        s.delete(doomed)
+    assert taken(sink) == [reply("delete", before={})]
+
+
 # -- across the transaction ------------------------------------------------------------------
 
 

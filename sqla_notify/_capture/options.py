@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm import registry as _registry
+from sqlalchemy.orm.instrumentation import ClassManager
 
 from .._report import fields
 from ..types import PayloadFunction, PayloadMode
@@ -160,7 +161,7 @@ class ModelInfo:
     __slots__ = (
         "collection", "mode", "function", "pk_keys", "pk_set", "pk_shown", "columns", "exclude",
         "exclude_names", "payload_columns", "identity_class", "actions", "written", "key_tables",
-        "filter_by", "old", "extras", "plain", "lone",
+        "filter_by", "old", "extras", "plain", "lone", "native",
     )
 
     def __init__(
@@ -177,6 +178,7 @@ class ModelInfo:
         exclude_names: frozenset[str] | None = None,
         filter_by: tuple[str, ...] = (),
         old: bool = False,
+        native: bool = True,
     ) -> None:
         self.collection = collection
         self.mode = mode
@@ -220,6 +222,9 @@ class ModelInfo:
         #: rows are recorded as ``Lone`` entries, without a dict, when first seen: filter or
         #: old values, at most one filter column, no payload values
         self.lone = mode == "pk" and self.extras and len(filter_by) <= 1
+        #: the instances keep their attributes in ``__dict__`` (SQLAlchemy's default
+        #: instrumentation): capture reads it directly, not through ``InstanceState.dict``
+        self.native = native
 
 
 def default_collection(mapper: Mapper[Any]) -> str:
@@ -291,6 +296,8 @@ def model_info(mapper: Mapper[Any]) -> ModelInfo | None:
     return ModelInfo(
         collection, mode, function, pk_keys, ordered, frozenset(exclude),  # type: ignore[arg-type]
         identity_class, written, key_tables, frozenset(exclude_names), filter_by, options.old,
+        # ext.instrumentation's custom class managers may keep attributes elsewhere.
+        type(mapper.class_manager) is ClassManager,
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sqla_notify import Entry, Hub, HubStats, Notification, Subscriber
+from sqla_notify import Entry, Frame, Hub, HubStats, Notification, Subscriber
 from sqla_notify import _report
 from sqla_notify._hub import subscriber as _subscriber
 from sqla_notify._hub.hub import _START_CHUNK, _START_MAX
@@ -450,3 +450,36 @@ async def test_a_transaction_that_cannot_be_built_is_counted_and_logged(caplog: 
     assert [m.get("data") for m in got] == [None, {"id": 1}]
     assert hub.stats().build_errors == 1
     assert [r.event for r in caplog.records] == ["capture_error"]  # type: ignore[attr-defined]
+
+
+async def test_a_lone_notification_goes_to_the_transport_at_once_a_burst_is_queued_for_one_writer_run() -> None:
+    """A hand-over alone in its loop step is sent at once (the transport's ``send``); several
+    in one step (a burst of commits) are queued, and the client's writer sends them in one run."""
+    async with Hub() as hub:
+        sub = hub.subscribe(["forums"])
+        sub.receive_nowait()
+        sub.receive_nowait()  # the welcome, as if sent: idle
+        at_once: list[Frame] = []
+        runs: list[int] = []
+
+        def send(frame: Frame) -> bool:
+            at_once.append(frame)
+            return True
+
+        def start() -> None:
+            runs.append(len(sub.receive_nowait()))
+            sub.receive_nowait()  # [] : done
+
+        sub.set_writer(start, send)
+        hub.publish([N(id=1)])
+        await asyncio.sleep(0)
+        assert len(at_once) == 1 and runs == []
+        for i in range(3):  # three commits in one step
+            hub.publish([N(id=10 + i)])
+        await asyncio.sleep(0)  # the drain queues them; the writer starts at the end of the step
+        await asyncio.sleep(0)
+        assert len(at_once) == 1 and runs == [3]
+        hub.publish([N(id=20)])  # alone again: at once
+        await asyncio.sleep(0)
+        assert len(at_once) == 2 and runs == [3]
+        hub.unsubscribe(sub)

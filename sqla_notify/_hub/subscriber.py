@@ -236,8 +236,11 @@ class Subscriber:
 
     # -- offering: the hub -----------------------------------------------------------------
 
-    def send_nowait(self, frame: Frame) -> None:
-        """Queue one frame, after those waiting, and wake the transport.
+    def send_nowait(self, frame: Frame, *, at_once: bool = True) -> None:
+        """Queue one frame, after those waiting, and wake the transport; or, with
+        ``at_once`` and nothing waiting, hand it to the transport's ``send`` (see
+        :meth:`set_writer`). The hub passes ``at_once=False`` in a burst: one writer run per
+        client then sends them all.
 
         Never blocks; on the loop only. After :meth:`close` the frame is discarded.
 
@@ -249,7 +252,7 @@ class Subscriber:
             if self.close_code is not None:
                 return  # given up on: only the close frame is still to go
             raise WouldBlock(f"Subscriber.send_nowait() expected fewer than {self._limit} frames waiting, got {len(queue)}")
-        if not queue and not self._writing and self._send is not None:
+        if at_once and not queue and not self._writing and self._send is not None:
             # Nothing waits and no writer runs: the transport sends it now (see set_writer).
             if not self._send(frame):
                 self._writing = self._busy = True  # still sending it: a writer runs

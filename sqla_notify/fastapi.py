@@ -588,17 +588,20 @@ class _Writer:
             self.failed = True
             logger.exception("sending to a WebSocket client failed", extra=fields("send_error", connection=self.sub.id))
             return True
-        self.task = asyncio.get_running_loop().create_task(self._run(eager.finish(coro, awaited), frame))
+        self.task = asyncio.get_running_loop().create_task(self._run((coro, awaited, frame)))
         return False
 
-    async def _run(self, sending: Coroutine[Any, Any, None] | None = None, frame: Frame | None = None) -> None:
-        """Send what waits, until nothing does. ``sending``: first finish that send of
-        ``frame``, begun by :meth:`send_now`."""
+    async def _run(self, sending: tuple[Coroutine[Any, Any, None], Any, Frame] | None = None) -> None:
+        """Send what waits, until nothing does. ``sending``: first finish the send that
+        :meth:`send_now` began (its coroutine, what it awaits, and the frame). Driven from
+        here, not wrapped beforehand: a task cancelled before its first step leaves no
+        coroutine that was never awaited."""
         sub, send = self.sub, self.websocket.send
         drained = False
         try:
-            if sending is not None and frame is not None:
-                await sending
+            if sending is not None:
+                coro, awaited, frame = sending
+                await eager.finish(coro, awaited)
                 if _timing.observing:
                     _timing.sent((frame,))
             while sub.close_code is None:

@@ -619,6 +619,10 @@ class _Writer:
                 self.failed = True  # nothing more to send
                 # It goes out once the client reads again, within the grace (the reader is
                 # cancelled after that, which ends this too).
+                if asyncio.current_task() is None:
+                    # Driven by hand (eager.start), outside any task: go on in one, since
+                    # asyncio's timeouts need a task (Python 3.12+ raises without one).
+                    await asyncio.sleep(0)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.websocket.close(sub.close_code, sub.close_reason), self.grace)
         except (WebSocketDisconnect, OSError):

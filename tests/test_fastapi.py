@@ -323,3 +323,34 @@ async def test_a_send_that_has_to_wait_is_finished_by_a_writer_then_what_queued_
         await asyncio.wait_for(writer.task, 5)
         assert socket.sent == [1, 2, 3, 4] and sub.idle and not sub.writing and writer.task is None
         hub.unsubscribe(sub)
+
+
+@pytest.mark.anyio
+async def test_a_writer_started_outside_any_task_still_sends_the_close_frame(caplog: pytest.LogCaptureFixture) -> None:
+    """The hub starts writers from a loop callback, not a task, and drives them by hand: a
+    writer whose client was given up on still sends the close frame, within its grace
+    (asyncio's timeouts need a task on Python 3.12+; the writer moves into one)."""
+    from sqla_notify.fastapi import _Writer  # the transport's writer: no public name
+
+    class Socket:
+        def __init__(self) -> None:
+            self.closed: list[tuple[int, str]] = []
+
+        async def send(self, message: dict[str, str]) -> None:
+            pass
+
+        async def close(self, code: int, reason: str) -> None:
+            self.closed.append((code, reason))
+
+    async with Hub() as hub:
+        sub = hub.subscribe(["forums"])
+        socket = Socket()
+        writer = _Writer(socket, sub, None, 5.0)  # type: ignore[arg-type]
+        sub.set_writer(writer.start, writer.send_now)  # sends the welcome
+        hub.disconnect(sub, 1008, "too many messages")  # starts the writer for the close, in a callback
+        for _ in range(20):
+            if socket.closed:
+                break
+            await asyncio.sleep(0)
+        assert socket.closed == [(1008, "too many messages")]
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -242,7 +242,9 @@ def notify_router(
         authentication** (any site could read the stream of a logged-in visitor). Behind a
         proxy that rewrites ``Host``, list the public origin here.
     :param max_connections: the most connections (WebSocket and SSE) this router serves at
-        once, in this process. ``None``: no limit.
+        once, in this process, counted from their admission by ``authenticate``. A
+        connection over it is refused before ``authenticate`` runs, or, if others took the
+        last places while it ran, right after. ``None``: no limit.
     :param max_connections_per_client: the most at once from one client address
         (``conn.client.host``: behind a proxy, the proxy's, unless uvicorn runs with
         ``--forwarded-allow-ips`` naming it). ``None``: no limit.
@@ -305,112 +307,119 @@ def notify_router(
 
     @router.websocket("/ws")
     async def websocket_endpoint(
-        websocket: WebSocket, _place: None = Depends(gate.admit), admission: Admission = admitted
+        websocket: WebSocket, _checked: None = Depends(gate.admit), admission: Admission = admitted
     ) -> None:
-        await accept(websocket)
         if hook is not None:
             hook.install()
         if admission.refusal is not None:
+            await accept(websocket)
             code, reason = _WS_REFUSAL[admission.refusal]
             await websocket.close(code=code, reason=reason)
             return
-        wanted, errors = catalog.initial(websocket.query_params.get("collections"))
-        sub = hub.subscribe(
-            wanted, last_id=websocket.query_params.get("last_id") or None,
-            principal=admission.principal, authorize=authorize,
-        )
-        sub.reply_budget = max_reply_bytes
+        place = await gate.enter(websocket)
+        try:
+            await accept(websocket)
+            sub = _subscribe(websocket, websocket.query_params.get("last_id") or None, admission.principal)
+            sub.reply_budget = max_reply_bytes
+            writer = _Writer(websocket, sub, asyncio.current_task(), close_grace)
+            sub.on_close = writer.close_soon
+            expiry = _expiry_timer(hub, sub, gate, admission.expires_at)
+            try:
+                sub.set_writer(writer.start, writer.send_now)  # which starts it for the welcome (and replay)
+                # The reader, here rather than in a coroutine of its own, which would cost
+                # about 400 bytes more per connection. A token bucket: ``max_message_burst``
+                # messages at once, refilled at ``max_message_rate`` per second. uvicorn
+                # reads the next message only once this one is taken, so waiting here would
+                # throttle, but a client that sends without reading would then wait too:
+                # over the limit, it is closed instead.
+                tokens, last = float(max_message_burst), time.monotonic()
+                while True:
+                    message = await websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        break
+                    if sub.close_code is not None:
+                        continue  # closing: what it says no longer matters
+                    now = time.monotonic()
+                    tokens = min(max_message_burst, tokens + (now - last) * max_message_rate)
+                    last = now
+                    if tokens < 1:
+                        hub.disconnect(sub, CLOSE_POLICY_VIOLATION, too_many)
+                        continue
+                    tokens -= 1
+                    _handle(sub, message.get("text"))
+            except asyncio.CancelledError:
+                if not writer.reader_cancelled():
+                    raise  # not ours: the server is shutting down, say
+            finally:
+                if expiry is not None:
+                    expiry.cancel()
+                writer.done()
+                hub.unsubscribe(sub)
+        finally:
+            gate.leave(place)
+
+    def _subscribe(conn: HTTPConnection, last_id: str | None, principal: Any) -> Subscriber:
+        """Subscribe a connection to its ``collections=``, telling it what was wrong there.
+        A function of its own so that nothing it made outlives it in the endpoint's frame."""
+        wanted, errors = catalog.initial(conn.query_params.get("collections"))
+        sub = hub.subscribe(wanted, last_id=last_id, principal=principal, authorize=authorize)
         for error in errors:
             hub.send_error(sub, error)
-        writer = _Writer(websocket, sub, asyncio.current_task(), close_grace)
-        sub.on_close = writer.close_soon
-        expiry = _expiry_timer(hub, sub, gate, admission.expires_at)
-        try:
-            sub.set_writer(writer.start, writer.send_now)  # which starts it for the welcome (and replay)
-            await _read(websocket, sub)
-        except asyncio.CancelledError:
-            if not writer.reader_cancelled():
-                raise  # not ours: the server is shutting down, say
-        finally:
-            if expiry is not None:
-                expiry.cancel()
-            writer.done()
-            hub.unsubscribe(sub)
+        return sub
 
-    async def _read(websocket: WebSocket, sub: Subscriber) -> None:
-        # A token bucket: ``max_message_burst`` messages at once, refilled at ``max_message_rate``
-        # per second. uvicorn reads the next message only once this one is taken, so waiting
-        # here would throttle, but a client that sends without reading would then wait too:
-        # over the limit, it is closed instead.
-        clock = asyncio.get_running_loop().time
-        tokens, last = float(max_message_burst), clock()
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+    def _handle(sub: Subscriber, text: str | None) -> None:
+        """Apply one message of the client's (within the rate limit)."""
+        if text is None:
+            hub.send_error(sub, "expected a text frame holding JSON, got a binary frame")
+            return
+        if len(text) > max_message_size:
+            hub.send_error(sub, f"message of {len(text)} characters is over the limit of {max_message_size}")
+            return
+        try:
+            request = decode_client_message(text)
+        except ValueError as exc:
+            hub.send_error(
+                sub, f"invalid message: {clip(str(exc), 200)}; expected "
+                f'{{"type": "subscribe" or "unsubscribe", "collections": [names or '
+                f'{{"collection": name, "where": {{column: value or [values]}}}}]}}'
+            )
+            return
+        selection, errors = catalog.parse(request.collections)
+        for error in errors:
+            hub.send_error(sub, error)
+        if errors and not selection.names:
+            return  # nothing valid to apply: the error says it all
+        current = sub.selection
+        if isinstance(request, Subscribe):
+            if current is None:
+                hub.update(sub, None)  # already receiving everything
                 return
-            if sub.close_code is not None:
-                continue  # closing: what it says no longer matters
-            now = clock()
-            tokens = min(max_message_burst, tokens + (now - last) * max_message_rate)
-            last = now
-            if tokens < 1:
-                hub.disconnect(sub, CLOSE_POLICY_VIOLATION, too_many)
-                continue
-            tokens -= 1
-            text = message.get("text")
-            if text is None:
-                hub.send_error(sub, "expected a text frame holding JSON, got a binary frame")
-                continue
-            if len(text) > max_message_size:
-                hub.send_error(sub, f"message of {len(text)} characters is over the limit of {max_message_size}")
-                continue
-            try:
-                request = decode_client_message(text)
-            except ValueError as exc:
-                hub.send_error(
-                    sub, f"invalid message: {clip(str(exc), 200)}; expected "
-                    f'{{"type": "subscribe" or "unsubscribe", "collections": [names or '
-                    f'{{"collection": name, "where": {{column: value or [values]}}}}]}}'
-                )
-                continue
-            selection, errors = catalog.parse(request.collections)
-            for error in errors:
-                hub.send_error(sub, error)
-            if errors and not selection.names:
-                continue  # nothing valid to apply: the error says it all
-            current = sub.selection
-            if isinstance(request, Subscribe):
-                if current is None:
-                    hub.update(sub, None)  # already receiving everything
-                    continue
-                updated = current | selection
-                if len(updated) > max_collections:
-                    hub.send_error(sub, f"at most {max_collections} subscriptions per client, got {len(updated)}")
-                    continue
-                hub.update(sub, updated, since=request.since)
-            elif current is None:
-                hub.send_error(
-                    sub, "cannot unsubscribe from part of everything; connect with "
-                    "?collections=... or subscribe to a list first"
-                )
-            else:
-                hub.update(sub, current - selection)
+            updated = current | selection
+            if len(updated) > max_collections:
+                hub.send_error(sub, f"at most {max_collections} subscriptions per client, got {len(updated)}")
+                return
+            hub.update(sub, updated, since=request.since)
+        elif current is None:
+            hub.send_error(
+                sub, "cannot unsubscribe from part of everything; connect with "
+                "?collections=... or subscribe to a list first"
+            )
+        else:
+            hub.update(sub, current - selection)
 
     @router.get("/events")
     async def events_endpoint(
-        request: Request, _place: None = Depends(gate.admit), admission: Admission = admitted
+        request: Request, _checked: None = Depends(gate.admit), admission: Admission = admitted
     ) -> StreamingResponse:
         if admission.refusal is not None:
             status, detail = _HTTP_REFUSAL[admission.refusal]
             raise HTTPException(status, detail, headers=_HTTP_REFUSAL_HEADERS.get(status))
         if hook is not None:
             hook.install()
-        wanted, errors = catalog.initial(request.query_params.get("collections"))
+        place = await gate.enter(request)  # given back when the stream ends (_EventStream)
         last_id = request.headers.get("last-event-id") or request.query_params.get("last_id") or None
-        sub = hub.subscribe(wanted, last_id=last_id, principal=admission.principal, authorize=authorize)
-        for error in errors:
-            hub.send_error(sub, error)
-        return _EventStream(hub, sub, sse_keepalive, close_grace, gate, admission.expires_at)
+        sub = _subscribe(request, last_id, admission.principal)
+        return _EventStream(hub, sub, sse_keepalive, close_grace, gate, place, admission.expires_at)
 
     @router.get("/sqla-notify.js")
     async def client_js() -> FileResponse:
@@ -434,7 +443,8 @@ class _EventStream(StreamingResponse):
     """
 
     def __init__(
-        self, hub: Hub, sub: Subscriber, keepalive: float, grace: float, gate: Gate, expires_at: float | None
+        self, hub: Hub, sub: Subscriber, keepalive: float, grace: float, gate: Gate, place: str,
+        expires_at: float | None,
     ) -> None:
         super().__init__(
             self._events(sub, keepalive), media_type="text/event-stream",
@@ -447,6 +457,7 @@ class _EventStream(StreamingResponse):
         self.timer: asyncio.TimerHandle | None = None
         self.cancelling = False
         self.gate = gate
+        self.place = place
         self.expires_at = expires_at
 
     @staticmethod
@@ -496,6 +507,7 @@ class _EventStream(StreamingResponse):
                 self.timer.cancel()
                 self.timer = None
             self.hub.unsubscribe(self.sub)
+            self.gate.leave(self.place)
 
 
 class _Writer:

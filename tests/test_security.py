@@ -259,6 +259,25 @@ async def test_connection_limits_per_process_and_per_client(tmp_path: Path) -> N
         server.stop()
 
 
+async def test_connections_that_authenticate_refuses_hold_no_place(tmp_path: Path) -> None:
+    """The place is taken once ``authenticate`` has admitted the connection, and given back
+    when it ends: refusals (here by a FastAPI dependency) never fill the process up."""
+    server = Server(tmp_path, APP_AUTH="depends", APP_MAX_CONNECTIONS="1")
+    try:
+        async with httpx.AsyncClient(base_url=server.base, timeout=10) as http:
+            for _ in range(3):
+                assert _close_code(rawws.connect(server.port, headers={"Cookie": "session=stolen"})) == 1008
+                assert _sse_status(server) == 403
+            held = rawws.connect(server.port, headers={"Cookie": "session=c00kie"})
+            assert _welcomed(held)
+            assert _close_code(rawws.connect(server.port, headers={"Cookie": "session=c00kie"})) == 1013
+            stats = await _stats(http)
+            assert (stats["router_connections"], stats["router_refused_limit"]) == (1, 1)
+            held.close()
+    finally:
+        server.stop()
+
+
 async def test_an_sse_client_the_hub_dropped_is_disconnected(tmp_path: Path) -> None:
     # A long keep-alive: a connection left open after the stream ended would show.
     server = Server(tmp_path, APP_QUEUE_SIZE="16", APP_CLOSE_GRACE="0.5", UVICORN_ARGS="--timeout-keep-alive 60")

@@ -92,6 +92,8 @@ def readings(hub: Hub, router: NotifyRouter | None = None, notifier: Notifier | 
             Reading("sqla_notify_broker_gaps", "counter",
                     "Times the broker lost notifications and every client was told to resync.", s.gaps, {}),
             Reading("sqla_notify_broker_errors", "counter", "Failed broker reads and writes.", broker.errors, {}),
+            Reading("sqla_notify_broker_rejected", "counter",
+                    "Payloads read from the broker and dropped as forged or copied (with a secret).", broker.rejected, {}),
             Reading("sqla_notify_broker_pending_batches", "gauge",
                     "Batches committed here that wait to be written to the broker.", broker.pending, {}),
         ]

@@ -186,6 +186,7 @@ def test_redis_broker_state_and_lag(redis_url: str, stream: str, tmp_path: Path)
     assert value(samples, "sqla_notify_broker_state", state="disconnected") == 0
     assert value(samples, "sqla_notify_broker_pending_batches") == 0
     assert value(samples, "sqla_notify_broker_gaps_total") == 0
+    assert value(samples, "sqla_notify_broker_rejected_total") == 0  # Redis signs nothing
     assert value(samples, "sqla_notify_broker_lag_seconds_count") > lag_before
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import sessionmaker
 
 from sqla_notify import Hub, Notification, Notifier
 from sqla_notify._brokers.mac import TAG_LEN, Signer
+from sqla_notify.metrics import readings
 from sqla_notify.postgres import MAX_PAYLOAD, PostgresBroker
 
 from .support.hubs import frames, listening, receive, until
@@ -100,6 +101,8 @@ async def test_a_process_without_the_secret_delivers_signed_payloads_unchecked(a
             got = await receive(sub, lambda got: len(got) == 1, "its own batch")
             await until(lambda: signing_broker.rejected == 1, "the other to drop it")
             assert signing.stats().published == 1
+            (reading,) = [r for r in readings(signing) if r.name == "sqla_notify_broker_rejected"]
+            assert reading.value == 1  # what /metrics reports
 
 
 # -- with a secret -----------------------------------------------------------------------------

@@ -226,6 +226,13 @@ class Broker(abc.ABC):
         """Failed reads and writes so far."""
         return self._read_errors + self._outbox.errors
 
+    @property
+    def rejected(self) -> int:
+        """Payloads read from the broker and dropped because they could not have come from
+        a process of this app: a signature missing or wrong, or a copy of one already
+        delivered. Only a broker that signs its payloads counts them; 0 for the others."""
+        return 0
+
     # -- what an implementation writes ----------------------------------------------------
 
     @abc.abstractmethod

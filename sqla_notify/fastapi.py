@@ -242,9 +242,9 @@ def notify_router(
         authentication** (any site could read the stream of a logged-in visitor). Behind a
         proxy that rewrites ``Host``, list the public origin here.
     :param max_connections: the most connections (WebSocket and SSE) this router serves at
-        once, in this process, counted from their admission by ``authenticate``. A
-        connection over it is refused before ``authenticate`` runs, or, if others took the
-        last places while it ran, right after. ``None``: no limit.
+        once, in this process, counting those inside ``authenticate``. A connection over
+        it is refused before ``authenticate`` runs, or, if others took the last places
+        while it ran, right after. ``None``: no limit.
     :param max_connections_per_client: the most at once from one client address
         (``conn.client.host``: behind a proxy, the proxy's, unless uvicorn runs with
         ``--forwarded-allow-ips`` naming it). ``None``: no limit.

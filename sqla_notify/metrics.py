@@ -102,6 +102,8 @@ def readings(hub: Hub, router: NotifyRouter | None = None, notifier: Notifier | 
         out += [
             Reading("sqla_notify_router_connections", "gauge",
                     "Connections the router serves now (WebSocket and SSE).", r.connections, {}),
+            Reading("sqla_notify_router_authenticating", "gauge",
+                    "Connections inside authenticate now (they count against the limits).", r.authenticating, {}),
             *(
                 Reading("sqla_notify_router_refused", "counter", "Connections refused, by reason.", value,
                         {"reason": reason})

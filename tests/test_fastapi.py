@@ -409,3 +409,40 @@ async def test_the_limits_are_checked_again_when_a_connection_takes_its_place() 
     assert (refused.value.status_code, gate.connections, gate.refused_limit) == (503, 1, 1)
     gate.leave(place)
     assert (await gate.enter(second), gate.connections, gate.per_client) == ("10.0.0.2", 1, {"10.0.0.2": 1})
+
+
+@pytest.mark.anyio
+async def test_connections_inside_authenticate_count_against_the_limits_before_it() -> None:
+    """A client that opens handshakes and never finishes them is turned away before
+    ``authenticate`` is called again, as a full process is; ``enter`` counts only those
+    that hold a place, and the count is given back however ``authenticate`` ends."""
+    from fastapi import HTTPException
+    from starlette.requests import Request
+
+    from sqla_notify._web.gate import Gate
+    from sqla_notify._web.origin import OriginPolicy
+
+    def request(host: str) -> Request:
+        return Request({"type": "http", "method": "GET", "path": "/events", "headers": [], "query_string": b"",
+                        "scheme": "http", "server": ("testserver", 80), "client": (host, 1234)})
+
+    per_client = Gate(OriginPolicy(()), max_connections=None, max_per_client=1)
+    whole = Gate(OriginPolicy(()), max_connections=1, max_per_client=None)
+    for gate, other, refused in ((per_client, "10.0.0.2", False), (whole, "10.0.0.2", True)):
+        with gate.authenticating(request("10.0.0.1")):
+            assert (gate.pending, gate.pending_per_client, gate.stats(0).authenticating) == (1, {"10.0.0.1": 1}, 1)
+            with pytest.raises(HTTPException):
+                await gate.admit(request("10.0.0.1"))
+            if refused:
+                with pytest.raises(HTTPException):
+                    await gate.admit(request(other))
+            else:
+                await gate.admit(request(other))
+        with pytest.raises(RuntimeError), gate.authenticating(request("10.0.0.1")):
+            raise RuntimeError("authenticate failed")
+        assert (gate.pending, gate.pending_per_client) == (0, {})
+        await gate.admit(request("10.0.0.1"))
+        with gate.authenticating(request("10.0.0.1")):
+            place = await gate.enter(request("10.0.0.1"))  # its own authentication is over by then
+        assert gate.connections == 1
+        gate.leave(place)

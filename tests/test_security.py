@@ -278,6 +278,33 @@ async def test_connections_that_authenticate_refuses_hold_no_place(tmp_path: Pat
         server.stop()
 
 
+async def test_a_client_stuck_in_authenticate_is_refused_another_before_authenticate(tmp_path: Path) -> None:
+    """Connections inside ``authenticate`` count against the limits: one address's handshake
+    that never finishes keeps that address's next ones from reaching ``authenticate`` at all."""
+    server = Server(tmp_path, APP_MAX_PER_CLIENT="1", APP_HANDSHAKE_TIMEOUT="5")
+    try:
+        async with httpx.AsyncClient(base_url=server.base, timeout=10) as http:
+            slow = asyncio.ensure_future(
+                asyncio.to_thread(lambda: _close_code(rawws.connect(server.port, "/notify/ws?token=slow")))
+            )
+            await wait_stats(http, "router_authenticating", 1)
+            assert _close_code(rawws.connect(server.port, "/notify/ws?token=slow")) == 1013  # at once
+            assert _sse_status(server, "/notify/events?token=slow") == 503
+            other = rawws.connect(server.port, source="127.0.0.2")  # another address is let in
+            assert _welcomed(other)
+            other.close()
+            stats = await _stats(http)
+            assert (stats["router_refused_limit"], stats["router_authentication_timeouts"]) == (2, 0)
+            assert await slow == 1013  # after handshake_timeout
+            stats = await _stats(http)
+            assert (stats["router_authenticating"], stats["router_authentication_timeouts"]) == (0, 1)
+            sock = rawws.connect(server.port)
+            assert _welcomed(sock)
+            sock.close()
+    finally:
+        server.stop()
+
+
 async def test_an_sse_client_the_hub_dropped_is_disconnected(tmp_path: Path) -> None:
     # A long keep-alive: a connection left open after the stream ended would show.
     server = Server(tmp_path, APP_QUEUE_SIZE="16", APP_CLOSE_GRACE="0.5", UVICORN_ARGS="--timeout-keep-alive 60")

@@ -134,6 +134,8 @@ class Admission(NamedTuple):
 
 
 ANYONE = Admission(None, None)
+#: The parameter through which the wrapper of a ``Depends(...)`` gets the connection.
+_CONNECTION = "sqla_notify_connection"
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
@@ -163,13 +165,16 @@ def authentication(
     :raises TypeError: for anything else, or a dependency with ``yield``.
     """
 
-    async def run(call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Admission:
+    async def run(
+        call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], conn: HTTPConnection
+    ) -> Admission:
         # In a task of its own, not under an anyio cancel scope in the connection's task: a
         # scope (``to_thread`` enters one too) leaves state keyed by the task it ran in for
         # as long as that task lives, about 300 bytes per connection.
         attempt = asyncio.ensure_future(_call(call, args, kwargs))
         try:
-            principal = await asyncio.wait_for(attempt, timeout)
+            with gate.authenticating(conn):
+                principal = await asyncio.wait_for(attempt, timeout)
         except (HTTPException, WebSocketException):
             principal = None  # the dependency's way of saying no
         except Exception as exc:  # noqa: BLE001 - fail closed, and never log what it said
@@ -213,14 +218,19 @@ def authentication(
             signature = inspect.signature(function)
 
         async def dependency(**kwargs: Any) -> Admission:
-            return await run(function, (), kwargs)
+            conn = kwargs.pop(_CONNECTION)
+            return await run(function, (), kwargs, conn)
 
         # FastAPI reads the parameters to resolve from here: the user's own, keyword-only.
+        # And the connection, under a name of ours, for the limits (Gate.authenticating).
+        parameters = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind in _POSITIONAL else p
+            for p in signature.parameters.values()
+        ]
+        connection = inspect.Parameter(_CONNECTION, inspect.Parameter.KEYWORD_ONLY, annotation=HTTPConnection)
+        variadic = [p for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
         dependency.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=[
-                p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind in _POSITIONAL else p
-                for p in signature.parameters.values()
-            ],
+            parameters=[p for p in parameters if p not in variadic] + [connection] + variadic,
             return_annotation=Admission,
         )
         return Depends(dependency, use_cache=authenticate.use_cache)
@@ -233,6 +243,6 @@ def authentication(
     hook = authenticate
 
     async def from_connection(conn: HTTPConnection) -> Admission:
-        return await run(hook, (conn,), {})
+        return await run(hook, (conn,), {}, conn)
 
     return Depends(from_connection)

@@ -2,7 +2,8 @@
 
 One :class:`Gate` per router. Its :meth:`Gate.admit` is the first dependency of both
 endpoints: FastAPI resolves it before any other, so a foreign Origin, or a connection over a
-limit, is turned away before ``authenticate`` runs. The place itself is taken by the endpoint
+limit, is turned away before ``authenticate`` runs; connections inside ``authenticate``
+count against the limits there. The place itself is taken by the endpoint
 (:meth:`Gate.enter`, which checks the limits again, with no ``await`` between the check and
 the count) and given back in its ``finally`` (:meth:`Gate.leave`); for SSE, when the response
 ends.
@@ -15,7 +16,10 @@ idle WebSocket.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+
 import msgspec
 from fastapi import HTTPException, WebSocket, WebSocketException
 from starlette.requests import HTTPConnection
@@ -72,6 +76,9 @@ class RouterStats(msgspec.Struct, frozen=True):
     authenticate_errors: int
     #: exceptions raised by any ``authorize`` hook **in this process** (each denied its notification)
     authorize_errors: int
+    #: connections inside ``authenticate`` now: they count against the limits, but not in
+    #: :attr:`connections`
+    authenticating: int = 0
 
 
 class Gate:
@@ -83,6 +90,11 @@ class Gate:
         self.max_per_client = max_per_client
         self.connections = 0
         self.per_client: dict[str, int] = {}
+        # Connections inside ``authenticate`` (see :meth:`authenticating`): they count
+        # against the limits in :meth:`admit`, so a full process, or a client that opens
+        # handshakes it never finishes, does not get ``authenticate`` called again and again.
+        self.pending = 0
+        self.pending_per_client: dict[str, int] = {}
         self.refused_origin = self.refused_limit = 0
         self.refused_authentication = self.authentication_timeouts = self.expired = 0
         self._throttle = Throttle()
@@ -101,14 +113,28 @@ class Gate:
             if isinstance(conn, WebSocket):  # closing before accepting: the server answers the handshake with 403
                 raise WebSocketException(CLOSE_POLICY_VIOLATION, "origin not allowed")
             raise HTTPException(403, "origin not allowed")
-        await self._check(conn, _host(conn))
+        host = _host(conn)
+        await self._check(conn, host, self.pending, self.pending_per_client.get(host, 0))
+
+    @contextlib.contextmanager
+    def authenticating(self, conn: HTTPConnection) -> Iterator[None]:
+        """Count ``conn`` against the limits of :meth:`admit` while ``authenticate`` runs
+        for it."""
+        host = _host(conn)
+        self.pending += 1
+        self.pending_per_client[host] = self.pending_per_client.get(host, 0) + 1
+        try:
+            yield
+        finally:
+            self.pending -= 1
+            _take(self.pending_per_client, host)
 
     async def enter(self, conn: HTTPConnection) -> str:
         """Take a place for an admitted connection, or refuse it as :meth:`admit` does if
         the limits were reached meanwhile (other connections got through ``authenticate``
         first). Returns the key to give back to :meth:`leave` when the connection ends."""
         host = _host(conn)
-        await self._check(conn, host)
+        await self._check(conn, host, 0, 0)
         # No await since the check: nothing else can have taken the place.
         self.connections += 1
         self.per_client[host] = self.per_client.get(host, 0) + 1
@@ -117,16 +143,12 @@ class Gate:
     def leave(self, host: str) -> None:
         """Give back the place that :meth:`enter` took."""
         self.connections -= 1
-        left = self.per_client[host] - 1
-        if left:
-            self.per_client[host] = left
-        else:
-            del self.per_client[host]
+        _take(self.per_client, host)
 
-    async def _check(self, conn: HTTPConnection, host: str) -> None:
-        if self.max_connections is not None and self.connections >= self.max_connections:
+    async def _check(self, conn: HTTPConnection, host: str, pending: int, pending_here: int) -> None:
+        if self.max_connections is not None and self.connections + pending >= self.max_connections:
             over = f"max_connections={self.max_connections}"
-        elif self.max_per_client is not None and self.per_client.get(host, 0) >= self.max_per_client:
+        elif self.max_per_client is not None and self.per_client.get(host, 0) + pending_here >= self.max_per_client:
             over = f"max_connections_per_client={self.max_per_client}"
         else:
             return
@@ -150,8 +172,17 @@ class Gate:
         return RouterStats(
             self.connections, self.refused_origin, self.refused_limit, self.refused_authentication,
             self.authentication_timeouts, self.expired, authenticate_errors, _subscriber.AUTHORIZE_ERRORS.count,
+            self.pending,
         )
 
 
 def _host(conn: HTTPConnection) -> str:
     return conn.client.host if conn.client is not None else ""
+
+
+def _take(counts: dict[str, int], host: str) -> None:
+    left = counts[host] - 1
+    if left:
+        counts[host] = left
+    else:
+        del counts[host]

@@ -127,6 +127,20 @@ _START_MAX = 1024
 _CURSOR = re.compile(r"[0-9A-Za-z][0-9A-Za-z:_.\-]{0,99}", re.ASCII)
 
 
+class _HandOver(msgspec.Struct, gc=False):
+    """A batch waiting for the loop (see Hub._hand_over), stamped with its commit time.
+
+    Not a tuple: a burst of posts published in one loop step keeps one of these per post
+    until the drain, and the garbage collector neither counts nor walks these (``gc=False``;
+    they hold no reference cycle: a list of notifications, or a Pending). A tuple per post
+    would have been half of the tracked objects such a burst leaves waiting, each a reason
+    for a full collection, which walks every connection's objects too.
+    """
+
+    batch: list[Notification] | Pending
+    committed: float
+
+
 class HubStats(msgspec.Struct, frozen=True):
     """Counters of one :class:`Hub` since it was created."""
 
@@ -224,7 +238,7 @@ class Hub(Sink):
         # Hand-overs (see _hand_over) waiting for the loop, in order, and whether a drain of
         # them is scheduled. A deque: append and popleft are atomic, from any thread.
         # A list: notifications (publish); anything else: a Pending (_publish_pending).
-        self._handed: deque[tuple[list[Notification] | Pending, float]] = deque()
+        self._handed: deque[_HandOver] = deque()
         self._drain_due = False
         self._burst = False  # a drain of several hand-overs is running: see _drain
         self._puller: asyncio.Task[None] | None = None  # applies the broker's events
@@ -377,7 +391,7 @@ class Hub(Sink):
         # The commit returned just now (the notifier calls this right after it, once per
         # batch): where the commit→send latency starts. With a broker, it starts from what
         # the broker reports instead (see _apply): the same clock for every process.
-        self._handed.append((batch, time.time()))
+        self._handed.append(_HandOver(batch, time.time()))
         # One scheduled drain for every hand-over until it runs, not one loop callback per
         # batch: a burst of posts leaves one handle, not a handle and its arguments each.
         # Cleared by _drain before it looks: a hand-over that finds it set is drained then.
@@ -401,7 +415,8 @@ class Hub(Sink):
         self._burst = left > 1
         while left:
             left -= 1
-            batch, committed = handed.popleft()
+            handover = handed.popleft()
+            batch, committed = handover.batch, handover.committed
             try:
                 if not isinstance(batch, list):
                     self._deliver_pending(batch, committed)

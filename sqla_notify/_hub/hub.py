@@ -132,12 +132,13 @@ class _HandOver(msgspec.Struct, gc=False):
 
     Not a tuple: a burst of posts published in one loop step keeps one of these per post
     until the drain, and the garbage collector neither counts nor walks these (``gc=False``;
-    they hold no reference cycle: a list of notifications, or a Pending). A tuple per post
-    would have been half of the tracked objects such a burst leaves waiting, each a reason
-    for a full collection, which walks every connection's objects too.
+    they hold no reference cycle: notifications, or a Pending). A tuple and a list per post
+    would stay tracked until the drain, pass into the old generations and set off full
+    collections, which walk every connection's objects too.
     """
 
-    batch: list[Notification] | Pending
+    #: a list of notifications (one alone: the notification itself), or a Pending
+    batch: Notification | list[Notification] | Pending
     committed: float
 
 
@@ -377,13 +378,19 @@ class Hub(Sink):
 
     def publish(self, notifications: list[Notification]) -> None:
         """Queue a committed batch for delivery; returns at once, from any thread."""
-        self._hand_over(notifications)
+        if len(notifications) == 1 and isinstance(notifications[0], Notification):
+            # One notification (a post) waits alone, not in its list, which the caller then
+            # frees: a burst published in one loop step leaves nothing per post for the
+            # collector to count or walk (a Notification is untracked, see _HandOver).
+            self._hand_over(notifications[0])
+        else:
+            self._hand_over(notifications)
 
     def _publish_pending(self, batch: Pending) -> None:
         """Queue a committed transaction whose notifications are still to be built."""
         self._hand_over(batch)
 
-    def _hand_over(self, batch: list[Notification] | Pending) -> None:
+    def _hand_over(self, batch: Notification | list[Notification] | Pending) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             self._not_running += 1
@@ -417,6 +424,8 @@ class Hub(Sink):
             left -= 1
             handover = handed.popleft()
             batch, committed = handover.batch, handover.committed
+            if isinstance(batch, Notification):  # one, unwrapped by publish
+                batch = [batch]
             try:
                 if not isinstance(batch, list):
                     self._deliver_pending(batch, committed)

@@ -273,6 +273,7 @@ async def drive(args: argparse.Namespace) -> list[dict[str, Any]]:
                     tracer = subprocess.Popen(["strace", "-c", "-f", "-o", str(out), "-p", str(pid)],
                                               stderr=subprocess.PIPE)
                     await asyncio.sleep(1.0)  # attached
+                switches = (_switches(pid), _switches(os.getpid()))
                 request = asyncio.ensure_future(_http(port, "POST", query))
                 if frames:
                     c = counters[scenario]
@@ -281,7 +282,10 @@ async def drive(args: argparse.Namespace) -> list[dict[str, Any]]:
                     await _http(port, "POST", "/done")
                 reply = await request
                 row: dict[str, Any] = {"scenario": scenario, "mode": mode, "frames": frames, "posts": reply["posts"]}
-                if tracer is not None:
+                if args.tool == "switches":
+                    row["switches"] = [_switches(pid)[0] - switches[0][0], _switches(pid)[1] - switches[0][1],
+                                       _switches(os.getpid())[0] - switches[1][0]]
+                elif tracer is not None:
                     tracer.send_signal(signal.SIGINT)
                     tracer.wait()
                     row["syscalls"] = _strace_counts((tmp / f"{tag}.strace").read_text())
@@ -304,6 +308,12 @@ async def drive(args: argparse.Namespace) -> list[dict[str, Any]]:
         except subprocess.TimeoutExpired:
             server.kill()
     return results
+
+
+def _switches(pid: int) -> tuple[int, int]:
+    """A process's context switches so far: voluntary (it waited), involuntary (preempted)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"])
 
 
 def _total(text: str) -> int:
@@ -332,6 +342,10 @@ def _line(row: dict[str, Any]) -> str:
     unit, n = _per(row)
     if "instructions" in row:
         return f"{row['scenario']}, {row['mode']}: {row['instructions'] / n:,.0f} instructions per {unit}"
+    if "switches" in row:
+        server_v, server_i, clients_v = (v / n for v in row["switches"])
+        return (f"{row['scenario']}, {row['mode']}: context switches per {unit}: server {server_v:.3f} voluntary, "
+                f"{server_i:.3f} involuntary; the clients' process {clients_v:.3f} voluntary (woken)")
     calls = ", ".join(f"{k} {v / n:.3f}" for k, v in sorted(row["syscalls"].items(), key=lambda kv: -kv[1]) if v / n >= 0.001)
     return f"{row['scenario']}, {row['mode']}: system calls per {unit}: {sum(row['syscalls'].values()) / n:.3f} ({calls})"
 
@@ -346,7 +360,7 @@ def _raise_nofile() -> None:
 def main() -> None:
     _raise_nofile()  # inherited by the server
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tool", choices=("callgrind", "strace"), default="callgrind")
+    parser.add_argument("--tool", choices=("callgrind", "strace", "switches"), default="callgrind")
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--frames", type=int, default=10, help="frames per client in whole and filtered")
     parser.add_argument("--unwatched", type=int, default=2000, help="posts in unwatched")

@@ -238,7 +238,8 @@ class Hub(Sink):
         self._due: deque[Callable[[], object]] = deque()  # writer starts for the next step
         # Hand-overs (see _hand_over) waiting for the loop, in order, and whether a drain of
         # them is scheduled. A deque: append and popleft are atomic, from any thread.
-        # A list: notifications (publish); anything else: a Pending (_publish_pending).
+        # Each a _HandOver whose batch is a list of notifications or one notification alone
+        # (publish), or a Pending (_publish_pending).
         self._handed: deque[_HandOver] = deque()
         self._drain_due = False
         self._burst = False  # a drain of several hand-overs is running: see _drain

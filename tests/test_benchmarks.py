@@ -56,6 +56,18 @@ def test_the_post_cost_benchmark_counts_collections_over_a_burst(tmp_path: Path)
 
 
 @pytest.mark.timeout(120)
+def test_the_frame_cost_benchmark_counts_per_frame_whole_filtered_and_unwatched(tmp_path: Path) -> None:
+    # --tool switches: the same server and clients as callgrind's runs, without valgrind.
+    out = _run(tmp_path, "bench_framecost.py", "--tool", "switches", "--clients", "5", "--frames", "3",
+               "--unwatched", "20")
+    assert "switches: 5 clients, 3 frames each; unwatched: 20 posts" in out
+    for scenario in ("whole", "filtered"):
+        for mode in ("back to back", "paced"):
+            assert f"{scenario}, {mode}: context switches per frame:" in out
+    assert "unwatched, paced: context switches per post:" in out
+
+
+@pytest.mark.timeout(120)
 def test_the_filtered_broadcast_benchmark_delivers_each_client_its_forum_and_prints_the_targets(tmp_path: Path) -> None:
     out = _run(tmp_path, "bench_broadcast.py", "--filtered", "--clients", "12", "6", "--messages", "3",
                "--unwatched", "500", "--rounds", "1")

@@ -192,9 +192,40 @@ def test_an_insert_keys_its_filter_value_once_and_builds_nothing_when_nobody_wat
     hub = Hub()
     subs = [hub.subscribe(Selection(filtered={"posts": [{"forum_id": i}]})) for i in range(1000)]
     hub._dispatch([U(None, {"forum_id": 5000}, "insert")])
-    assert keyed == [5000] and all(s.pending == 1 for s in subs)  # only the welcome
+    assert keyed == [] and all(s.pending == 1 for s in subs)  # only the welcome; an int is its own key
     hub._dispatch([U(None, {"forum_id": 7}, "insert")])
-    assert keyed == [5000, 7] and subs[7].pending == 2 and subs[8].pending == 1
+    assert keyed == [] and subs[7].pending == 2 and subs[8].pending == 1
+    # A value that is not its own key (a UUID: its string) is keyed once.
+    forum = uuid.UUID(int=7)
+    watcher = hub.subscribe(Selection(filtered={"posts": [{"forum_id": str(forum)}]}))
+    hub._dispatch([U(None, {"forum_id": forum}, "insert")])
+    assert keyed == [forum] and watcher.pending == 2
+
+
+def test_an_insert_to_one_column_filters_tests_no_filter_and_wider_filters_are_still_tested(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+    real = selection_module.matches
+
+    def counting(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(index_module, "matches", counting)
+    hub = Hub()
+    subs = [hub.subscribe(Selection(filtered={"posts": [{"forum_id": i}]})) for i in range(10)]
+    hub._dispatch([U(None, {"forum_id": 7, "status": "open"}, "insert")])
+    assert calls == [] and subs[7].pending == 2 and subs[8].pending == 1  # found under 7: it matches
+    wide = hub.subscribe(Selection(filtered={"posts": [{"forum_id": 7, "status": "open"}]}))
+    hub._dispatch([U(None, {"forum_id": 7, "status": "closed"}, "insert")])
+    assert len(calls) == 2 and subs[7].pending == 3 and wide.pending == 1  # both tested; only one matches
+    hub._dispatch([U(None, {"forum_id": 7, "status": "open"}, "insert")])
+    assert subs[7].pending == 4 and wide.pending == 2
+    hub.update(wide, Selection(filtered={"posts": [{"forum_id": 8}]}))  # no wide filter left
+    calls.clear()
+    hub._dispatch([U(None, {"forum_id": 8, "status": "closed"}, "insert")])
+    assert calls == [] and subs[8].pending == 2 and wide.pending == 4  # (its "subscribed", then the post)
 
 
 def test_overlapping_subscriptions_receive_each_change_once() -> None:

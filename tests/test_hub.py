@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import threading
 import types
@@ -84,6 +85,52 @@ async def test_batches_handed_over_in_one_loop_step_are_delivered_by_one_callbac
     assert [(e.notification.data, e.committed) for e in got if isinstance(e, Entry)] == [
         ({"id": 1}, 100.0), ({"id": 2}, 101.0), ({"id": 3}, 101.0), ({"id": 4}, 102.0),
     ]
+
+
+async def test_a_burst_of_hand_overs_waiting_for_the_loop_adds_no_object_the_collector_tracks() -> None:
+    # A burst published in one loop step waits for the drain; what the hub keeps per
+    # hand-over must not be another object for the collector to count and walk.
+    async with Hub(queue_size=2000) as hub:
+        sub = hub.subscribe()
+        sub.receive_nowait()
+        batch = [N(id=1)]  # the same list each time: only what the hub adds is counted
+        hub.publish(batch)  # the first schedules the drain
+        gc.collect()
+        gc.disable()
+        try:
+            before = len(gc.get_objects())
+            for _ in range(1000):
+                hub.publish(batch)
+            added = len(gc.get_objects()) - before
+        finally:
+            gc.enable()
+        assert added < 100, added  # a tuple per hand-over: 1,000
+        await settle()
+        assert len([f for f in sub.receive_nowait() if isinstance(f, Entry)]) == 1001
+
+
+async def test_a_burst_of_posts_each_in_a_list_of_its_own_leaves_no_tracked_object_per_post() -> None:
+    # As capture and bench_broadcast publish: a new list per notification. The hub keeps the
+    # notification, not its list (which the caller then frees), and delivers it as before.
+    async with Hub(queue_size=2000) as hub:
+        sub = hub.subscribe()
+        sub.receive_nowait()
+        posts = [N(id=i) for i in range(1000)]
+        hub.publish([N(id=-1)])
+        gc.collect()
+        gc.disable()
+        try:
+            before = len(gc.get_objects())
+            for n in posts:
+                hub.publish([n])
+            added = len(gc.get_objects()) - before
+        finally:
+            gc.enable()
+        assert added < 100, added  # each list kept until the drain: 1,000
+        hub.publish([N(id=1000), N(id=1001)])  # a batch of several: as it was
+        await settle()
+        got = [f.notification.data for f in sub.receive_nowait() if isinstance(f, Entry)]
+    assert got == [{"id": i} for i in range(-1, 1002)]
 
 
 async def test_encoded_once_for_all_clients() -> None:

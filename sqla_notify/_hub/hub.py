@@ -93,6 +93,7 @@ from .._report import fields
 from .._timing import BROKER_LAG
 from ..types import Authorize
 from .protocol import MAX_ERROR_LENGTH, Error, NotificationFrame, Resync, Subscribed, Welcome, clip, encode
+from .protocol import encode_bytes as _encode
 from .index import Index
 from .replay import ReplayWindow
 from .selection import Selection
@@ -124,6 +125,21 @@ _START_MAX = 1024
 # "²", which int() refuses), bounded in length (int() refuses more than 4,300 digits), and
 # never a character that could break an SSE "id:" line.
 _CURSOR = re.compile(r"[0-9A-Za-z][0-9A-Za-z:_.\-]{0,99}", re.ASCII)
+
+
+class _HandOver(msgspec.Struct, gc=False):
+    """A batch waiting for the loop (see Hub._hand_over), stamped with its commit time.
+
+    Not a tuple: a burst of posts published in one loop step keeps one of these per post
+    until the drain, and the garbage collector neither counts nor walks these (``gc=False``;
+    they hold no reference cycle: notifications, or a Pending). A tuple and a list per post
+    would stay tracked until the drain, pass into the old generations and set off full
+    collections, which walk every connection's objects too.
+    """
+
+    #: a list of notifications (one alone: the notification itself), or a Pending
+    batch: Notification | list[Notification] | Pending
+    committed: float
 
 
 class HubStats(msgspec.Struct, frozen=True):
@@ -222,8 +238,9 @@ class Hub(Sink):
         self._due: deque[Callable[[], object]] = deque()  # writer starts for the next step
         # Hand-overs (see _hand_over) waiting for the loop, in order, and whether a drain of
         # them is scheduled. A deque: append and popleft are atomic, from any thread.
-        # A list: notifications (publish); anything else: a Pending (_publish_pending).
-        self._handed: deque[tuple[list[Notification] | Pending, float]] = deque()
+        # Each a _HandOver whose batch is a list of notifications or one notification alone
+        # (publish), or a Pending (_publish_pending).
+        self._handed: deque[_HandOver] = deque()
         self._drain_due = False
         self._burst = False  # a drain of several hand-overs is running: see _drain
         self._puller: asyncio.Task[None] | None = None  # applies the broker's events
@@ -362,13 +379,19 @@ class Hub(Sink):
 
     def publish(self, notifications: list[Notification]) -> None:
         """Queue a committed batch for delivery; returns at once, from any thread."""
-        self._hand_over(notifications)
+        if len(notifications) == 1 and isinstance(notifications[0], Notification):
+            # One notification (a post) waits alone, not in its list, which the caller then
+            # frees: a burst published in one loop step leaves nothing per post for the
+            # collector to count or walk (a Notification is untracked, see _HandOver).
+            self._hand_over(notifications[0])
+        else:
+            self._hand_over(notifications)
 
     def _publish_pending(self, batch: Pending) -> None:
         """Queue a committed transaction whose notifications are still to be built."""
         self._hand_over(batch)
 
-    def _hand_over(self, batch: list[Notification] | Pending) -> None:
+    def _hand_over(self, batch: Notification | list[Notification] | Pending) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             self._not_running += 1
@@ -376,7 +399,7 @@ class Hub(Sink):
         # The commit returned just now (the notifier calls this right after it, once per
         # batch): where the commit→send latency starts. With a broker, it starts from what
         # the broker reports instead (see _apply): the same clock for every process.
-        self._handed.append((batch, time.time()))
+        self._handed.append(_HandOver(batch, time.time()))
         # One scheduled drain for every hand-over until it runs, not one loop callback per
         # batch: a burst of posts leaves one handle, not a handle and its arguments each.
         # Cleared by _drain before it looks: a hand-over that finds it set is drained then.
@@ -400,7 +423,10 @@ class Hub(Sink):
         self._burst = left > 1
         while left:
             left -= 1
-            batch, committed = handed.popleft()
+            handover = handed.popleft()
+            batch, committed = handover.batch, handover.committed
+            if isinstance(batch, Notification):  # one, unwrapped by publish
+                batch = [batch]
             try:
                 if not isinstance(batch, list):
                     self._deliver_pending(batch, committed)
@@ -463,7 +489,9 @@ class Hub(Sink):
             for n in notifications:
                 seq += 1
                 ident = f"{epoch}-{seq}"
-                entries.append(Entry(seq, ident, n, _frame(ident, n), committed))
+                # _frame(ident, n), inline: this runs once per post
+                text = _encode(NotificationFrame(ident, n.collection, n.action, n.data, n.old)).decode()
+                entries.append(Entry(seq, ident, n, text, committed))
             self._ingest(entries, live=live)
             return
         if len(ids) != len(notifications):
@@ -511,7 +539,27 @@ class Hub(Sink):
             # WouldBlock is the rare case (a full queue), and a ``try`` costs nothing
             # (Python 3.11+) or next to nothing (3.10) when nothing is raised.
             at_once = not self._burst
-            for subs, frame in self._targets(entries[0]):
+            entry = entries[0]
+            n = entry.notification
+            index = self._index
+            if n.origin is None and not index.everything and n.collection not in index.whole:
+                # Only filtered subscribers can want it (a post to one forum): delivered as
+                # the index finds them, with none of _targets' groups. A filtered post
+                # usually reaches one client, so what the post costs is what its frame costs.
+                inserted = index.inserted(n)
+                if inserted is None:  # not the usual insert: moves possible
+                    self._send_filtered(entry, at_once)
+                    return
+                for sub in inserted:
+                    if sub.authorize is None or sub.allows(n):
+                        try:
+                            sub.send_nowait(entry, at_once=at_once)
+                            frames += 1
+                        except WouldBlock:
+                            self._overflow(sub, 1)
+                self._frames += frames
+                return
+            for subs, frame in self._targets(entry):
                 for sub in subs:
                     try:
                         sub.send_nowait(frame, at_once=at_once)
@@ -526,6 +574,19 @@ class Hub(Sink):
                         frames += len(frames_of)
                     except WouldBlock:
                         self._overflow(sub, len(frames_of))
+        self._frames += frames
+
+    def _send_filtered(self, entry: Entry, at_once: bool) -> None:
+        """Deliver ``entry``, which only filtered subscribers can want (see _ingest)."""
+        n = entry.notification
+        frames = 0
+        for sub, move in self._index.filtered_targets(n):
+            if sub.authorize is None or sub.allows(n):
+                try:
+                    sub.send_nowait(entry if move is None else _moved(entry, move), at_once=at_once)
+                    frames += 1
+                except WouldBlock:
+                    self._overflow(sub, 1)
         self._frames += frames
 
     def _batches(self, entries: list[Entry]) -> Iterable[tuple[Subscriber, list[Frame]]]:

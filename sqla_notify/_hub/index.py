@@ -31,7 +31,7 @@ __all__ = ("Index",)
 class Index:
     """Who receives what: everything, whole collections, filters by anchor."""
 
-    __slots__ = ("_anchored", "_anchors", "everything", "filtered", "whole")
+    __slots__ = ("_anchored", "_anchors", "_wide", "everything", "filtered", "whole")
 
     def __init__(self) -> None:
         # Dicts used as ordered sets: a fan-out walks the clients in the order they
@@ -47,6 +47,9 @@ class Index:
         self._anchors: dict[str, dict[str, dict[Any, dict[Subscriber, int]]]] = {}
         # collection -> anchor column -> subscribers with a filter anchored there
         self._anchored: dict[str, dict[str, dict[Subscriber, int]]] = {}
+        # collection -> how many of its filters test more than one column (0: whoever is
+        # found under a row's anchor value matches, with no test of the filter)
+        self._wide: dict[str, int] = {}
 
     def add(self, sub: Subscriber, selection: Selection | None) -> None:
         """Index ``sub`` under ``selection``; call :meth:`remove` with the same first."""
@@ -67,6 +70,8 @@ class Index:
                     subs[sub] = subs.get(sub, 0) + 1
                 subs = anchored.setdefault(column, {})
                 subs[sub] = subs.get(sub, 0) + 1
+                if len(f) > 1:
+                    self._wide[c] = self._wide.get(c, 0) + 1
 
     def remove(self, sub: Subscriber, selection: Selection | None) -> None:
         """Undo :meth:`add` (``selection`` as it was added)."""
@@ -92,34 +97,54 @@ class Index:
                 _drop(anchored, column, sub)
                 if not by_key:
                     del anchors[column]
+                if len(f) > 1:
+                    self._wide[c] -= 1
             if not by_sub:
                 del self.filtered[c], self._anchors[c], self._anchored[c]
+                self._wide.pop(c, None)
 
-    def filtered_targets(self, n: Notification) -> Iterator[tuple[Subscriber, str | None]]:
-        """The filtered subscribers of ``n.collection`` that receive ``n``, with its ``move``."""
+    def inserted(self, n: Notification) -> list[Subscriber] | tuple[()] | None:
+        """The filtered subscribers of ``n.collection`` that receive ``n`` when it is the
+        usual insert: every filter on its collection anchored on one column, whose value
+        ``n.filter_after`` carries (an insert is never a ``move``); a snapshot. ``None``
+        for any other notification: ask :meth:`filtered_targets`.
+
+        A value nobody watches costs a dict lookup; with one-column filters only (a forum
+        each), whoever is found under the value matches, untested.
+        """
         c = n.collection
         by_sub = self.filtered.get(c)
         if not by_sub:
-            return
+            return ()
         after_values = n.filter_after
-        if n.action == "insert" and after_values is not None:
-            anchors = self._anchors[c]
-            if len(anchors) == 1:
-                ((anchor, by_key),) = anchors.items()
-                if anchor in after_values:
-                    # The usual insert: every filter anchored on one column whose value is
-                    # known. Keyed once, for the lookup and (one column) the match: a value
-                    # nobody watches costs a dict lookup, no state, no candidate set.
-                    key = value_key(after_values[anchor])
-                    subs = by_key.get(key)
-                    if subs:
-                        keyed = ({anchor: key} if len(after_values) == 1
-                                 else {k: value_key(v) for k, v in after_values.items()})
-                        for sub in list(subs):
-                            fs = by_sub.get(sub)
-                            if fs is not None and matches(fs, keyed) is not False:
-                                yield sub, None  # an insert: never a move (see decide())
-                    return
+        if n.action != "insert" or after_values is None:
+            return None
+        anchors = self._anchors[c]
+        if len(anchors) != 1:
+            return None
+        ((anchor, by_key),) = anchors.items()
+        if anchor not in after_values:
+            return None
+        value = after_values[anchor]
+        # value_key's own first test, without the call: ints and strings are their key.
+        subs = by_key.get(value if value.__class__ is int or value.__class__ is str else value_key(value))
+        if not subs:
+            return ()
+        if not self._wide.get(c):
+            return list(subs)
+        # Keyed once, for the lookup and the match.
+        keyed = {k: value_key(v) for k, v in after_values.items()}
+        return [sub for sub in subs if matches(by_sub[sub], keyed) is not False]
+
+    def filtered_targets(self, n: Notification) -> Iterator[tuple[Subscriber, str | None]]:
+        """The filtered subscribers of ``n.collection`` that receive ``n``, with its ``move``."""
+        inserted = self.inserted(n)
+        if inserted is not None:
+            for sub in inserted:
+                yield sub, None  # an insert: never a move (see decide())
+            return
+        c = n.collection
+        by_sub = self.filtered[c]
         has_before, before, has_after, after = states(n)
         candidates: set[Subscriber] | dict[Subscriber, frozenset[Filter]]
         if (has_before and before is None) or (has_after and after is None):

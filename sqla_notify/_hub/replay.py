@@ -49,7 +49,15 @@ class ReplayWindow:
         window = self._entries
         excess = len(window) + len(entries) - (window.maxlen or 0)
         if excess == 1 and window:  # the usual case once full: one in, the oldest out
-            self._forget([window[0]])
+            oldest = window[0]
+            if self._by_id is None:  # _forget([oldest]), inline: this runs once per notification
+                last = self._evicted
+                collection = oldest.notification.collection
+                if collection in last or len(last) < MAX_TRACKED_COLLECTIONS:
+                    last[collection] = self._evicted_any = oldest.seq
+                    window.extend(entries)
+                    return
+            self._forget([oldest])
         elif excess > 0:  # these fall out of the window now: remember what they were about
             evicted = list(itertools.islice(window, min(excess, len(window))))
             evicted += entries[: max(0, excess - len(window))]

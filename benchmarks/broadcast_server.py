@@ -12,7 +12,9 @@ Control endpoints (loopback benchmark use only):
   healthy client's frames are in its transport (:meth:`Contender.drained`); return the
   seconds, the healthy clients and ``started_at`` (``time.perf_counter()`` as it began:
   CLOCK_MONOTONIC, shared with the clients' processes). ``paced=true``: ``await
-  asyncio.sleep(0)`` after each notification.
+  asyncio.sleep(0)`` after each notification. The notifications are published from a task
+  of their own (since 2026-12-01; before, from the request's coroutine, whose whole stack
+  each paced turn resumed).
 * ``POST /prefill/{contender}``: fill the ``role=stall`` clients' socket buffers until sending
   to them blocks, the steady state of a client that stopped reading a while ago.
 * ``GET /rss`` (after ``gc.collect()``, with each contender's connections), ``GET /info``
@@ -97,7 +99,11 @@ async def run_broadcast(contender: str, count: int, timeout: float = 60.0, paced
         t0 = time.perf_counter()
         clients = c.healthy()
         try:
-            await c.send(count, paced)
+            # In a task of its own: paced, each ``await asyncio.sleep(0)`` then resumes only
+            # the publishing loop, not this request's whole FastAPI/Starlette stack (about
+            # 5,700 instructions a turn, bench_framecost.py), which a post to one client
+            # would carry alone and a post to 1,000 would share.
+            await asyncio.create_task(c.send(count, paced))
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:  # a client went away (the driver gave up)
             return {"seconds": time.perf_counter() - t0, "clients": clients, "ok": False, "error": repr(exc),
                     "started_at": t0}

@@ -112,13 +112,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sqla_notify")
 
-_MUTABLE = (dict, list)
+# A frozenset of types, tested with type(): both are cheaper than value.__class__ and a tuple
+# (a generic attribute lookup, and a rich comparison per type that is not the value's).
+_MUTABLE = frozenset((dict, list))
 
 
 def _snapshot(value: Any) -> Any:
     # JSON and ARRAY columns hold mutable containers: copy them so that a change made after
     # the commit cannot alter a notification that is still on its way.
-    return copy.deepcopy(value) if value.__class__ in _MUTABLE else value
+    return copy.deepcopy(value) if type(value) in _MUTABLE else value
 
 
 _insert_order = operator.attrgetter("insert_order")
@@ -283,10 +285,9 @@ class Recorder:
             native = info.native
             pk_keys = info.pk_keys
             pk_one = pk_keys[0] if len(pk_keys) == 1 else None
-            written = info.written
+            written = bool(info.written)  # a bool: tested per row without a call
             fk = info.filter_by[0] if lone and info.filter_by else None
-            want_old = info.old
-            exclude = info.exclude
+            oldable = info.oldable
             deleted, updated = info.actions[DELETE], info.actions[UPDATE]
             if buf is None:
                 # Once per flush, not per row; a buffer left empty publishes nothing.
@@ -317,13 +318,21 @@ class Recorder:
                         value: Any = ABSENT
                         if fk is not None:
                             committed = state.committed_state
-                            value = committed.get(fk, ABSENT)
-                            if value is ABSENT:  # not changed since loaded: the current one
-                                o = state.obj() if native else None
-                                d = state.dict if o is None else o.__dict__
-                                value = d.get(fk, ABSENT)
-                            elif value is NO_VALUE:  # never loaded: unknown
-                                value = ABSENT
+                            if fk in committed:  # changed since loaded
+                                value = committed[fk]
+                                if value is NO_VALUE:  # never loaded: unknown
+                                    value = ABSENT
+                            else:  # not changed since loaded: the current one
+                                if native:
+                                    ref = state.obj  # an attribute, then a call: see below
+                                    o = ref()
+                                    d = state.dict if o is None else o.__dict__
+                                else:
+                                    d = state.dict
+                                try:
+                                    value = d[fk]
+                                except KeyError:  # never loaded: unknown
+                                    value = ABSENT
                         row = Lone(DELETE, info, None, value, ABSENT, None, None)
                         if entries.setdefault(key, row) is not row:
                             self._add(buf, info, state, key, DELETE, None)
@@ -332,7 +341,7 @@ class Recorder:
                     continue
                 committed = state.committed_state
                 expired = state.expired_attributes
-                if expired or written:
+                if written or expired:
                     # The unusual path: values the session did not write itself (a SQL
                     # expression, a default, a server-side value), or attributes expired.
                     if not committed and not expired:
@@ -352,8 +361,14 @@ class Recorder:
                     continue  # only relationships changed, or nothing: no UPDATE was issued
                 if pk_one in committed or (pk_one is None and not committed.keys().isdisjoint(pk_keys)):
                     key = _new_key(info, state, key, committed)  # the primary key itself changed
-                o = state.obj() if native else None
-                d = state.dict if o is None else o.__dict__
+                if native:
+                    # state.obj() would be a method lookup that fails on the slot it finds
+                    # (and is not specialised); an attribute read and a call are cheaper.
+                    ref = state.obj
+                    o = ref()
+                    d = state.dict if o is None else o.__dict__
+                else:
+                    d = state.dict
                 if plain:
                     # _changed(committed, d, columns, None), inlined.
                     for k in committed:  # not .items(): one allocation less
@@ -361,8 +376,10 @@ class Recorder:
                             continue
                         old = committed[k]
                         if old is not NO_VALUE:
-                            new = d.get(k, NO_VALUE)
                             try:
+                                # d[k], not d.get(k): no method call. Not in d (KeyError)
+                                # or == failing: written, as in _changed.
+                                new = d[k]
                                 if new is old or new == old:
                                     continue
                             except Exception:  # noqa: BLE001, S112 - see _changed
@@ -384,27 +401,33 @@ class Recorder:
                             continue
                         old = committed[k]
                         if old is not NO_VALUE:
-                            new = d.get(k, NO_VALUE)
                             try:
+                                new = d[k]  # see above
                                 if new is old or new == old:
                                     continue
                             except Exception:  # noqa: BLE001, S112 - see _changed
                                 pass
-                            if want_old and k not in exclude:
+                            if k in oldable:
                                 if old_key is not None:
                                     break  # a second old value: a Row, below
                                 old_key = k
-                                old_value = copy.deepcopy(old) if old.__class__ in _MUTABLE else old  # see _snapshot
+                                old_value = copy.deepcopy(old) if type(old) in _MUTABLE else old  # see _snapshot
                         found = True
                     else:
                         if not found:
                             continue  # nothing changed: no UPDATE was issued
                         after = before_value = ABSENT
                         if fk is not None:
-                            after = d.get(fk, ABSENT)
-                            before_value = committed.get(fk, after)  # not in it: unchanged
-                            if before_value is NO_VALUE:
-                                before_value = ABSENT
+                            try:
+                                after = d[fk]
+                            except KeyError:
+                                pass
+                            if fk in committed:
+                                before_value = committed[fk]
+                                if before_value is NO_VALUE:
+                                    before_value = ABSENT
+                            else:  # unchanged
+                                before_value = after
                         row = Lone(UPDATE, info, None, before_value, after, old_key, old_value)
                         if entries.setdefault(key, row) is row:
                             continue
@@ -441,8 +464,12 @@ class Recorder:
                 fk = model.filter_by[0] if lone and model.filter_by else None
                 identity_class = model.identity_class
                 inserted = model.actions[INSERT]
-            o = state.obj() if native else None
-            d = state.dict if o is None else o.__dict__
+            if native:
+                ref = state.obj  # see the update path
+                o = ref()
+                d = state.dict if o is None else o.__dict__
+            else:
+                d = state.dict
             try:
                 pk = (d[single],) if single is not None else tuple([d[k] for k in names])
             except KeyError:
@@ -535,7 +562,7 @@ class Recorder:
                 if k in committed and k not in exclude:
                     v = committed[k]
                     if v is not NO_VALUE:
-                        old[k] = copy.deepcopy(v) if v.__class__ in _MUTABLE else v  # see _snapshot
+                        old[k] = copy.deepcopy(v) if type(v) in _MUTABLE else v  # see _snapshot
         if prev is None:
             entries[key] = Row(action, info, values, before, after, old)
         else:
@@ -608,7 +635,7 @@ def _lone(
             if k in committed and k not in exclude:
                 v = committed[k]
                 if v is not NO_VALUE:
-                    v = copy.deepcopy(v) if v.__class__ in _MUTABLE else v  # see _snapshot
+                    v = copy.deepcopy(v) if type(v) in _MUTABLE else v  # see _snapshot
                     if old is not None:
                         old[k] = v
                     elif old_key is None:

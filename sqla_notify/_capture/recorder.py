@@ -82,9 +82,12 @@ A 10,000-row flush runs the loop of :meth:`Recorder._capture` 10,000 times, so t
 paths (the primary-key mode, and models with one ``filter_by`` column and ``old``) do
 everything in place: no Python call per row, one pass over ``committed_state`` that both
 tests for a change and picks the old value, the instance's ``__dict__`` read through the
-state's weak reference rather than the ``InstanceState.dict`` property (a Python call of
-its own), and one allocation at most (a :class:`~.buffer.Lone`). Anything rarer (several
-old values, a row seen twice, columns the database computed) takes the general path.
+instance the state holds while it is modified (``_strong_obj``; else its weak reference)
+rather than the ``InstanceState.dict`` property (a Python call of its own), ``d[k]`` where
+a ``d.get(k)`` would be a method call, and one allocation at most (a
+:class:`~.buffer.Lone`, its usual fields passed, the rest defaulted). Anything rarer
+(several old values, a row seen twice, columns the database computed) takes the general
+path. ``benchmarks/instr_capture.py`` counts the instructions per row.
 """
 
 from __future__ import annotations
@@ -324,7 +327,8 @@ class Recorder:
                                     value = ABSENT
                             else:  # not changed since loaded: the current one
                                 if native:
-                                    ref = state.obj  # an attribute, then a call: see below
+                                    # Not modified, so no _strong_obj (see below).
+                                    ref = state.obj
                                     o = ref()
                                     d = state.dict if o is None else o.__dict__
                                 else:
@@ -333,15 +337,15 @@ class Recorder:
                                     value = d[fk]
                                 except KeyError:  # never loaded: unknown
                                     value = ABSENT
-                        row = Lone(DELETE, info, None, value, ABSENT, None, None)
+                        row = Lone(DELETE, info, value)
                         if entries.setdefault(key, row) is not row:
                             self._add(buf, info, state, key, DELETE, None)
                     else:
                         self._add(buf, info, state, key, DELETE, None)
                     continue
                 committed = state.committed_state
-                expired = state.expired_attributes
-                if written or expired:
+                if written or state.expired_attributes:
+                    expired = state.expired_attributes
                     # The unusual path: values the session did not write itself (a SQL
                     # expression, a default, a server-side value), or attributes expired.
                     if not committed and not expired:
@@ -362,10 +366,15 @@ class Recorder:
                 if pk_one in committed or (pk_one is None and not committed.keys().isdisjoint(pk_keys)):
                     key = _new_key(info, state, key, committed)  # the primary key itself changed
                 if native:
-                    # state.obj() would be a method lookup that fails on the slot it finds
-                    # (and is not specialised); an attribute read and a call are cheaper.
-                    ref = state.obj
-                    o = ref()
+                    # A modified state attached to a session holds its instance strongly
+                    # (_strong_obj, pinned in test_internals): one attribute read, where
+                    # the weak reference is a call.
+                    o = state._strong_obj
+                    if o is None:
+                        # state.obj() would be a method lookup that fails on the slot it
+                        # finds (never specialised); reading the slot and calling is cheaper.
+                        ref = state.obj
+                        o = ref()
                     d = state.dict if o is None else o.__dict__
                 else:
                     d = state.dict
@@ -416,19 +425,20 @@ class Recorder:
                     else:
                         if not found:
                             continue  # nothing changed: no UPDATE was issued
-                        after = before_value = ABSENT
-                        if fk is not None:
+                        if fk is None:
+                            row = Lone(UPDATE, info, ABSENT, ABSENT, old_key, old_value)
+                        else:
                             try:
                                 after = d[fk]
-                            except KeyError:
-                                pass
+                            except KeyError:  # not loaded
+                                after = ABSENT
                             if fk in committed:
                                 before_value = committed[fk]
                                 if before_value is NO_VALUE:
                                     before_value = ABSENT
                             else:  # unchanged
                                 before_value = after
-                        row = Lone(UPDATE, info, None, before_value, after, old_key, old_value)
+                            row = Lone(UPDATE, info, before_value, after, old_key, old_value)
                         if entries.setdefault(key, row) is row:
                             continue
                 # Several old values, or the row seen before in this transaction: dicts.
@@ -465,8 +475,10 @@ class Recorder:
                 identity_class = model.identity_class
                 inserted = model.actions[INSERT]
             if native:
-                ref = state.obj  # see the update path
-                o = ref()
+                o = state._strong_obj  # see the update path
+                if o is None:
+                    ref = state.obj
+                    o = ref()
                 d = state.dict if o is None else o.__dict__
             else:
                 d = state.dict
@@ -480,7 +492,13 @@ class Recorder:
                 if entries.setdefault(key, inserted) is not inserted:
                     buf.add(key, inserted)
             elif lone:
-                row = Lone(INSERT, model, None, ABSENT, ABSENT if fk is None else d.get(fk, ABSENT), None, None)
+                after = ABSENT
+                if fk is not None:
+                    try:
+                        after = d[fk]
+                    except KeyError:  # not loaded
+                        pass
+                row = Lone(INSERT, model, ABSENT, after)
                 if entries.setdefault(key, row) is not row:
                     self._add(buf, model, state, key, INSERT, None)
             else:
@@ -642,7 +660,7 @@ def _lone(
                         old_key, old_value = k, v
                     else:  # a second old value: a Row after all
                         old = {old_key: old_value, k: v}
-    lone = Lone(action, info, values, before, after, old_key, old_value)
+    lone = Lone(action, info, before, after, old_key, old_value, values)
     if old is None:
         return lone
     row = lone.unpack()

@@ -71,6 +71,8 @@ def main() -> None:
                         help="the model declares NotifyOptions(filter_by={'value'}, old=True)")
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--replay", type=int, default=0, help="extra runs of the per-row hooks")
+    parser.add_argument("--only", choices=("before_flush", "after_flush"),
+                        help="replay this hook only (default: both)")
     parser.add_argument("--plain", action="store_true", help="no notifier")
     args = parser.parse_args()
     if args.filter_old:
@@ -83,12 +85,13 @@ def main() -> None:
     if not args.plain:
         notifier = Notifier(DeferredSink())
         recorder = notifier._recorder
-        replay = args.replay
+        replay_before = 0 if args.only == "after_flush" else args.replay
+        replay = 0 if args.only == "before_flush" else args.replay
         before_flush, capture = recorder.before_flush, recorder._capture
         info_key = recorder.info_key
 
         def replayed_before_flush(session: Session, context: Any, instances: Any) -> None:
-            for _ in range(replay):
+            for _ in range(replay_before):
                 before_flush(session, context, instances)
             before_flush(session, context, instances)
 

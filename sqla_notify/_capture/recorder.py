@@ -127,7 +127,6 @@ def _snapshot(value: Any) -> Any:
 
 
 _insert_order = operator.attrgetter("insert_order")
-_expired_attributes = operator.attrgetter("expired_attributes")
 _PAYLOAD_ERRORS = HookErrors("a payload function", "payload_error")
 _UNSET: Any = object()
 
@@ -186,13 +185,14 @@ class Recorder:
         :meth:`after_flush` receives too.
         """
         try:
-            # filter() with a C getter: the test runs without a bytecode per object.
-            noted = {
-                state: (frozenset(state.expired_attributes), tuple(state.committed_state))
-                for state in filter(_expired_attributes, session.identity_map._modified)
-            }
-            if noted:
-                flush_context.attributes[self._flush_key] = noted
+            # A comprehension reads the slot with a specialised instruction, cheaper per
+            # object than filter() with an attrgetter (a generic attribute lookup each).
+            stale = [state for state in session.identity_map._modified if state.expired_attributes]
+            if stale:
+                flush_context.attributes[self._flush_key] = {
+                    state: (frozenset(state.expired_attributes), tuple(state.committed_state))
+                    for state in stale
+                }
         except Exception:  # noqa: BLE001
             logger.exception("sqla_notify failed to prepare for a flush", extra=fields("capture_error"))
 

@@ -127,3 +127,10 @@ def test_the_broadcast_benchmark_at_two_workers_delivers_a_burst_published_in_on
     other = workers["hub_stats"][2 - two["publisher"]]
     assert other["connections"] == 5 and other["published"] >= 3
     assert "**2 processes / one** (paired by round)" in out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("action", ["insert", "update", "delete"])
+def test_the_instruction_count_driver_replays_the_capture_of_every_row(tmp_path: Path, action: str) -> None:
+    out = _run(tmp_path, "instr_capture.py", action, "--filter-old", "--rows", "30", "--replay", "2")
+    assert out.strip() == f"{action}: 30 notification(s) published, replays recorded [30, 30]"

@@ -132,3 +132,33 @@ def test_before_flush_sees_modified_states_and_their_expired_attributes() -> Non
         s.flush()
     engine.dispose()  # Python >= 3.13 warns of a connection left to the GC
     assert seen == [[(True, {"name"})], "noted"]
+
+
+def test_changed_states_hold_their_instance_strongly_during_the_flush() -> None:
+    # The flush hook reads an updated or inserted row's instance from
+    # InstanceState._strong_obj (an attribute read, where state.obj() is a call), and falls
+    # back to the weak reference when it is None (a deleted object that was not changed).
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add(Container(id=1, name="a"))
+        s.add(Container(id=2, name="b"))
+        s.commit()
+        seen: list[Any] = []
+
+        @event.listens_for(s, "after_flush")
+        def grab(session: Session, ctx: UOWTransaction) -> None:
+            seen.extend((st.obj(), st._strong_obj) for st in ctx.states)
+
+        one, two = s.get(Container, 1), s.get(Container, 2)
+        assert one is not None and two is not None
+        with s.no_autoflush:  # delete() loads the cascaded collection, which would flush
+            one.name = "changed"
+            s.delete(two)
+            new = Container(id=3, name="c")
+            s.add(new)
+        s.flush()
+    engine.dispose()  # Python >= 3.13 warns of a connection left to the GC
+    strong = {obj: held for obj, held in seen}
+    assert strong[one] is one
+    assert strong[new] is new

@@ -101,17 +101,19 @@ class Lone(msgspec.Struct, gc=False):
     (see :class:`Pending`).
     """
 
+    # Fields in the order the flush hook fills them, the rest defaulted: a default costs the
+    # constructor less than an argument costs the caller (a bytecode each).
     action: str
     info: ModelInfo
-    values: Union[dict[str, Any], None]
     #: the filter column's value at the start of the transaction (``ABSENT``: unknown);
     #: ignored for inserts and models without ``filter_by``
     before: Any
     #: the filter column's value now (``ABSENT``: unknown); ignored for deletes
-    after: Any
+    after: Any = ABSENT
     #: the changed column whose previous value ``old_value`` is (``None``: no old values)
-    old_key: Union[str, None]
-    old_value: Any
+    old_key: Union[str, None] = None
+    old_value: Any = None
+    values: Union[dict[str, Any], None] = None
 
     def unpack(self) -> Row:
         """The same row as a :class:`Row`, for coalescing with a later record of it."""

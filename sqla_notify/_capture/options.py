@@ -161,7 +161,7 @@ class ModelInfo:
     __slots__ = (
         "collection", "mode", "function", "pk_keys", "pk_set", "pk_shown", "columns", "exclude",
         "exclude_names", "payload_columns", "identity_class", "actions", "written", "key_tables",
-        "filter_by", "old", "extras", "plain", "lone", "native",
+        "filter_by", "old", "oldable", "extras", "plain", "lone", "native",
     )
 
     def __init__(
@@ -214,6 +214,9 @@ class ModelInfo:
         self.filter_by = filter_by
         #: whether updates carry the previous values of their changed columns
         self.old = old
+        #: the column keys whose previous values an update carries: every column but the
+        #: excluded ones with ``old``, none without (one set test per changed column)
+        self.oldable = self.columns - exclude if old else frozenset()
         #: rows are recorded by key and action only: no payload values, no filter values,
         #: no old values (the cheapest path, which most models take)
         self.plain = mode == "pk" and not filter_by and not old

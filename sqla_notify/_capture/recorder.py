@@ -82,9 +82,12 @@ A 10,000-row flush runs the loop of :meth:`Recorder._capture` 10,000 times, so t
 paths (the primary-key mode, and models with one ``filter_by`` column and ``old``) do
 everything in place: no Python call per row, one pass over ``committed_state`` that both
 tests for a change and picks the old value, the instance's ``__dict__`` read through the
-state's weak reference rather than the ``InstanceState.dict`` property (a Python call of
-its own), and one allocation at most (a :class:`~.buffer.Lone`). Anything rarer (several
-old values, a row seen twice, columns the database computed) takes the general path.
+instance the state holds while it is modified (``_strong_obj``; else its weak reference)
+rather than the ``InstanceState.dict`` property (a Python call of its own), ``d[k]`` where
+a ``d.get(k)`` would be a method call, and one allocation at most (a
+:class:`~.buffer.Lone`, its usual fields passed, the rest defaulted). Anything rarer
+(several old values, a row seen twice, columns the database computed) takes the general
+path. ``benchmarks/instr_capture.py`` counts the instructions per row.
 """
 
 from __future__ import annotations
@@ -112,17 +115,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sqla_notify")
 
-_MUTABLE = (dict, list)
+# A frozenset of types, tested with type(): both are cheaper than value.__class__ and a tuple
+# (a generic attribute lookup, and a rich comparison per type that is not the value's).
+_MUTABLE = frozenset((dict, list))
 
 
 def _snapshot(value: Any) -> Any:
     # JSON and ARRAY columns hold mutable containers: copy them so that a change made after
     # the commit cannot alter a notification that is still on its way.
-    return copy.deepcopy(value) if value.__class__ in _MUTABLE else value
+    return copy.deepcopy(value) if type(value) in _MUTABLE else value
 
 
 _insert_order = operator.attrgetter("insert_order")
-_expired_attributes = operator.attrgetter("expired_attributes")
 _PAYLOAD_ERRORS = HookErrors("a payload function", "payload_error")
 _UNSET: Any = object()
 
@@ -181,13 +185,14 @@ class Recorder:
         :meth:`after_flush` receives too.
         """
         try:
-            # filter() with a C getter: the test runs without a bytecode per object.
-            noted = {
-                state: (frozenset(state.expired_attributes), tuple(state.committed_state))
-                for state in filter(_expired_attributes, session.identity_map._modified)
-            }
-            if noted:
-                flush_context.attributes[self._flush_key] = noted
+            # A comprehension reads the slot with a specialised instruction, cheaper per
+            # object than filter() with an attrgetter (a generic attribute lookup each).
+            stale = [state for state in session.identity_map._modified if state.expired_attributes]
+            if stale:
+                flush_context.attributes[self._flush_key] = {
+                    state: (frozenset(state.expired_attributes), tuple(state.committed_state))
+                    for state in stale
+                }
         except Exception:  # noqa: BLE001
             logger.exception("sqla_notify failed to prepare for a flush", extra=fields("capture_error"))
 
@@ -283,10 +288,9 @@ class Recorder:
             native = info.native
             pk_keys = info.pk_keys
             pk_one = pk_keys[0] if len(pk_keys) == 1 else None
-            written = info.written
+            written = bool(info.written)  # a bool: tested per row without a call
             fk = info.filter_by[0] if lone and info.filter_by else None
-            want_old = info.old
-            exclude = info.exclude
+            oldable = info.oldable
             deleted, updated = info.actions[DELETE], info.actions[UPDATE]
             if buf is None:
                 # Once per flush, not per row; a buffer left empty publishes nothing.
@@ -317,22 +321,31 @@ class Recorder:
                         value: Any = ABSENT
                         if fk is not None:
                             committed = state.committed_state
-                            value = committed.get(fk, ABSENT)
-                            if value is ABSENT:  # not changed since loaded: the current one
-                                o = state.obj() if native else None
-                                d = state.dict if o is None else o.__dict__
-                                value = d.get(fk, ABSENT)
-                            elif value is NO_VALUE:  # never loaded: unknown
-                                value = ABSENT
-                        row = Lone(DELETE, info, None, value, ABSENT, None, None)
+                            if fk in committed:  # changed since loaded
+                                value = committed[fk]
+                                if value is NO_VALUE:  # never loaded: unknown
+                                    value = ABSENT
+                            else:  # not changed since loaded: the current one
+                                if native:
+                                    # Not modified, so no _strong_obj (see below).
+                                    ref = state.obj
+                                    o = ref()
+                                    d = state.dict if o is None else o.__dict__
+                                else:
+                                    d = state.dict
+                                try:
+                                    value = d[fk]
+                                except KeyError:  # never loaded: unknown
+                                    value = ABSENT
+                        row = Lone(DELETE, info, value)
                         if entries.setdefault(key, row) is not row:
                             self._add(buf, info, state, key, DELETE, None)
                     else:
                         self._add(buf, info, state, key, DELETE, None)
                     continue
                 committed = state.committed_state
-                expired = state.expired_attributes
-                if expired or written:
+                if written or state.expired_attributes:
+                    expired = state.expired_attributes
                     # The unusual path: values the session did not write itself (a SQL
                     # expression, a default, a server-side value), or attributes expired.
                     if not committed and not expired:
@@ -352,8 +365,19 @@ class Recorder:
                     continue  # only relationships changed, or nothing: no UPDATE was issued
                 if pk_one in committed or (pk_one is None and not committed.keys().isdisjoint(pk_keys)):
                     key = _new_key(info, state, key, committed)  # the primary key itself changed
-                o = state.obj() if native else None
-                d = state.dict if o is None else o.__dict__
+                if native:
+                    # A modified state attached to a session holds its instance strongly
+                    # (_strong_obj, pinned in test_internals): one attribute read, where
+                    # the weak reference is a call.
+                    o = state._strong_obj
+                    if o is None:
+                        # state.obj() would be a method lookup that fails on the slot it
+                        # finds (never specialised); reading the slot and calling is cheaper.
+                        ref = state.obj
+                        o = ref()
+                    d = state.dict if o is None else o.__dict__
+                else:
+                    d = state.dict
                 if plain:
                     # _changed(committed, d, columns, None), inlined.
                     for k in committed:  # not .items(): one allocation less
@@ -361,8 +385,10 @@ class Recorder:
                             continue
                         old = committed[k]
                         if old is not NO_VALUE:
-                            new = d.get(k, NO_VALUE)
                             try:
+                                # d[k], not d.get(k): no method call. Not in d (KeyError)
+                                # or == failing: written, as in _changed.
+                                new = d[k]
                                 if new is old or new == old:
                                     continue
                             except Exception:  # noqa: BLE001, S112 - see _changed
@@ -384,28 +410,35 @@ class Recorder:
                             continue
                         old = committed[k]
                         if old is not NO_VALUE:
-                            new = d.get(k, NO_VALUE)
                             try:
+                                new = d[k]  # see above
                                 if new is old or new == old:
                                     continue
                             except Exception:  # noqa: BLE001, S112 - see _changed
                                 pass
-                            if want_old and k not in exclude:
+                            if k in oldable:
                                 if old_key is not None:
                                     break  # a second old value: a Row, below
                                 old_key = k
-                                old_value = copy.deepcopy(old) if old.__class__ in _MUTABLE else old  # see _snapshot
+                                old_value = copy.deepcopy(old) if type(old) in _MUTABLE else old  # see _snapshot
                         found = True
                     else:
                         if not found:
                             continue  # nothing changed: no UPDATE was issued
-                        after = before_value = ABSENT
-                        if fk is not None:
-                            after = d.get(fk, ABSENT)
-                            before_value = committed.get(fk, after)  # not in it: unchanged
-                            if before_value is NO_VALUE:
-                                before_value = ABSENT
-                        row = Lone(UPDATE, info, None, before_value, after, old_key, old_value)
+                        if fk is None:
+                            row = Lone(UPDATE, info, ABSENT, ABSENT, old_key, old_value)
+                        else:
+                            try:
+                                after = d[fk]
+                            except KeyError:  # not loaded
+                                after = ABSENT
+                            if fk in committed:
+                                before_value = committed[fk]
+                                if before_value is NO_VALUE:
+                                    before_value = ABSENT
+                            else:  # unchanged
+                                before_value = after
+                            row = Lone(UPDATE, info, before_value, after, old_key, old_value)
                         if entries.setdefault(key, row) is row:
                             continue
                 # Several old values, or the row seen before in this transaction: dicts.
@@ -441,8 +474,14 @@ class Recorder:
                 fk = model.filter_by[0] if lone and model.filter_by else None
                 identity_class = model.identity_class
                 inserted = model.actions[INSERT]
-            o = state.obj() if native else None
-            d = state.dict if o is None else o.__dict__
+            if native:
+                o = state._strong_obj  # see the update path
+                if o is None:
+                    ref = state.obj
+                    o = ref()
+                d = state.dict if o is None else o.__dict__
+            else:
+                d = state.dict
             try:
                 pk = (d[single],) if single is not None else tuple([d[k] for k in names])
             except KeyError:
@@ -453,7 +492,13 @@ class Recorder:
                 if entries.setdefault(key, inserted) is not inserted:
                     buf.add(key, inserted)
             elif lone:
-                row = Lone(INSERT, model, None, ABSENT, ABSENT if fk is None else d.get(fk, ABSENT), None, None)
+                after = ABSENT
+                if fk is not None:
+                    try:
+                        after = d[fk]
+                    except KeyError:  # not loaded
+                        pass
+                row = Lone(INSERT, model, ABSENT, after)
                 if entries.setdefault(key, row) is not row:
                     self._add(buf, model, state, key, INSERT, None)
             else:
@@ -535,7 +580,7 @@ class Recorder:
                 if k in committed and k not in exclude:
                     v = committed[k]
                     if v is not NO_VALUE:
-                        old[k] = copy.deepcopy(v) if v.__class__ in _MUTABLE else v  # see _snapshot
+                        old[k] = copy.deepcopy(v) if type(v) in _MUTABLE else v  # see _snapshot
         if prev is None:
             entries[key] = Row(action, info, values, before, after, old)
         else:
@@ -608,14 +653,14 @@ def _lone(
             if k in committed and k not in exclude:
                 v = committed[k]
                 if v is not NO_VALUE:
-                    v = copy.deepcopy(v) if v.__class__ in _MUTABLE else v  # see _snapshot
+                    v = copy.deepcopy(v) if type(v) in _MUTABLE else v  # see _snapshot
                     if old is not None:
                         old[k] = v
                     elif old_key is None:
                         old_key, old_value = k, v
                     else:  # a second old value: a Row after all
                         old = {old_key: old_value, k: v}
-    lone = Lone(action, info, values, before, after, old_key, old_value)
+    lone = Lone(action, info, before, after, old_key, old_value, values)
     if old is None:
         return lone
     row = lone.unpack()

@@ -252,12 +252,16 @@ def test_the_reader_of_a_client_given_up_on_ends_after_the_grace() -> None:
     timeouts vary; this does not depend on them)."""
     from sqla_notify.fastapi import _Writer
 
+    class Unused:
+        async def send(self, message: object) -> None:
+            raise AssertionError("the writer is not started here")
+
     async def scenario() -> str:
         sub = Hub().subscribe()  # never sent: the writer is not started here
         received = asyncio.Event()
 
         async def endpoint() -> str:
-            writer = _Writer(None, sub, asyncio.current_task(), 0.5)  # type: ignore[arg-type]
+            writer = _Writer(Unused(), sub, asyncio.current_task(), 0.5)  # type: ignore[arg-type]
             sub.on_close = writer.close_soon
             try:
                 received.set()

@@ -162,3 +162,18 @@ def test_changed_states_hold_their_instance_strongly_during_the_flush() -> None:
     strong = {obj: held for obj, held in seen}
     assert strong[one] is one
     assert strong[new] is new
+
+
+def test_a_starlette_websocket_keeps_the_asgi_send_it_was_given() -> None:
+    """The WebSocket writer sends frames through ``WebSocket._send``, the ASGI send itself,
+    bypassing ``WebSocket.send``'s state checks (sqla_notify/fastapi.py, ``_Writer``)."""
+    from starlette.websockets import WebSocket
+
+    async def receive() -> dict[str, object]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: object) -> None:
+        return None
+
+    websocket = WebSocket({"type": "websocket", "path": "/", "headers": [], "query_string": b""}, receive, send)
+    assert websocket._send is send

@@ -417,8 +417,12 @@ def notify_router(
         if hook is not None:
             hook.install()
         place = await gate.enter(request)  # given back when the stream ends (_EventStream)
-        last_id = request.headers.get("last-event-id") or request.query_params.get("last_id") or None
-        sub = _subscribe(request, last_id, admission.principal)
+        try:
+            last_id = request.headers.get("last-event-id") or request.query_params.get("last_id") or None
+            sub = _subscribe(request, last_id, admission.principal)
+        except BaseException:
+            gate.leave(place)  # no stream to give it back
+            raise
         return _EventStream(hub, sub, sse_keepalive, close_grace, gate, place, admission.expires_at)
 
     @router.get("/sqla-notify.js")

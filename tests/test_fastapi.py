@@ -450,3 +450,40 @@ async def test_connections_inside_authenticate_count_against_the_limits_before_i
             place = await gate.enter(request("10.0.0.1"))  # its own authentication is over by then
         assert gate.connections == 1
         gate.leave(place)
+
+
+@pytest.mark.parametrize("path", ["/notify/ws", "/notify/events"])
+def test_a_connection_that_fails_while_subscribing_gives_its_place_back(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contextlib import asynccontextmanager
+    from collections.abc import AsyncIterator
+
+    from fastapi import FastAPI
+
+    hub = Hub()
+    router = notify_router(hub, collections=ALL, max_connections=1)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with hub:
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(router, prefix="/notify")
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("subscribe failed")
+
+    with TestClient(app) as client:
+        monkeypatch.setattr(hub, "subscribe", broken)
+        with pytest.raises(RuntimeError, match="subscribe failed"):
+            if path.endswith("/ws"):
+                with client.websocket_connect(path):
+                    pass
+            else:
+                client.get(path)
+        assert router.stats().connections == 0
+        monkeypatch.undo()
+        with client.websocket_connect("/notify/ws") as ws:  # the one place is free
+            assert receive(ws)["type"] == "welcome"

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.websockets import WebSocketDisconnect
 
 from sqla_notify import Hub, Notification, Notifier
@@ -389,22 +389,23 @@ def test_no_dependency_of_the_streams_lives_as_long_as_the_connection(authentica
         assert held == [], f"{route.path}: dependencies with yield: {held}"
 
 
+def _request(host: str) -> Request:
+    """An SSE request from ``host``, as the gate sees it."""
+    return Request({"type": "http", "method": "GET", "path": "/events", "headers": [], "query_string": b"",
+                    "scheme": "http", "server": ("testserver", 80), "client": (host, 1234)})
+
+
 @pytest.mark.anyio
 async def test_the_limits_are_checked_again_when_a_connection_takes_its_place() -> None:
     """``admit`` runs before ``authenticate`` and takes no place; two connections it let in
     while there was room for one: the second to finish ``authenticate`` is refused."""
     from fastapi import HTTPException
-    from starlette.requests import Request
 
     from sqla_notify._web.gate import Gate
     from sqla_notify._web.origin import OriginPolicy
 
-    def request(host: str) -> Request:
-        return Request({"type": "http", "method": "GET", "path": "/events", "headers": [], "query_string": b"",
-                        "scheme": "http", "server": ("testserver", 80), "client": (host, 1234)})
-
     gate = Gate(OriginPolicy(()), max_connections=1, max_per_client=None)
-    first, second = request("10.0.0.1"), request("10.0.0.2")
+    first, second = _request("10.0.0.1"), _request("10.0.0.2")
     await gate.admit(first)
     await gate.admit(second)  # both let in: nothing is held yet
     place = await gate.enter(first)
@@ -421,33 +422,28 @@ async def test_connections_inside_authenticate_count_against_the_limits_before_i
     ``authenticate`` is called again, as a full process is; ``enter`` counts only those
     that hold a place, and the count is given back however ``authenticate`` ends."""
     from fastapi import HTTPException
-    from starlette.requests import Request
 
     from sqla_notify._web.gate import Gate
     from sqla_notify._web.origin import OriginPolicy
 
-    def request(host: str) -> Request:
-        return Request({"type": "http", "method": "GET", "path": "/events", "headers": [], "query_string": b"",
-                        "scheme": "http", "server": ("testserver", 80), "client": (host, 1234)})
-
     per_client = Gate(OriginPolicy(()), max_connections=None, max_per_client=1)
     whole = Gate(OriginPolicy(()), max_connections=1, max_per_client=None)
     for gate, other, refused in ((per_client, "10.0.0.2", False), (whole, "10.0.0.2", True)):
-        with gate.authenticating(request("10.0.0.1")):
+        with gate.authenticating(_request("10.0.0.1")):
             assert (gate.pending, gate.pending_per_client, gate.stats(0).authenticating) == (1, {"10.0.0.1": 1}, 1)
             with pytest.raises(HTTPException):
-                await gate.admit(request("10.0.0.1"))
+                await gate.admit(_request("10.0.0.1"))
             if refused:
                 with pytest.raises(HTTPException):
-                    await gate.admit(request(other))
+                    await gate.admit(_request(other))
             else:
-                await gate.admit(request(other))
-        with pytest.raises(RuntimeError), gate.authenticating(request("10.0.0.1")):
+                await gate.admit(_request(other))
+        with pytest.raises(RuntimeError), gate.authenticating(_request("10.0.0.1")):
             raise RuntimeError("authenticate failed")
         assert (gate.pending, gate.pending_per_client) == (0, {})
-        await gate.admit(request("10.0.0.1"))
-        with gate.authenticating(request("10.0.0.1")):
-            place = await gate.enter(request("10.0.0.1"))  # its own authentication is over by then
+        await gate.admit(_request("10.0.0.1"))
+        with gate.authenticating(_request("10.0.0.1")):
+            place = await gate.enter(_request("10.0.0.1"))  # its own authentication is over by then
         assert gate.connections == 1
         gate.leave(place)
 

@@ -32,7 +32,7 @@ describe the method in full.
     python benchmarks/bench_broadcast.py --quick      # about 5–6 minutes, noisier
     python benchmarks/bench_broadcast.py --quick --clients 1000 100   # about 3.5 minutes
     python benchmarks/bench_broadcast.py --quick --contenders notify redis   # with the bare loop
-    python benchmarks/bench_broadcast.py --only single --contenders notify    # one-notification latency, ~2 min
+    python benchmarks/bench_broadcast.py --only single --contenders notify    # one-notification latency, ~4 min
     python benchmarks/bench_broadcast.py --clients 10000 --only throughput memory single --idle 10000 \
         --contenders notify --out broadcast-10k                             # issue 14's scale, ~15 min
     python benchmarks/bench_broadcast.py --clients 10000 --only workers --workers 2   # via Redis, ~3 min
@@ -602,7 +602,10 @@ def main() -> None:
         "split evenly) against one, total deliveries/s, at the first --clients (needs Redis)")
     add("--client-procs", type=int,
         help="load-generating processes (default: 1 up to 2,000 clients, 2 up to 5,000, one per 2,500 above)")
-    add("--single-repeats", type=int, default=30, help="one-notification broadcasts per series (publish → last client)")
+    # 100: a p99 needs at least 100 values, or it is the maximum (nearest rank: one scheduling
+    # hiccup of this two-core machine in 90 broadcasts was the "p99").
+    add("--single-repeats", type=int, default=100,
+        help="one-notification broadcasts per series (publish → last client; default 100: p99 needs 100)")
     add("--single-rounds", type=int, help="default 3, quick 1")
     add("--out", help="results/<out>.json, .md and -*.png (default broadcast, or broadcast-deflate; with --only or "
         "--workers, -<scenarios> appended, e.g. broadcast-single)")

@@ -368,6 +368,11 @@ def _single_table(summary: dict[str, Any], single: dict[str, Any]) -> list[str]:
                 f"| {_range(k['round_p99_s'])}"
             )
         lines.append(f"| {LABELS[row['contender']]} | {cells[0]} | {cells[1]} |")
+    fewest = min(row[kind]["broadcasts"] for row in summary["single"] for kind in ("unstalled", "stalled")
+                 if not row[kind]["blocked_rounds"])
+    if fewest < 100:
+        lines += ["", f"p99 over {fewest} broadcasts is their maximum (nearest rank): "
+                      "a p99 needs at least 100 (`--single-repeats`, `--single-rounds`)."]
     return lines
 
 

@@ -105,6 +105,7 @@ def test_the_broadcast_benchmark_runs_only_the_scenarios_named_and_states_issue_
     assert "| clients | burst |" not in out and "clients stalled |" not in out
     assert "issue 14: p99 of one notification to all 7 healthy clients" in out
     assert "issue 14: one notification within 1.1× / 1.25× of the bare loop at p50 / p99, none stalled" in out
+    assert "p99 over 2 broadcasts is their maximum (nearest rank)" in out  # says when it is no p99
     assert "memory per idle connection ≤ bare + 10% (50 connections)" in out
     # Every server and client process got the driver's file-descriptor limit.
     assert results["meta"]["nofile"]["server"] == results["meta"]["nofile"]["driver"]

@@ -618,7 +618,7 @@ def main() -> None:
     add("--filtered", action="store_true",
         help="only issue 12's scenario: server CPU per frame, clients each watching a forum of their own against "
         "clients each of a collection of their own and clients of the whole collection, and per post to forums "
-        "nobody watches (~11 min, --quick ~3; writes broadcast-filtered.*)")
+        "nobody watches (~12 min, --quick ~3; writes broadcast-filtered.*)")
     add("--unwatched", type=int, help="--filtered: posts to forums nobody watches per round (default 200,000, quick 50,000)")
     args = parser.parse_args()
     if args.filtered and args.rounds is None:  # its rounds are long: 200,000 posts each way

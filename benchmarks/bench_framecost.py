@@ -29,8 +29,8 @@ have counted every frame (unwatched: when the hub has taken every post).
   starlette, uvicorn, websockets, uvloop, the garbage collector) are dumped apart through
   callgrind's client requests (a small C helper compiled with ``cc``), so the driver's
   own requests and the connections are not counted. Per window: instructions per frame
-  (unwatched: per post) and the ``callgrind_annotate`` of the window in
-  ``--keep DIR`` if given.
+  (unwatched: per post), filtered / split and filtered / whole, and the
+  ``callgrind_annotate`` of the window in ``--keep DIR`` if given.
 * ``--tool strace``: the server runs bare and ``strace -c -f`` is attached for each window:
   system calls per frame.
 
@@ -38,7 +38,7 @@ The collector runs as in production. In ``back to back`` the server holds ``--fr
 clients unsent posts at once (``bench_broadcast --filtered``: 200,000, here 10,000 by
 default: valgrind is slow), so its collections are fewer than the timed benchmark's.
 
-    python benchmarks/bench_framecost.py                          # ~6 min (valgrind)
+    python benchmarks/bench_framecost.py                          # ~7 min (valgrind)
     python benchmarks/bench_framecost.py --tool strace
     python benchmarks/bench_framecost.py --keep /tmp/cg --scenarios filtered --modes paced
 

@@ -176,6 +176,13 @@ class Counter:
         if self.reached is not None and self.frames >= self.target and not self.reached.done():
             self.reached.set_result(None)
 
+    def expect(self, total: int) -> asyncio.Future[None]:
+        """Done once ``total`` frames are counted, if they are not already (the welcomes
+        can all arrive while other clients are still connecting)."""
+        self.target, self.reached = total, asyncio.get_running_loop().create_future()
+        self.add(0)
+        return self.reached
+
 
 class Client(asyncio.Protocol):
     """A WebSocket client that only counts the text frames it receives."""
@@ -278,8 +285,7 @@ async def drive(args: argparse.Namespace) -> list[dict[str, Any]]:
                                ("filtered", f"/filtered/ws?collections={where}")):
                 await loop.create_connection(lambda path=path, c=counters[name]: Client(path, c), "127.0.0.1", port)
         for c in counters.values():  # every client's welcome
-            c.target, c.reached = args.clients, loop.create_future()
-            await asyncio.wait_for(c.reached, 600)
+            await asyncio.wait_for(c.expect(args.clients), 600)
         n = 0
         for scenario in args.scenarios:
             for mode in args.modes:
@@ -298,8 +304,7 @@ async def drive(args: argparse.Namespace) -> list[dict[str, Any]]:
                 request = asyncio.ensure_future(_http(port, "POST", query))
                 if frames:
                     c = counters[scenario]
-                    c.target, c.reached = c.frames + frames, loop.create_future()
-                    await asyncio.wait_for(c.reached, 3600)
+                    await asyncio.wait_for(c.expect(c.frames + frames), 3600)
                     await _http(port, "POST", "/done")
                 reply = await request
                 row: dict[str, Any] = {"scenario": scenario, "mode": mode, "frames": frames, "posts": reply["posts"]}

@@ -1,19 +1,25 @@
-"""What a delivered frame costs the server, whole against filtered, counted in instructions
-and system calls (issue 12's target: filtered ≤ 1.2× whole per delivered frame).
+"""What a delivered frame costs the server, whole and split against filtered, counted in
+instructions and system calls (issue 12's target: filtered ≤ 1.2× unfiltered per delivered
+frame).
 
 ``bench_broadcast.py --filtered`` measures the server's CPU time, which a busy machine
 blurs. This script runs the same scenario and counts instead: a uvicorn server (uvloop,
-websockets-sansio, as ``broadcast_server.py``) with two hubs behind ``notify_router(...,
+websockets-sansio, as ``broadcast_server.py``) with three hubs behind ``notify_router(...,
 filters={"posts": {"forum_id"}})``, ``--clients`` raw WebSocket clients on each (in this
-process, which only reads and counts frames), and three scenarios:
+process, which only reads and counts frames), and four scenarios:
 
 * ``whole``: every client of the first hub subscribed to ``posts``; ``--frames`` posts, each
   to every client;
+* ``split``: client k of the third hub subscribed whole to a collection of its own,
+  ``p0000``, ``p0001``, ... (named as long as ``posts``, so frames are the same size);
+  posts to those collections in the same shuffled order as ``filtered``, each to one
+  client, built the same way but without ``filter_after`` (no filter to test): unfiltered
+  delivery at one frame per post, what filtering is compared with like for like;
 * ``filtered``: client k of the second subscribed to ``{"collection": "posts", "where":
   {"forum_id": k}}``; ``--frames`` × clients posts in a shuffled order, each to one client;
 * ``unwatched``: ``--unwatched`` posts on the filtered hub to forums nobody watches.
 
-Both deliver ``--frames`` × clients frames. Posts are built and published inside the
+All three deliver ``--frames`` × clients frames. Posts are built and published inside the
 server as ``contenders/hub.py``'s ``Posts.send`` does, *back to back* (no await between
 them) or *paced* (``await asyncio.sleep(0)`` after each). A window ends when the clients
 have counted every frame (unwatched: when the hub has taken every post).
@@ -23,8 +29,8 @@ have counted every frame (unwatched: when the hub has taken every post).
   starlette, uvicorn, websockets, uvloop, the garbage collector) are dumped apart through
   callgrind's client requests (a small C helper compiled with ``cc``), so the driver's
   own requests and the connections are not counted. Per window: instructions per frame
-  (unwatched: per post) and the ``callgrind_annotate`` of the window in
-  ``--keep DIR`` if given.
+  (unwatched: per post), filtered / split and filtered / whole, and the
+  ``callgrind_annotate`` of the window in ``--keep DIR`` if given.
 * ``--tool strace``: the server runs bare and ``strace -c -f`` is attached for each window:
   system calls per frame.
 
@@ -32,7 +38,7 @@ The collector runs as in production. In ``back to back`` the server holds ``--fr
 clients unsent posts at once (``bench_broadcast --filtered``: 200,000, here 10,000 by
 default: valgrind is slow), so its collections are fewer than the timed benchmark's.
 
-    python benchmarks/bench_framecost.py                          # ~6 min (valgrind)
+    python benchmarks/bench_framecost.py                          # ~7 min (valgrind)
     python benchmarks/bench_framecost.py --tool strace
     python benchmarks/bench_framecost.py --keep /tmp/cg --scenarios filtered --modes paced
 
@@ -60,7 +66,13 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 TITLE = "General discussion"  # as bench_broadcast's posts: about 100 bytes a frame
-SCENARIOS = ("whole", "filtered", "unwatched")
+SCENARIOS = ("whole", "split", "filtered", "unwatched")
+HUBS = ("whole", "split", "filtered")  # unwatched publishes on the filtered hub
+
+
+def split_name(k: int) -> str:
+    """``split``'s collection for client k: as long as ``posts`` up to 10,000 clients."""
+    return f"p{k:04d}"
 MODES = ("back to back", "paced")
 
 _HELPER_C = r"""
@@ -90,37 +102,45 @@ def serve(port: int, clients: int, helper_path: str | None) -> None:
     from sqla_notify.fastapi import notify_router
 
     cg = _helper(helper_path)
-    hubs = {"whole": Hub(queue_size=1_000_000), "filtered": Hub(queue_size=1_000_000)}
+    hubs = {name: Hub(queue_size=1_000_000) for name in HUBS}
+    names = [split_name(k) for k in range(clients)]
     done = asyncio.Event()
 
     async def lifespan(app: FastAPI) -> Any:
-        async with hubs["whole"], hubs["filtered"]:
+        async with hubs["whole"], hubs["split"], hubs["filtered"]:
             yield
 
     app = FastAPI(lifespan=lifespan)
     for name, hub in hubs.items():
-        app.include_router(notify_router(hub, collections=["posts"], filters={"posts": {"forum_id"}}),
-                           prefix=f"/{name}")
+        router = (notify_router(hub, collections=names) if name == "split"
+                  else notify_router(hub, collections=["posts"], filters={"posts": {"forum_id"}}))
+        app.include_router(router, prefix=f"/{name}")
 
     @app.post("/run")
     async def run(scenario: str, paced: bool, count: int, tag: str) -> dict[str, Any]:
-        hub = hubs["whole" if scenario == "whole" else "filtered"]
+        hub = hubs["filtered" if scenario == "unwatched" else scenario]
         if scenario == "whole":
             forums = [i % clients for i in range(count)]
         elif scenario == "unwatched":
             forums = [-1 - i for i in range(count)]
-        else:  # each forum ``count`` times, shuffled
+        else:  # each forum ``count`` times, shuffled; split: the same order
             forums = [k for k in range(clients) for _ in range(count)]
             random.Random(0).shuffle(forums)
         done.clear()
         published = hub.stats().published
         if cg is not None:
             cg.cg_zero()
-        for i, f in enumerate(forums):  # as contenders/hub.py's Posts.send
-            hub.publish([Notification("posts", "insert", {"id": i, "forum_id": f, "title": TITLE},
-                                      filter_after={"forum_id": f})])
-            if paced:
-                await asyncio.sleep(0)
+        if scenario == "split":
+            for i, f in enumerate(forums):  # as contenders/hub.py's Posts.send, for split
+                hub.publish([Notification(names[f], "insert", {"id": i, "forum_id": f, "title": TITLE})])
+                if paced:
+                    await asyncio.sleep(0)
+        else:
+            for i, f in enumerate(forums):  # as contenders/hub.py's Posts.send
+                hub.publish([Notification("posts", "insert", {"id": i, "forum_id": f, "title": TITLE},
+                                          filter_after={"forum_id": f})])
+                if paced:
+                    await asyncio.sleep(0)
         if scenario == "unwatched":
             for _ in range(3):
                 await asyncio.sleep(0)
@@ -155,6 +175,13 @@ class Counter:
         self.frames += n
         if self.reached is not None and self.frames >= self.target and not self.reached.done():
             self.reached.set_result(None)
+
+    def expect(self, total: int) -> asyncio.Future[None]:
+        """Done once ``total`` frames are counted, if they are not already (the welcomes
+        can all arrive while other clients are still connecting)."""
+        self.target, self.reached = total, asyncio.get_running_loop().create_future()
+        self.add(0)
+        return self.reached
 
 
 class Client(asyncio.Protocol):
@@ -251,14 +278,14 @@ async def drive(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         pid = await _wait_up(port, server, time.monotonic() + 300)
         loop = asyncio.get_running_loop()
-        counters = {"whole": Counter(), "filtered": Counter()}
+        counters = {name: Counter() for name in HUBS}
         for k in range(args.clients):
             where = urllib.parse.quote(json.dumps([{"collection": "posts", "where": {"forum_id": k}}]))
-            for name, path in (("whole", "/whole/ws?collections=posts"), ("filtered", f"/filtered/ws?collections={where}")):
+            for name, path in (("whole", "/whole/ws?collections=posts"), ("split", f"/split/ws?collections={split_name(k)}"),
+                               ("filtered", f"/filtered/ws?collections={where}")):
                 await loop.create_connection(lambda path=path, c=counters[name]: Client(path, c), "127.0.0.1", port)
         for c in counters.values():  # every client's welcome
-            c.target, c.reached = args.clients, loop.create_future()
-            await asyncio.wait_for(c.reached, 600)
+            await asyncio.wait_for(c.expect(args.clients), 600)
         n = 0
         for scenario in args.scenarios:
             for mode in args.modes:
@@ -277,8 +304,7 @@ async def drive(args: argparse.Namespace) -> list[dict[str, Any]]:
                 request = asyncio.ensure_future(_http(port, "POST", query))
                 if frames:
                     c = counters[scenario]
-                    c.target, c.reached = c.frames + frames, loop.create_future()
-                    await asyncio.wait_for(c.reached, 3600)
+                    await asyncio.wait_for(c.expect(c.frames + frames), 3600)
                     await _http(port, "POST", "/done")
                 reply = await request
                 row: dict[str, Any] = {"scenario": scenario, "mode": mode, "frames": frames, "posts": reply["posts"]}
@@ -377,16 +403,21 @@ def main() -> None:
     import uvloop
 
     rows = uvloop.run(drive(args))
-    whole = {r["mode"]: r for r in rows if r["scenario"] == "whole"}
     print(f"{args.tool}: {args.clients:,} clients, {args.frames} frames each; unwatched: {args.unwatched:,} posts")
     print()
     for row in rows:
         print(_line(row))
-    for row in rows:
-        w = whole.get(row["mode"])
-        if row["scenario"] == "filtered" and w is not None and "instructions" in row:
-            print(f"filtered / whole, {row['mode']}: "
-                  f"{(row['instructions'] / row['frames']) / (w['instructions'] / w['frames']):.2f}")
+    print()
+    for line in ratios(rows):
+        print(line)
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """Instructions per frame, filtered against split (the like-for-like target) and whole."""
+    per = {(r["scenario"], r["mode"]): r["instructions"] / r["frames"] for r in rows
+           if "instructions" in r and r["frames"]}
+    return [f"filtered / {base}, {mode}: {per['filtered', mode] / per[base, mode]:.2f}"
+            for base in ("split", "whole") for mode in MODES if ("filtered", mode) in per and (base, mode) in per]
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ transports (no sockets: what is measured is ``Hub.publish``, the loop's hand-ove
 * ``unwatched``: 1,000 subscribers each filtering ``posts`` on a ``forum_id`` of their own;
   posts to forums nobody watches;
 * ``watched``: the same subscribers; each post to one of their forums (one frame);
+* ``split``: 1,000 subscribers each of a collection of its own whole (``p0042``), each post
+  to one of those collections, without ``filter_after`` (one frame, routed by name: what
+  ``watched`` costs unfiltered);
 * ``whole``: 1,000 subscribers of ``posts`` whole; each post to all of them.
 
 Instructions come from valgrind's cachegrind, which other processes do not disturb: each
@@ -48,7 +51,7 @@ from harness import ROOT as HERE, log, write
 CLIENTS = 1000
 WARM = 1000  # fills the replay window, whose default size this is
 TITLE = "General discussion"  # as bench_broadcast's posts
-SCENARIOS = ("unwatched", "watched", "whole")
+SCENARIOS = ("unwatched", "watched", "split", "whole")
 MODES = ("back to back", "paced")
 
 
@@ -58,8 +61,11 @@ def _posts(kind: str, first: int, count: int) -> list[Any]:
     out = []
     for i in range(first, first + count):
         forum = -1 - i if kind == "unwatched" else i % CLIENTS
-        out.append(Notification("posts", "insert", {"id": i, "forum_id": forum, "title": TITLE},
-                                filter_after={"forum_id": forum}))
+        if kind == "split":
+            out.append(Notification(f"p{forum:04d}", "insert", {"id": i, "forum_id": forum, "title": TITLE}))
+        else:
+            out.append(Notification("posts", "insert", {"id": i, "forum_id": forum, "title": TITLE},
+                                    filter_after={"forum_id": forum}))
     return out
 
 
@@ -68,6 +74,8 @@ def _subscribe(hub: Any, kind: str) -> list[Any]:
 
     if kind == "whole":
         subs = [hub.subscribe(["posts"]) for _ in range(CLIENTS)]
+    elif kind == "split":
+        subs = [hub.subscribe([f"p{k:04d}"]) for k in range(CLIENTS)]
     else:
         subs = [hub.subscribe(Selection((), {"posts": [{"forum_id": k}]})) for k in range(CLIENTS)]
     for sub in subs:

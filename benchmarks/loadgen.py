@@ -37,7 +37,7 @@ from typing import Any, cast
 
 import msgspec
 
-from contenders import FILTERED, ORDER
+from contenders import FILTERED, ORDER, split_name
 from harness import Server, new_loop, raise_nofile
 
 # Linux's value; the socket module names it from Python 3.12 (or 3.11 on some builds) only.
@@ -51,6 +51,11 @@ def _forum_path(forum: int) -> str:
     """A ``filtered`` client's path: subscribed to the posts of one forum."""
     entries = msgspec.json.encode([{"collection": "posts", "where": {"forum_id": forum}}]).decode()
     return "/filtered/ws?collections=" + urllib.parse.quote(entries)
+
+
+def _split_path(forum: int) -> str:
+    """A ``split`` client's path: subscribed whole to the collection of its own forum."""
+    return "/split/ws?collections=" + split_name(forum)
 
 HANDSHAKE = (
     "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -258,7 +263,8 @@ class Worker:
     async def _open(self, contender: str, stall: bool, forum: int = 0) -> Client:
         loop = asyncio.get_running_loop()
         group = self.groups[contender]
-        base = _forum_path(forum) if contender == "filtered" else PATHS[contender]
+        base = (_forum_path(forum) if contender == "filtered" else _split_path(forum) if contender == "split"
+                else PATHS[contender])
         path = base + (("&" if "?" in base else "?") + "role=stall" if stall else "")
         request = HANDSHAKE.format(path=path, port=self.port, extensions=DEFLATE_OFFER if _deflate() else "").encode()
         client = Client(group, request, stall, wait_welcome=contender in HUBS or contender in FILTERED,
@@ -283,7 +289,8 @@ class Worker:
         return client
 
     async def do_connect(self, contender: str, healthy: int, stalled: int, first_forum: int = 0) -> dict[str, Any]:
-        """Open ``healthy`` and ``stalled`` clients; ``filtered`` ones watch forums from ``first_forum`` on, one each."""
+        """Open ``healthy`` and ``stalled`` clients; ``filtered`` and ``split`` ones watch forums
+        from ``first_forum`` on, one each."""
         limit = asyncio.Semaphore(64)
 
         async def one(stall: bool, forum: int = 0) -> None:
@@ -362,7 +369,7 @@ class Clients:
         self.workers: list[Any] = []
         self.ports: list[int] = []  # each worker's server port
         self.port = 0
-        self.forums = 0  # forums given to filtered clients so far: each client watches its own
+        self.forums = 0  # forums given to filtered and split clients so far: each client watches its own
         self.pool = concurrent.futures.ThreadPoolExecutor(2)
 
     def start(self, port: int | Sequence[int]) -> None:

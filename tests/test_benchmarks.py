@@ -8,15 +8,30 @@ should fail here, not in the next benchmark run. Results go to a temporary direc
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+
+
+def _module(name: str) -> Any:
+    """A benchmark script imported as a module (with its neighbours importable, as when run)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
 
 
 def _run(tmp_path: Path, script: str, *argv: str, env: dict[str, str] | None = None) -> str:
@@ -56,22 +71,35 @@ def test_the_post_cost_benchmark_counts_collections_over_a_burst(tmp_path: Path)
 
 
 @pytest.mark.timeout(120)
-def test_the_frame_cost_benchmark_counts_per_frame_whole_filtered_and_unwatched(tmp_path: Path) -> None:
+def test_the_frame_cost_benchmark_counts_per_frame_whole_split_filtered_and_unwatched(tmp_path: Path) -> None:
     # --tool switches: the same server and clients as callgrind's runs, without valgrind.
     out = _run(tmp_path, "bench_framecost.py", "--tool", "switches", "--clients", "5", "--frames", "3",
                "--unwatched", "20")
     assert "switches: 5 clients, 3 frames each; unwatched: 20 posts" in out
-    for scenario in ("whole", "filtered"):
+    for scenario in ("whole", "split", "filtered"):
         for mode in ("back to back", "paced"):
             assert f"{scenario}, {mode}: context switches per frame:" in out
     assert "unwatched, paced: context switches per post:" in out
+
+
+def test_the_frame_cost_benchmark_states_filtered_against_split_and_whole_per_frame() -> None:
+    bench_framecost = _module("bench_framecost")
+    rows = [{"scenario": s, "mode": m, "frames": 10, "instructions": i * 10}
+            for s, i in (("whole", 20_000), ("split", 40_000), ("filtered", 50_000)) for m in ("back to back", "paced")]
+    assert bench_framecost.ratios(rows) == [
+        "filtered / split, back to back: 1.25", "filtered / split, paced: 1.25",
+        "filtered / whole, back to back: 2.50", "filtered / whole, paced: 2.50",
+    ]
+    # Split's collections are as long as "posts": its frames are the size of the others.
+    assert len(bench_framecost.split_name(9_999)) == len("posts")
 
 
 @pytest.mark.timeout(120)
 def test_the_filtered_broadcast_benchmark_delivers_each_client_its_forum_and_prints_the_targets(tmp_path: Path) -> None:
     out = _run(tmp_path, "bench_broadcast.py", "--filtered", "--clients", "12", "6", "--messages", "3",
                "--unwatched", "500", "--rounds", "1")
-    assert "| clients | mode | server CPU per delivered frame: whole | filtered | **filtered / whole**" in out
+    assert ("| clients | mode | server CPU per delivered frame: whole | split | filtered | **filtered / split** "
+            "| filtered / whole |") in out
     assert "a post to a forum nobody watches costs O(1)" in out
     assert "| clients | mode | server CPU per post to a forum nobody watches | of which GC |" in out
     results = json.loads((tmp_path / "broadcast-filtered.json").read_text())
@@ -79,16 +107,39 @@ def test_the_filtered_broadcast_benchmark_delivers_each_client_its_forum_and_pri
     for block, clients in zip(results["runs"], (12, 6)):
         assert block["clients"] == clients
         for mode in ("burst", "paced"):
-            whole, filtered, unwatched = (block["runs"][mode][c][0] for c in ("whole", "filtered", "unwatched"))
-            # The same frames either way (each client got exactly its 3: the run checks it),
-            # from 3 posts to everyone against 3 per forum, one client each.
+            whole, split, filtered, unwatched = (block["runs"][mode][c][0]
+                                                 for c in ("whole", "split", "filtered", "unwatched"))
+            # The same frames each way (each client got exactly its 3: the run checks it),
+            # from 3 posts to everyone against 3 per collection or forum, one client each.
             assert (whole["frames"], whole["published"]) == (clients * 3, 3)
-            assert (filtered["frames"], filtered["published"]) == (clients * 3, clients * 3)
-            assert filtered["delivered_share"] == 1.0 and filtered["extra_frames"] == 0
+            for one_each in (split, filtered):
+                assert (one_each["frames"], one_each["published"]) == (clients * 3, clients * 3)
+                assert one_each["delivered_share"] == 1.0 and one_each["extra_frames"] == 0
             assert (unwatched["frames"], unwatched["published"]) == (0, 500)
         # Nobody watches the unwatched forums: the filtered hub sent only welcomes and the bursts.
-        stats = block["hub_stats"]["filtered"]
-        assert stats["frames_sent"] == clients * (1 + 10 + 3 * 2)  # welcome, warm-up, a burst per mode
+        for hub in ("split", "filtered"):
+            stats = block["hub_stats"][hub]
+            assert stats["frames_sent"] == clients * (1 + 10 + 3 * 2)  # welcome, warm-up, a burst per mode
+            assert stats["published"] == (0 if hub == "split" else 10 * clients + 500 * 2) + clients * (10 + 3 * 2)
+
+
+def test_the_filtered_report_judges_filtered_against_split_and_against_whole() -> None:
+    report = _module("broadcast_report")
+
+    def run(cpu: float, frames: int, published: int) -> dict[str, float]:
+        return {"server_cpu_s": cpu, "server_gc_cpu_s": 0.0, "frames": frames, "published": published}
+
+    # 1,000 frames each: whole from one post, split and filtered from 1,000.
+    runs = {"whole": [run(0.010, 1000, 1)], "split": [run(0.020, 1000, 1000)],
+            "filtered": [run(0.023, 1000, 1000)], "unwatched": [run(0.005, 0, 1000)]}
+    summary = report.filtered_summary([{"clients": 1000, "runs": {"burst": runs}, "failed": ""}])
+    assert {k: (v["measured"], v["met"]) for k, v in summary["targets"].items()} == {
+        "ratio_to_split": (pytest.approx(1.15), True), "ratio_per_frame": (pytest.approx(2.3), False)}
+    table = report.filtered_render(summary)
+    assert ("| server CPU per delivered frame, filtered ≤ 1.2× split: a collection of its own each, one frame per "
+            "post (like for like) (1,000 clients, back to back) | 1.15× | **met** |") in table
+    assert "filtered ≤ 1.2× whole: one post to all (literal; a filtered frame carries a whole post) " in table
+    assert "| 2.30× | **missed** |" in table
 
 
 @pytest.mark.timeout(120)

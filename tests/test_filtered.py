@@ -240,6 +240,21 @@ def test_overlapping_subscriptions_receive_each_change_once() -> None:
     assert [m.get("move") for m in frames(sub)] == ["leave"]
 
 
+def test_a_move_only_filtered_subscribers_want_reaches_each_with_its_move_past_a_full_queue() -> None:
+    # Nobody receives posts whole: the hub's lean filtered path, with moves.
+    hub = Hub(queue_size=2)
+    old, new, full = (hub.subscribe(Selection(filtered={"posts": [{"forum_id": fs}]})) for fs in (7, 8, [7, 9]))
+    for sub in (old, new, full):
+        sub.receive_nowait()
+    hub._dispatch([U(None, {"forum_id": 9}, "insert", 1)])
+    hub._dispatch([U(None, {"forum_id": 9}, "insert", 2)])  # full's queue holds two: full
+    hub._dispatch([U({"forum_id": 7}, {"forum_id": 8}, i=3)])
+    assert [(m["action"], m.get("move")) for m in frames(old)] == [("update", "leave")]
+    assert [(m["action"], m.get("move")) for m in frames(new)] == [("update", "enter")]
+    got = frames(full)
+    assert [m["type"] for m in got] == ["resync"] and got[0]["cursor"] == hub.cursor
+
+
 def test_variants_are_encoded_once_and_shared() -> None:
     hub = Hub()
     subs = [hub.subscribe(Selection(filtered={"posts": [{"forum_id": 7}]})) for _ in range(3)]

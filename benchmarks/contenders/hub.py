@@ -31,7 +31,7 @@ from sqla_notify import Hub, Notification, Subscriber
 from sqla_notify import fastapi as _fastapi
 from sqla_notify.fastapi import notify_router
 
-from . import DATA_NAME, FILLER, STALL_QUERY, Contender, prefill_queues
+from . import DATA_NAME, FILLER, STALL_QUERY, Contender, prefill_queues, split_name
 
 # Every collection. Versions before ALL took collections=None for that.
 ALL = getattr(_fastapi, "ALL", None)
@@ -160,8 +160,12 @@ class Posts(HubContender):
     ``count`` posts (each to every client). ``filtered``: each client subscribes to a forum
     of its own (``loadgen.py`` numbers them), and a burst of ``count`` publishes ``count``
     posts *per forum watched*, in random order, so that each client gets ``count`` frames
-    either way. ``unwatched`` (``shared``: the ``filtered`` contender): ``count`` posts on
-    that hub to forums nobody watches; it has no clients of its own.
+    either way. ``split``: the same, unfiltered: each client subscribes whole to a
+    collection of its own (:func:`~contenders.split_name` of its forum), and the posts go to
+    those collections, built the same way but without ``filter_after``: one frame per post,
+    routed by collection name, what ``filtered`` is compared with like for like.
+    ``unwatched`` (``shared``: the ``filtered`` contender): ``count`` posts on that hub to
+    forums nobody watches; it has no clients of its own.
     """
 
     def __init__(self, name: str, shared: Posts | None = None) -> None:
@@ -171,7 +175,10 @@ class Posts(HubContender):
         self._order: tuple[frozenset[int], list[int]] = (frozenset(), [])
 
     def mount(self, api: FastAPI) -> None:
-        if self.name != "unwatched":
+        if self.name == "split":
+            api.include_router(notify_router(self.hub, authenticate=_authenticate, collections=ALL),
+                               prefix=f"/{self.name}")
+        elif self.name != "unwatched":
             api.include_router(notify_router(self.hub, authenticate=_authenticate, collections=["posts"],
                                              filters={"posts": {"forum_id"}}), prefix=f"/{self.name}")
 
@@ -187,13 +194,17 @@ class Posts(HubContender):
 
     def _watched(self) -> list[int]:
         """The forums the healthy clients watch, in an order shuffled once per set of them."""
-        forums = frozenset(
-            key for s in self.hub._subscribers if s.principal is not STALL and s.selection is not None
-            for f in s.selection.filtered.get("posts", ()) for _, keys in f[:1] for key in keys
-        )
+        healthy = [s.selection for s in self.hub._subscribers if s.principal is not STALL and s.selection is not None]
+        if self.name == "split":
+            forums = frozenset(int(c[1:]) for s in healthy for c in s.whole)
+        else:
+            forums = frozenset(key for s in healthy for f in s.filtered.get("posts", ()) for _, keys in f[:1]
+                               for key in keys)
         if forums != self._order[0]:
             order = sorted(forums)
-            random.shuffle(order)
+            # Seeded: split's clients (forums of their own, numbered apart from filtered's)
+            # get their posts in the same order, forum for forum by rank.
+            random.Random(0).shuffle(order)
             self._order = (forums, order)
         return self._order[1]
 
@@ -210,6 +221,13 @@ class Posts(HubContender):
         forums = self._forums(count)  # first: about 0.05 µs per post, next to the hub's several
         h = self.hub
         self.target = h.stats().published + len(forums)
+        if self.name == "split":
+            names = {f: split_name(f) for f in set(forums)}  # a dict lookup per post, as "posts" is a constant
+            for i, f in enumerate(forums):
+                h.publish([Notification(names[f], "insert", {"id": i, "forum_id": f, "title": DATA_NAME})])
+                if paced:
+                    await asyncio.sleep(0)
+            return
         for i, f in enumerate(forums):
             h.publish([Notification("posts", "insert", {"id": i, "forum_id": f, "title": DATA_NAME},
                                     filter_after={"forum_id": f})])
@@ -219,8 +237,8 @@ class Posts(HubContender):
 
 def contenders() -> list[HubContender]:
     """The in-process hub, the hub through Redis if the environment names a stream, and
-    ``--filtered``'s three (:class:`Posts`)."""
+    ``--filtered``'s four (:class:`Posts`)."""
     url, stream = os.environ.get("BENCH_REDIS_URL"), os.environ.get("BENCH_REDIS_STREAM")
     filtered = Posts("filtered")
     return ([HubContender("notify")] + ([HubContender("redis", (url, stream))] if url and stream else [])
-            + [Posts("whole"), filtered, Posts("unwatched", filtered)])
+            + [Posts("whole"), Posts("split"), filtered, Posts("unwatched", filtered)])

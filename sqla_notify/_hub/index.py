@@ -107,7 +107,7 @@ class Index:
         """The filtered subscribers of ``n.collection`` that receive ``n`` when it is the
         usual insert: every filter on its collection anchored on one column, whose value
         ``n.filter_after`` carries (an insert is never a ``move``); a snapshot. ``None``
-        for any other notification: ask :meth:`filtered_targets`.
+        for any other notification: ask :meth:`tested`.
 
         A value nobody watches costs a dict lookup; with one-column filters only (a forum
         each), whoever is found under the value matches, untested.
@@ -143,6 +143,12 @@ class Index:
             for sub in inserted:
                 yield sub, None  # an insert: never a move (see decide())
             return
+        yield from self.tested(n).items()
+
+    def tested(self, n: Notification) -> dict[Subscriber, str | None]:
+        """The receivers of a notification :meth:`inserted` leaves (``None``), each with its
+        ``move`` (``None``: none): the candidates' filters tested on the row before and
+        after. A snapshot, as :meth:`inserted`'s list is."""
         c = n.collection
         by_sub = self.filtered[c]
         has_before, before, has_after, after = states(n)
@@ -162,16 +168,16 @@ class Index:
                             candidates.update(subs)
                     else:
                         candidates.update(anchored[column])
-        for sub in list(candidates):
-            fs = by_sub.get(sub)
-            if fs is None:
-                continue  # removed while the caller delivered to earlier ones
+        receivers: dict[Subscriber, str | None] = {}
+        for sub in candidates:
+            fs = by_sub[sub]
             send, move = decide(
                 has_before, matches(fs, before) if has_before else False,
                 has_after, matches(fs, after) if has_after else False,
             )
             if send:
-                yield sub, move
+                receivers[sub] = move
+        return receivers
 
 
 def _drop(counts: dict[Any, dict[Subscriber, int]], key: Any, sub: Subscriber) -> None:

@@ -75,7 +75,7 @@ class Segment(msgspec.Struct):
     action: str
     info: ModelInfo
     keys: list[Any]
-    #: the rows' values, flat; empty for a model without filter or old values
+    #: the rows' values, flat (see above); empty for a model recorded by key and action
     values: list[Any]
 
 
@@ -212,7 +212,8 @@ class Buffer:
     def add(self, key: Hashable, value: Value) -> None:
         """Record a row under ``key``, coalescing with what the key already holds.
 
-        The log must be settled first (:meth:`settle`).
+        Keys in the log are not looked at: a row that may share one settles it first
+        (:meth:`settle`).
         """
         entries = self.entries
         prev = entries.get(key)

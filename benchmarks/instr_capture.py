@@ -119,7 +119,7 @@ def main() -> None:
         s.commit()
     # What was captured, so that a run that captured nothing cannot pass for a cheap one.
     published = sum(len(batch) for batch in sink.pending)
-    replayed = [sum(len(buf.entries) for buf in pending.values()) for pending in kept if pending]
+    replayed = [sum(len(buf) for buf in pending.values()) for pending in kept if pending]
     print(f"{args.action}: {published} notification(s) published, replays recorded {replayed}")
     sys.stdout.flush()
     os._exit(0)  # freeing the heap at exit is not what is counted

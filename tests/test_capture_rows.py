@@ -9,11 +9,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, String, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import JSON, Engine, ForeignKey, String, TypeDecorator, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, relationship, sessionmaker
 
-from sqla_notify import Notification, Notifier, NotifyOptions, encode
+from sqla_notify import Notification, Notifier, NotifyOptions, Sink, encode
+from sqla_notify._capture.buffer import Pending
+from sqla_notify._capture.options import model_info
 
 from .support.recording import Recorder
 
@@ -65,6 +67,34 @@ class Reply(Base):
     forum_id: Mapped[int | None]
     title: Mapped[str] = mapped_column(String(50), default="")
     body: Mapped[str] = mapped_column(String(50), default="")
+
+
+class Thread(Base):
+    """The parent of comments, which it deletes when they leave it."""
+
+    __tablename__ = "rows_threads"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comments: Mapped[list[Comment]] = relationship(cascade="all, delete-orphan")
+
+
+class Comment(Base):
+    """A row-level model whose rows a cascade deletes."""
+
+    __tablename__ = "rows_comments"
+    __sqla_notify__ = NotifyOptions(filter_by={"thread_id"}, old=True)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    thread_id: Mapped[int] = mapped_column(ForeignKey("rows_threads.id"))
+    title: Mapped[str] = mapped_column(String(50), default="")
+
+
+class Doc(Base):
+    """A row-level model with a JSON column: its old values are copies."""
+
+    __tablename__ = "rows_docs"
+    __sqla_notify__ = NotifyOptions(filter_by={"forum_id"}, old=True)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    forum_id: Mapped[int]
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 @pytest.fixture
@@ -448,6 +478,138 @@ def test_bulk_statements_without_returning_carry_no_filter_values(
         s.execute(delete(Post).where(Post.forum_id == 7))
     assert taken(sink) == [Notification("rows_posts", "update"), Notification("rows_posts", "delete")]
     engine.dispose()
+
+
+# -- a transaction's first flush (its rows are logged, not coalesced) --------------------------
+
+
+def test_a_row_switch_in_a_first_flush_is_an_update_from_the_deleted_row_to_the_new_one(
+    rows: sessionmaker[Session], sink: Recorder
+) -> None:
+    with rows.begin() as s:
+        s.add_all([Reply(id=1, forum_id=3), Reply(id=2, forum_id=4), Reply(id=3, forum_id=5)])
+    taken(sink)
+    with rows.begin() as s:
+        s.delete(s.get_one(Reply, 1))
+        s.add(Reply(id=1, forum_id=6))  # the same key, in the same flush: SQLAlchemy UPDATEs it
+        s.get_one(Reply, 2).title = "b"
+        s.delete(s.get_one(Reply, 3))
+    assert sorted(taken(sink), key=lambda n: n.data["id"]) == [  # type: ignore[index]
+        reply("update", None, {"forum_id": 3}, {"forum_id": 6}),
+        reply("update", {"title": ""}, {"forum_id": 4}, {"forum_id": 4}, id=2),
+        reply("delete", before={"forum_id": 5}, id=3),
+    ]
+
+
+def test_a_primary_key_changed_in_a_first_flush_is_announced_under_the_new_key(
+    rows: sessionmaker[Session], sink: Recorder
+) -> None:
+    with rows.begin() as s:
+        s.add_all([Reply(id=1, forum_id=3), Reply(id=2, forum_id=4)])
+    taken(sink)
+    with rows.begin() as s:
+        s.get_one(Reply, 1).id = 5
+        s.get_one(Reply, 2).forum_id = 8
+        s.add(Reply(id=1, forum_id=7))  # the key the first row left
+    assert sorted(taken(sink), key=lambda n: (n.data["id"], n.action)) == [  # type: ignore[index]
+        reply("insert", after={"forum_id": 7}),
+        reply("update", {"forum_id": 4}, {"forum_id": 4}, {"forum_id": 8}, id=2),
+        reply("update", {"id": 1}, {"forum_id": 3}, {"forum_id": 3}, id=5),
+    ]
+
+
+def test_a_notification_joined_after_a_flush_follows_its_rows(
+    rows: sessionmaker[Session], sink: Recorder, notifier: Notifier
+) -> None:
+    taken(sink)
+    with rows.begin() as s:
+        s.add_all([Reply(id=1, forum_id=3), Reply(id=2, forum_id=4)])
+        s.flush()
+        notifier.notify("rows_replies", "reload", session=s)
+        s.get_one(Reply, 1).title = "b"  # coalesces with the logged insert
+    assert taken(sink) == [
+        reply("insert", after={"forum_id": 3}),
+        reply("insert", after={"forum_id": 4}, id=2),
+        Notification("rows_replies", "reload"),
+    ]
+
+
+def test_rows_deleted_by_a_cascade_carry_their_filter_values(
+    rows: sessionmaker[Session], sink: Recorder
+) -> None:
+    with rows.begin() as s:
+        s.add_all([Thread(id=1, comments=[Comment(id=1), Comment(id=2)]), Thread(id=2, comments=[Comment(id=3)])])
+    taken(sink)
+    with rows.begin() as s:
+        thread = s.get_one(Thread, 1)
+        thread.comments.pop(0)  # an orphan: deleted by the flush, not by Session.delete()
+        s.delete(s.get_one(Thread, 2))  # its comment: by Session.delete()'s cascade
+    comments = [n for n in taken(sink) if n.collection == "rows_comments"]
+    assert sorted(comments, key=lambda n: n.data["id"]) == [  # type: ignore[index]
+        Notification("rows_comments", "delete", {"id": 1}, filter_before={"thread_id": 1}),
+        Notification("rows_comments", "delete", {"id": 3}, filter_before={"thread_id": 2}),
+    ]
+
+
+class _Deferring(Sink):
+    """Takes batches unbuilt, as the hub does."""
+
+    _deferred = True
+
+    def __init__(self) -> None:
+        self.pending: list[Pending] = []
+
+    def publish(self, notifications: list[Notification]) -> None:
+        raise AssertionError("captured batches are published unbuilt")
+
+    def _publish_pending(self, batch: Pending) -> None:
+        self.pending.append(batch)
+
+
+def test_old_values_of_a_json_column_are_copies_made_at_the_flush(engine: Engine) -> None:
+    Base.metadata.create_all(engine)
+    sink = _Deferring()
+    sm = Notifier(sink).attach(sessionmaker(engine))
+    try:
+        with sm.begin() as s:
+            s.add(Doc(id=1, forum_id=3, data={"tags": ["a"]}))
+        with sm.begin() as s:
+            doc = s.get_one(Doc, 1)
+            previous = doc.data
+            doc.data = {"tags": ["b"]}
+        previous["tags"].append("changed after the commit")  # before the batch is built
+        assert [len(batch) for batch in sink.pending] == [1, 1]
+        assert sink.pending[1].notifications() == [
+            Notification("rows_docs", "update", {"id": 1}, {"data": {"tags": ["a"]}}, {"forum_id": 3}, {"forum_id": 3})
+        ]
+    finally:
+        Base.metadata.drop_all(engine)
+
+
+class _Wrapped(TypeDecorator[str]):
+    impl = String
+    cache_ok = True
+
+
+class _Typed(DeclarativeBase):
+    pass
+
+
+class Scalars(_Typed):
+    __tablename__ = "rows_scalars"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(10))
+
+
+class Wrapped(_Typed):
+    __tablename__ = "rows_wrapped"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(_Wrapped(10))
+
+
+def test_only_models_whose_columns_all_load_immutable_values_skip_the_copy_of_old_values() -> None:
+    # ModelInfo.scalar: a type is trusted by its exact class; a TypeDecorator may load anything.
+    assert [model_info(m.__mapper__).scalar for m in (Scalars, Wrapped, Doc, Reply)] == [True, False, False, True]  # type: ignore[union-attr]
 
 
 # -- checked options ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, event, update
 from sqlalchemy.orm import Session, UOWTransaction
 from sqlalchemy.orm.base import NO_VALUE
 
-from .models import Base, Container
+from .models import Base, Container, Forum
 
 
 def _capture_flush(session: Session) -> list[Any]:
@@ -162,6 +162,31 @@ def test_changed_states_hold_their_instance_strongly_during_the_flush() -> None:
     strong = {obj: held for obj, held in seen}
     assert strong[one] is one
     assert strong[new] is new
+
+
+def test_the_session_maps_the_states_it_deletes_to_their_instances_during_the_flush() -> None:
+    # A transaction's first flush reads a deleted row's instance from Session._deleted (a dict
+    # lookup, where the weak reference is a call), and falls back to the weak reference for
+    # the rows the flush itself deletes (orphans), which are not in it.
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add(Container(id=1, name="a", forums=[Forum(id=1, name="x"), Forum(id=2, name="y")]))
+        s.add(Container(id=2, name="b", forums=[Forum(id=3, name="z")]))
+        s.commit()
+        seen: list[Any] = []
+
+        @event.listens_for(s, "after_flush")
+        def grab(session: Session, ctx: UOWTransaction) -> None:
+            seen.append({st.obj(): session._deleted.get(st) for st, (isdelete, _) in ctx.states.items() if isdelete})
+
+        one, two = s.get_one(Container, 1), s.get_one(Container, 2)
+        orphan, cascaded = one.forums[0], two.forums[0]
+        one.forums.remove(orphan)
+        s.delete(two)
+        s.flush()
+    engine.dispose()
+    assert seen == [{orphan: None, two: two, cascaded: cascaded}]
 
 
 def test_a_starlette_websocket_keeps_the_asgi_send_it_was_given() -> None:

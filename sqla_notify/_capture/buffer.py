@@ -6,7 +6,8 @@ See :mod:`._capture` for when buffers are created, folded and published.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any, Union, cast
+from itertools import repeat
+from typing import Any, Callable, Union, cast
 
 import msgspec
 from msgspec.structs import replace
@@ -56,6 +57,26 @@ class SomeRows:
 #
 # The identity key is SQLAlchemy's own ``(base class, pk tuple, identity token)``: updated
 # and deleted rows already carry it in ``state.key``, so recording them allocates nothing.
+#
+# A transaction's first flush has nothing to coalesce with (one state per row, each key once),
+# so most of its rows are not entries yet but *logged*: a Segment per model and action, two
+# lists appended to, no dict lookup nor struct per row. They become notifications directly
+# (off the committing thread with the hub) or, when something must coalesce with them,
+# entries (Buffer.settle). A segment's values, per row, for a Lone model (none for a model
+# recorded by key and action):
+#
+#   insert  the filter value after        delete  the filter value before
+#   update  before, after, the old value's key and the old value (ignored if the key is None)
+
+
+class Segment(msgspec.Struct):
+    """Logged rows of one model and action (see above): each row's key and values."""
+
+    action: str
+    info: ModelInfo
+    keys: list[Any]
+    #: the rows' values, flat (see above); empty for a model recorded by key and action
+    values: list[Any]
 
 
 class Row(msgspec.Struct, gc=False):
@@ -142,9 +163,11 @@ Value = Union["tuple[str, ModelInfo]", "tuple[str, ModelInfo, dict[str, Any] | N
 
 
 class Buffer:
-    """What one real transaction (root or savepoint) has changed so far."""
+    """What one real transaction (root or savepoint) has changed so far: ``entries``, then
+    the logged rows (``log``, see :class:`Segment`), whose keys are distinct and none of them
+    in ``entries``."""
 
-    __slots__ = ("entries", "committed", "unknown")
+    __slots__ = ("entries", "committed", "unknown", "log")
 
     def __init__(self) -> None:
         # Insertion-ordered: the order of first appearance is the publishing order.
@@ -152,9 +175,46 @@ class Buffer:
         self.committed = False
         #: whether some entry holds an UNKNOWN_VALUE (rare: only then are they filtered out)
         self.unknown = False
+        #: rows not yet in ``entries``, which come after them
+        self.log: list[Segment] = []
+
+    def __len__(self) -> int:
+        # One notification per entry and per logged row.
+        n = len(self.entries)
+        for segment in self.log:
+            n += len(segment.keys)
+        return n
+
+    def settle(self) -> None:
+        """Make the logged rows entries (after the others, in order), for what coalesces with them."""
+        # In C, row by row (zip, map, repeat): a later flush of the transaction pays this for
+        # every row the first one logged, so it must cost less than what logging saved.
+        update = self.entries.update
+        for segment in self.log:
+            action, info, keys, values = segment.action, segment.info, segment.keys, segment.values
+            if not info.lone:
+                update(zip(keys, repeat(info.actions[action])))  # never there: see the class docstring
+            elif action == UPDATE:
+                update(zip(keys, map(
+                    Lone, repeat(action), repeat(info), values[0::4], values[1::4], values[2::4], values[3::4]
+                )))
+            elif action == DELETE:
+                update(zip(keys, map(Lone, repeat(action), repeat(info), values)))
+            else:
+                update(zip(keys, map(Lone, repeat(action), repeat(info), repeat(ABSENT), values)))
+        self.log.clear()
+
+    def clear(self) -> None:
+        """Forget every row."""
+        self.entries.clear()
+        self.log.clear()
 
     def add(self, key: Hashable, value: Value) -> None:
-        """Record a row under ``key``, coalescing with what the key already holds."""
+        """Record a row under ``key``, coalescing with what the key already holds.
+
+        Keys in the log are not looked at: a row that may share one settles it first
+        (:meth:`settle`).
+        """
         entries = self.entries
         prev = entries.get(key)
         if prev is None:
@@ -194,6 +254,8 @@ class Buffer:
 
     def merge(self, child: Buffer) -> None:
         """Fold a released savepoint's entries into this (enclosing) buffer."""
+        self.settle()
+        child.settle()
         self.unknown = self.unknown or child.unknown
         for key, value in child.entries.items():
             cls = value.__class__
@@ -326,11 +388,45 @@ def to_notifications(buffer: Buffer, origin: str | None = None) -> list[Notifica
             ))
         else:  # notify(..., session=...)
             append(cast(Notification, value))
+    for segment in buffer.log:
+        _from_segment(segment, append)
     if origin is not None:
         # Stamped afterwards, so that the usual path (no origin) builds each notification
         # as before; a request's transaction changes few rows.
         return [replace(n, origin=origin) for n in out]
     return out
+
+
+def _from_segment(segment: Segment, append: Callable[[Notification], None]) -> None:
+    """The notifications of logged rows, as their entries would make them (the tuple and
+    ``Lone`` branches of :func:`to_notifications`)."""
+    action, info, values = segment.action, segment.info, segment.values
+    collection = info.collection
+    names = info.pk_keys
+    single = names[0] if info.pk_shown is None and len(names) == 1 else None
+    name = info.filter_by[0] if info.filter_by else None
+    for i, key in enumerate(segment.keys):
+        data = {single: key[1][0]} if single is not None else _data(info, key, None)
+        if not info.lone:
+            append(Notification(collection, action, data))
+            continue
+        old = before = after = None
+        if action == UPDATE:
+            i *= 4
+            if values[i + 2] is not None:
+                old = {values[i + 2]: values[i + 3]}
+            if name is not None:
+                value = values[i]
+                before = {} if value is ABSENT else {name: value}
+                value = values[i + 1]
+                after = {} if value is ABSENT else {name: value}
+        elif name is not None:
+            value = values[i]
+            if action == DELETE:
+                before = {} if value is ABSENT else {name: value}
+            else:
+                after = {} if value is ABSENT else {name: value}
+        append(Notification(collection, action, data, old, before, after))
 
 
 class Pending:
@@ -356,7 +452,7 @@ class Pending:
 
     def __len__(self) -> int:
         # One notification per entry: every entry becomes exactly one.
-        return len(self._buffer.entries)
+        return len(self._buffer)
 
     def notifications(self) -> list[Notification]:
         """The notifications, in order; built on the first call, the same list after."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy.orm import Mapper
+from sqlalchemy.sql import sqltypes
 from sqlalchemy.orm import registry as _registry
 from sqlalchemy.orm.instrumentation import ClassManager
 
@@ -152,6 +153,13 @@ class InvalidOptions(ValueError):
 
 
 _DEFAULT = NotifyOptions()
+# Column types whose values are immutable (by exact class: a subclass or a TypeDecorator may
+# load anything, JSON and ARRAY load dicts and lists).
+_SCALAR_TYPES = frozenset((
+    sqltypes.Integer, sqltypes.BigInteger, sqltypes.SmallInteger, sqltypes.String, sqltypes.Text,
+    sqltypes.Unicode, sqltypes.UnicodeText, sqltypes.Boolean, sqltypes.Float, sqltypes.Double,
+    sqltypes.Numeric, sqltypes.Date, sqltypes.DateTime, sqltypes.Time, sqltypes.Interval, sqltypes.Uuid,
+))
 _Mode = Literal["pk", "changes", "row", "function"]
 
 
@@ -161,7 +169,8 @@ class ModelInfo:
     __slots__ = (
         "collection", "mode", "function", "pk_keys", "pk_set", "pk_shown", "columns", "exclude",
         "exclude_names", "payload_columns", "identity_class", "actions", "written", "key_tables",
-        "filter_by", "old", "oldable", "extras", "plain", "lone", "native",
+        "filter_by", "old", "oldable", "extras", "plain", "lone", "native", "fast",
+        "nonkey_columns", "scalar",
     )
 
     def __init__(
@@ -179,6 +188,7 @@ class ModelInfo:
         filter_by: tuple[str, ...] = (),
         old: bool = False,
         native: bool = True,
+        scalar: bool = False,
     ) -> None:
         self.collection = collection
         self.mode = mode
@@ -228,6 +238,15 @@ class ModelInfo:
         #: the instances keep their attributes in ``__dict__`` (SQLAlchemy's default
         #: instrumentation): capture reads it directly, not through ``InstanceState.dict``
         self.native = native
+        #: a transaction's first flush logs this model's rows in a loop of their own (see
+        #: ``recorder._log_rows``): plain or Lone rows, native instances, no column written
+        #: on every UPDATE, and for a plain model a one-column primary key
+        self.fast = native and not written and (self.lone or (self.plain and len(pk_keys) == 1))
+        #: ``columns`` less the primary key's
+        self.nonkey_columns = self.columns - self.pk_set
+        #: every column's type loads immutable values (numbers, strings, dates...): an old
+        #: value needs no copy, nor the test for one (see ``recorder._snapshot``)
+        self.scalar = scalar
 
 
 def default_collection(mapper: Mapper[Any]) -> str:
@@ -301,6 +320,7 @@ def model_info(mapper: Mapper[Any]) -> ModelInfo | None:
         identity_class, written, key_tables, frozenset(exclude_names), filter_by, options.old,
         # ext.instrumentation's custom class managers may keep attributes elsewhere.
         type(mapper.class_manager) is ClassManager,
+        all(type(c.type) in _SCALAR_TYPES for prop in mapper.column_attrs for c in prop.columns),
     )
 
 

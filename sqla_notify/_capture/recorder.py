@@ -41,6 +41,14 @@ them:
    values without a dict (:class:`~.buffer.Lone`): the dicts are made with the
    notifications, where they can be made off the committing thread.
 
+   A buffer's first flush has nothing to coalesce with: each row is there once (one state
+   per row). Its rows are *logged* (:class:`~.buffer.Segment`): appended to two lists per
+   model and action, without looking their keys up or allocating an entry each, and
+   become entries only when something may coalesce with them (a later flush, a bulk
+   statement, ``notify()``, a savepoint folded); otherwise, notifications directly. A row
+   that may share its key with another of the same flush (a row switch, a changed
+   primary key) ends the logging for the rest of that flush.
+
 3. **Before the root's COMMIT**, only for a *transactional* sink (a hub with a PostgreSQL
    broker): ``before_commit`` flushes, then hands the root's complete batch to the sink on
    the transaction's connection, so that the database delivers it if and only if it
@@ -80,14 +88,18 @@ What a row costs
 
 A 10,000-row flush runs the loop of :meth:`Recorder._capture` 10,000 times, so the usual
 paths (the primary-key mode, and models with one ``filter_by`` column and ``old``) do
-everything in place: no Python call per row, one pass over ``committed_state`` that both
-tests for a change and picks the old value, the instance's ``__dict__`` read through the
-instance the state holds while it is modified (``_strong_obj``; else its weak reference)
-rather than the ``InstanceState.dict`` property (a Python call of its own), ``d[k]`` where
-a ``d.get(k)`` would be a method call, and one allocation at most (a
-:class:`~.buffer.Lone`, its usual fields passed, the rest defaulted). Anything rarer
-(several old values, a row seen twice, columns the database computed) takes the general
-path. ``benchmarks/instr_capture.py`` counts the instructions per row.
+everything in place; in a transaction's first flush, in a loop of their own without the
+tests of what kind of model or flush it is (:func:`_log_rows`). No Python call per row,
+one pass over ``committed_state`` that both tests for a change and picks the old value,
+the instance's ``__dict__`` read through the instance the state holds while it is
+modified (``_strong_obj``; a deleted one through ``Session._deleted``; else its weak
+reference) rather than the ``InstanceState.dict`` property (a Python call of its own),
+``d[k]`` where a ``d.get(k)`` would be a method call, and no allocation per row (logged)
+or one (a :class:`~.buffer.Lone`, its usual fields passed, the rest defaulted). A model
+whose columns all load immutable values (:attr:`ModelInfo.scalar`) keeps its old values as
+they are, without the test for a copy. Anything rarer (several old values, a row seen
+twice, columns the database computed) takes the general path.
+``benchmarks/instr_capture.py`` counts the instructions per row.
 """
 
 from __future__ import annotations
@@ -95,15 +107,15 @@ from __future__ import annotations
 import copy
 import logging
 import operator
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 
 from sqlalchemy.orm.base import NO_VALUE
 
 from .._notify.notification import Notification
 from .._report import HookErrors, fields
 from .buffer import (
-    ABSENT, DELETE, INSERT, UNKNOWN, UNKNOWN_VALUE, UPDATE, Buffer, Lone, Row, SomeRows, coalesce, identity,
-    to_notifications,
+    ABSENT, DELETE, INSERT, UNKNOWN, UNKNOWN_VALUE, UPDATE, Buffer, Lone, Row, Segment, SomeRows, coalesce,
+    identity, to_notifications,
 )
 from .options import InvalidOptions, ModelInfo, model_info
 from .origin import origin_of
@@ -167,6 +179,8 @@ class Recorder:
         buf = pending.get(tx)  # type: ignore[arg-type]
         if buf is None:
             buf = pending[tx] = Buffer()  # type: ignore[index]
+        elif buf.log:
+            buf.settle()  # what comes next may coalesce with the logged rows
         return buf
 
     # -- session events ------------------------------------------------------------------
@@ -229,10 +243,10 @@ class Recorder:
         pending = session.info.get(self.info_key)
         root = session.get_transaction()
         buf = pending.get(root) if pending else None
-        if buf is None or not buf.entries:
+        if buf is None or not len(buf):
             return
         if self._prepare(session.connection(), to_notifications(buf, origin_of(session, root))):
-            buf.entries.clear()
+            buf.clear()
 
     def after_commit(self, session: Session) -> None:
         """Mark the transaction (root or released savepoint) that just committed."""
@@ -263,7 +277,7 @@ class Recorder:
                         pending[parent] = buf
                     else:
                         target.merge(buf)
-            elif transaction.parent is None and buf.entries:
+            elif transaction.parent is None and len(buf):
                 # Handed over whole: the session goes on with new buffers.
                 self._publish(buf, origin_of(session, transaction))
         except Exception:  # noqa: BLE001
@@ -278,10 +292,24 @@ class Recorder:
         buf: Buffer | None = None
         inserts: list[InstanceState[Any]] = []
         changes: list[str] = []
+        # The buffer's log while this flush may log its rows (see Buffer): the transaction's
+        # first flush, until a row may share its key with another (then None).
+        log: list[Segment] | None = None
+        states: Iterable[InstanceState[Any]]
         for mapper, states in flush_context.mappers.items():
             info = self.info(mapper)
             if info is None:
                 continue
+            if buf is None:
+                # Once per flush, not per row; a buffer left empty publishes nothing.
+                buf = self.buffer(session)
+                entries = buf.entries
+                if not entries:
+                    log = buf.log
+            if log is not None and info.fast:
+                states = _log_rows(info, states, flags, inserts, session._deleted, log)
+                if not states:
+                    continue
             columns = info.columns
             plain = info.plain
             lone = info.lone
@@ -292,10 +320,6 @@ class Recorder:
             fk = info.filter_by[0] if lone and info.filter_by else None
             oldable = info.oldable
             deleted, updated = info.actions[DELETE], info.actions[UPDATE]
-            if buf is None:
-                # Once per flush, not per row; a buffer left empty publishes nothing.
-                buf = self.buffer(session)
-                entries = buf.entries
             for state in states:
                 isdelete, listonly = flags[state]
                 key = state.key
@@ -306,13 +330,17 @@ class Recorder:
                         inserts.append(state)
                     continue
                 if isdelete or listonly:
-                    if not isdelete:
-                        # listonly: only relationship bookkeeping, no row written. The
-                        # exception, a deleted row also marked listonly, is a "row switch":
-                        # its key was re-added and SQLAlchemy UPDATEs the row instead;
-                        # recording the delete here and the insert below coalesces to that
-                        # update.
-                        continue
+                    if listonly:
+                        if not isdelete:
+                            # listonly: only relationship bookkeeping, no row written. The
+                            # exception, a deleted row also marked listonly, is a "row
+                            # switch": its key was re-added and SQLAlchemy UPDATEs the row
+                            # instead; recording the delete here and the insert below
+                            # coalesces to that update.
+                            continue
+                        if log is not None:  # the insert must find it: no more logging
+                            buf.settle()
+                            log = None
                     if plain:
                         if entries.setdefault(key, deleted) is not deleted:
                             buf.add(key, deleted)  # seen before in this transaction: coalesce
@@ -351,6 +379,9 @@ class Recorder:
                     if not committed and not expired:
                         continue
                     key = _new_key(info, state, key, committed)
+                    if log is not None and key is not state.key:  # it may meet another row's key
+                        buf.settle()
+                        log = None
                     if before is _UNSET:
                         before = flush_context.attributes.get(self._flush_key)
                     changed, unknown = _written(info, state, committed, expired, before)
@@ -365,6 +396,9 @@ class Recorder:
                     continue  # only relationships changed, or nothing: no UPDATE was issued
                 if pk_one in committed or (pk_one is None and not committed.keys().isdisjoint(pk_keys)):
                     key = _new_key(info, state, key, committed)  # the primary key itself changed
+                    if log is not None and key is not state.key:  # it may meet another row's key
+                        buf.settle()
+                        log = None
                 if native:
                     # A modified state attached to a session holds its instance strongly
                     # (_strong_obj, pinned in test_internals): one attribute read, where
@@ -474,6 +508,14 @@ class Recorder:
                 fk = model.filter_by[0] if lone and model.filter_by else None
                 identity_class = model.identity_class
                 inserted = model.actions[INSERT]
+                if log is not None:
+                    if native and (plain or lone):
+                        keys: list[Any] = []
+                        values: list[Any] = []
+                        log.append(Segment(INSERT, model, keys, values))
+                    else:  # its rows are entries: the ones logged before them go first
+                        buf.settle()
+                        log = None
             if native:
                 o = state._strong_obj  # see the update path
                 if o is None:
@@ -485,11 +527,16 @@ class Recorder:
             try:
                 pk = (d[single],) if single is not None else tuple([d[k] for k in names])
             except KeyError:
+                if log is not None:  # an entry: the rows logged before it go first
+                    buf.settle()
+                    log = None
                 buf.add(SomeRows(), inserted)  # no primary key to tell: "reload"
                 continue
             key = (identity_class, pk, state.identity_token)  # identity(), inlined
             if plain:
-                if entries.setdefault(key, inserted) is not inserted:
+                if log is not None:
+                    keys.append(key)
+                elif entries.setdefault(key, inserted) is not inserted:
                     buf.add(key, inserted)
             elif lone:
                 after = ABSENT
@@ -498,6 +545,10 @@ class Recorder:
                         after = d[fk]
                     except KeyError:  # not loaded
                         pass
+                if log is not None:
+                    keys.append(key)
+                    values.append(after)
+                    continue
                 row = Lone(INSERT, model, ABSENT, after)
                 if entries.setdefault(key, row) is not row:
                     self._add(buf, model, state, key, INSERT, None)
@@ -666,6 +717,174 @@ def _lone(
     row = lone.unpack()
     row.old = old
     return row
+
+
+def _log_rows(
+    info: ModelInfo,
+    states: Iterable[InstanceState[Any]],
+    flags: dict[InstanceState[Any], tuple[bool, bool]],
+    inserts: list[InstanceState[Any]],
+    deleted: dict[InstanceState[Any], Any],
+    log: list[Segment],
+) -> list[InstanceState[Any]]:
+    """Log the updated and deleted rows of a ``fast`` model (:attr:`ModelInfo.fast`) in a
+    transaction's first flush, and collect its new objects in ``inserts``.
+
+    :meth:`Recorder._capture`'s usual paths without their tests per row (whether to log,
+    which kind of model, how to reach the instance). Returns the states left to the general
+    loop: the rows that may share their key with another (a row switch, a changed primary
+    key) and the unusual ones (expired attributes, a second old value, no instance held).
+    ``deleted`` is ``Session._deleted``, which maps the states ``Session.delete()`` marked
+    to their instances until the flush is over: one dict lookup where the weak reference
+    is a call.
+    """
+    rest: list[InstanceState[Any]] = []
+    dkeys: list[Any] = []
+    ukeys: list[Any] = []
+    columns = info.nonkey_columns
+    if info.plain:
+        pk = info.pk_keys[0]
+        for state in states:
+            isdelete, listonly = flags[state]
+            key = state.key
+            if key is None:
+                if not (isdelete or listonly):
+                    inserts.append(state)
+                continue
+            if listonly:
+                if isdelete:  # a row switch: coalesces with its insert
+                    rest.append(state)
+                continue
+            if isdelete:
+                dkeys.append(key)
+                continue
+            committed = state.committed_state
+            if pk in committed or state.expired_attributes:
+                rest.append(state)
+                continue
+            o = state._strong_obj  # see Recorder._capture
+            if o is None:
+                rest.append(state)
+                continue
+            d = o.__dict__
+            for k in committed:  # _changed(), inlined as in Recorder._capture
+                if k not in columns:
+                    continue
+                old = committed[k]
+                if old is not NO_VALUE:
+                    try:
+                        new = d[k]
+                        if new is old or new == old:
+                            continue
+                    except Exception:  # noqa: BLE001, S112 - see _changed
+                        pass
+                ukeys.append(key)
+                break
+        if dkeys:
+            log.append(Segment(DELETE, info, dkeys, []))
+        if ukeys:
+            log.append(Segment(UPDATE, info, ukeys, []))
+        return rest
+    pk_set = info.pk_set
+    fk = info.filter_by[0] if info.filter_by else None
+    oldable = info.oldable
+    scalar = info.scalar
+    dvalues: list[Any] = []
+    uvalues: list[Any] = []
+    for state in states:
+        isdelete, listonly = flags[state]
+        key = state.key
+        if key is None:
+            if not (isdelete or listonly):
+                inserts.append(state)
+            continue
+        if listonly:
+            if isdelete:  # a row switch: coalesces with its insert
+                rest.append(state)
+            continue
+        if isdelete:
+            # The value the row started the transaction with.
+            value: Any = ABSENT
+            if fk is not None:
+                committed = state.committed_state
+                if fk in committed:  # changed since loaded
+                    value = committed[fk]
+                    if value is NO_VALUE:  # never loaded: unknown
+                        value = ABSENT
+                else:  # not changed since loaded: the current one
+                    try:
+                        d = deleted[state].__dict__
+                    except KeyError:  # deleted by a cascade, not by Session.delete()
+                        o = state.obj()
+                        d = state.dict if o is None else o.__dict__
+                    try:
+                        value = d[fk]
+                    except KeyError:  # never loaded: unknown
+                        value = ABSENT
+            dkeys.append(key)
+            dvalues.append(value)
+            continue
+        if state.expired_attributes:
+            rest.append(state)
+            continue
+        o = state._strong_obj
+        if o is None:
+            rest.append(state)
+            continue
+        d = o.__dict__
+        committed = state.committed_state
+        # _changed() and _lone(), fused as in Recorder._capture.
+        found = False
+        old_key: str | None = None
+        old_value: Any = None
+        for k in committed:
+            if k not in columns:
+                if k in pk_set:
+                    break  # the primary key changed: the row's key is another
+                continue
+            old = committed[k]
+            if old is not NO_VALUE:
+                try:
+                    new = d[k]
+                    if new is old or new == old:
+                        continue
+                except Exception:  # noqa: BLE001, S112 - see _changed
+                    pass
+                if k in oldable:
+                    if old_key is not None:
+                        break  # a second old value: a Row
+                    old_key = k
+                    old_value = old
+                    if not scalar:
+                        old_value = _snapshot(old)
+            found = True
+        else:
+            if found:
+                if fk is None:
+                    after = before = ABSENT
+                else:
+                    try:
+                        after = d[fk]
+                    except KeyError:  # not loaded
+                        after = ABSENT
+                    if fk in committed:
+                        before = committed[fk]
+                        if before is NO_VALUE:
+                            before = ABSENT
+                    else:  # unchanged
+                        before = after
+                ukeys.append(key)
+                uvalues.append(before)
+                uvalues.append(after)
+                uvalues.append(old_key)
+                uvalues.append(old_value)
+            continue  # found or not (no UPDATE was issued)
+        rest.append(state)
+    if dkeys:
+        log.append(Segment(DELETE, info, dkeys, dvalues))
+    if ukeys:
+        log.append(Segment(UPDATE, info, ukeys, uvalues))
+    return rest
 
 
 def _new_key(info: ModelInfo, state: InstanceState[Any], key: Any, committed: dict[str, Any]) -> Any:

@@ -614,6 +614,8 @@ def main() -> None:
     add("--single-rounds", type=int, help="default 3, quick 1")
     add("--out", help="results/<out>.json, .md and -*.png (default broadcast, or broadcast-deflate; with --only or "
         "--workers, -<scenarios> appended, e.g. broadcast-single)")
+    add("--pin", action="store_true",
+        help="servers on the first CPU, client processes on the others (harness.pin): steadier tails")
     add("--deflate", action="store_true",
         help="per-message compression on (clients offer it, as browsers do); writes broadcast-deflate.*")
     add("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS),
@@ -645,6 +647,10 @@ def main() -> None:
         os.environ.pop(key, None)
     if args.deflate:
         os.environ["BENCH_DEFLATE"] = "1"  # before the client processes start
+    if args.pin:
+        if len(os.sched_getaffinity(0)) < 2:
+            raise SystemExit(f"--pin expected at least 2 CPUs to use, got {len(os.sched_getaffinity(0))}")
+        os.environ["BENCH_PIN"] = "1"  # before any server or client process starts (harness.pin)
     if args.filtered:
         _measure_filtered(args, Clients(client_procs(max(args.clients), args.client_procs)))
         return
@@ -754,7 +760,7 @@ def _measure(args: argparse.Namespace, contenders: tuple[str, ...], skipped: dic
             "fastapi", "starlette", "uvicorn", "websockets", "msgspec", "sqla_notify", "broadcaster",
             "python-socketio", "python-engineio",
         )},
-        "server_loop": server.get("loop"),
+        "server_loop": server.get("loop"), "pinned": args.pin,
         "uvicorn_settings": f"--ws-per-message-deflate {str(args.deflate).lower()} --log-level warning (ws: auto = websockets-sansio)",
         "scenarios": [s for s in SCENARIOS if s in only], "client_procs": {str(n): p for n, p in sorted(procs.items())},
         # The client processes' limit is checked against the driver's at every connect.

@@ -586,6 +586,7 @@ def markdown(meta: dict[str, Any], throughput: list[dict[str, Any]], table: str)
         + ("" if redis is None else f", Redis {redis['server']} (redis-py {redis['redis-py']})")
         + "; notifications of about 100 bytes"
         + ("" if not limits else f"; file descriptors: {limits['server']:,} per server process")
+        + ("; pinned (--pin): servers on one CPU, client processes on the others" if meta.get("pinned") else "")
         + ". Scenarios run (--only): " + ", ".join(ran) + ". " + "; ".join(parts)
         + f"; spread = min–max over rounds. Server/client CPU = CPU seconds over the burst's duration. "
         f"{meta['duration_s']} s in all.\n\n{NOTES}\n\n{table}\n"

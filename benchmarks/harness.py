@@ -134,6 +134,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def pin(pid: int, role: str) -> None:
+    """With ``BENCH_PIN=1`` (``bench_broadcast.py --pin``): a ``"server"`` on the first CPU this
+    process may use, anything else (the load generator) on the others, so that the scheduler
+    never puts a server and its clients on one CPU for a while, a placement that changes from
+    one fresh process to the next and moves tail latencies round to round."""
+    if os.environ.get("BENCH_PIN") != "1":
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(pid, {cpus[0]} if role == "server" else set(cpus[1:]))
+
+
 def raise_nofile(want: int | None = None) -> int:
     """Raise the soft file-descriptor limit to ``want`` (default: the hard limit), and the hard
     limit too where this process may (root, up to ``fs.nr_open``); children inherit both.
@@ -213,6 +224,7 @@ class Server:
             argv, cwd=cwd, env={**os.environ, **(env or {})}, start_new_session=True,  # inherits RLIMIT_NOFILE
             stdout=self.log, stderr=self.log,
         )
+        pin(self.proc.pid, "server")
         if ready is not None:
             self.wait(ready)
 

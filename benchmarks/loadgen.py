@@ -38,7 +38,7 @@ from typing import Any, cast
 import msgspec
 
 from contenders import FILTERED, ORDER, split_name
-from harness import Server, new_loop, raise_nofile
+from harness import Server, new_loop, pin, raise_nofile
 
 # Linux's value; the socket module names it from Python 3.12 (or 3.11 on some builds) only.
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
@@ -385,6 +385,7 @@ class Clients:
             proc = self.ctx.Process(target=worker_main, args=(child, ports[i % len(ports)], f"127.0.0.{i + 1}"),
                                     daemon=True)
             proc.start()
+            pin(proc.pid, "clients")
             self.ports.append(ports[i % len(ports)])
             self.pipes.append(parent)
             self.workers.append(proc)

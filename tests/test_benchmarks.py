@@ -147,7 +147,7 @@ def test_the_broadcast_benchmark_runs_only_the_scenarios_named_and_states_issue_
     tmp_path: Path,
 ) -> None:
     out = _run(tmp_path, "bench_broadcast.py", "--quick", "--only", "single", "memory", "--clients", "8",
-               "--idle", "50", "--single-repeats", "2", "--contenders", "notify")
+               "--idle", "50", "--single-repeats", "2", "--contenders", "notify", "--pin")
     results = json.loads((tmp_path / "broadcast-single-memory.json").read_text())
     assert results["meta"]["scenarios"] == ["single", "memory"]
     assert results["throughput"] == [] and results["stalled"] is None and results["workers"] is None
@@ -157,6 +157,8 @@ def test_the_broadcast_benchmark_runs_only_the_scenarios_named_and_states_issue_
     assert "issue 14: p99 of one notification to all 7 healthy clients" in out
     assert "issue 14: one notification within 1.1× / 1.25× of the bare loop at p50 / p99, none stalled" in out
     assert "p99 over 2 broadcasts is their maximum (nearest rank)" in out  # says when it is no p99
+    assert results["meta"]["pinned"] is True
+    assert "pinned (--pin): servers on one CPU" in (tmp_path / "broadcast-single-memory.md").read_text()
     assert "memory per idle connection ≤ bare + 10% (50 connections)" in out
     # Every server and client process got the driver's file-descriptor limit.
     assert results["meta"]["nofile"]["server"] == results["meta"]["nofile"]["driver"]
@@ -186,3 +188,22 @@ def test_the_broadcast_benchmark_at_two_workers_delivers_a_burst_published_in_on
 def test_the_instruction_count_driver_replays_the_capture_of_every_row(tmp_path: Path, action: str) -> None:
     out = _run(tmp_path, "instr_capture.py", action, "--filter-old", "--rows", "30", "--replay", "2")
     assert out.strip() == f"{action}: 30 notification(s) published, replays recorded [30, 30]"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning apart needs two CPUs")
+def test_pinning_puts_a_server_on_one_cpu_and_the_load_generator_on_the_others_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    harness = _module("harness")
+    cpus = sorted(os.sched_getaffinity(0))
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    try:
+        harness.pin(procs[0].pid, "server")  # BENCH_PIN unset: left alone
+        monkeypatch.setenv("BENCH_PIN", "1")
+        harness.pin(procs[1].pid, "server")
+        harness.pin(procs[2].pid, "clients")
+        assert [sorted(os.sched_getaffinity(p.pid)) for p in procs] == [cpus, cpus[:1], cpus[1:]]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

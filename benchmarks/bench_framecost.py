@@ -73,6 +73,8 @@ HUBS = ("whole", "split", "filtered")  # unwatched publishes on the filtered hub
 def split_name(k: int) -> str:
     """``split``'s collection for client k: as long as ``posts`` up to 10,000 clients."""
     return f"p{k:04d}"
+
+
 MODES = ("back to back", "paced")
 
 _HELPER_C = r"""

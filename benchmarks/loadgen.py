@@ -57,6 +57,7 @@ def _split_path(forum: int) -> str:
     """A ``split`` client's path: subscribed whole to the collection of its own forum."""
     return "/split/ws?collections=" + split_name(forum)
 
+
 HANDSHAKE = (
     "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"

@@ -64,17 +64,12 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from harness import split_name  # this script's folder is on sys.path, in the server too
+
 HERE = Path(__file__).resolve().parent
 TITLE = "General discussion"  # as bench_broadcast's posts: about 100 bytes a frame
 SCENARIOS = ("whole", "split", "filtered", "unwatched")
 HUBS = ("whole", "split", "filtered")  # unwatched publishes on the filtered hub
-
-
-def split_name(k: int) -> str:
-    """``split``'s collection for client k: as long as ``posts`` up to 10,000 clients."""
-    return f"p{k:04d}"
-
-
 MODES = ("back to back", "paced")
 
 _HELPER_C = r"""

@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT as HERE, log, write
+from harness import ROOT as HERE, log, split_name, write
 
 CLIENTS = 1000
 WARM = 1000  # fills the replay window, whose default size this is
@@ -62,7 +62,7 @@ def _posts(kind: str, first: int, count: int) -> list[Any]:
     for i in range(first, first + count):
         forum = -1 - i if kind == "unwatched" else i % CLIENTS
         if kind == "split":
-            out.append(Notification(f"p{forum:04d}", "insert", {"id": i, "forum_id": forum, "title": TITLE}))
+            out.append(Notification(split_name(forum), "insert", {"id": i, "forum_id": forum, "title": TITLE}))
         else:
             out.append(Notification("posts", "insert", {"id": i, "forum_id": forum, "title": TITLE},
                                     filter_after={"forum_id": forum}))
@@ -75,7 +75,7 @@ def _subscribe(hub: Any, kind: str) -> list[Any]:
     if kind == "whole":
         subs = [hub.subscribe(["posts"]) for _ in range(CLIENTS)]
     elif kind == "split":
-        subs = [hub.subscribe([f"p{k:04d}"]) for k in range(CLIENTS)]
+        subs = [hub.subscribe([split_name(k)]) for k in range(CLIENTS)]
     else:
         subs = [hub.subscribe(Selection((), {"posts": [{"forum_id": k}]})) for k in range(CLIENTS)]
     for sub in subs:

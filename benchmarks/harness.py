@@ -134,6 +134,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def split_name(forum: int) -> str:
+    """The collection a ``split`` client watching ``forum`` subscribes to whole (``--filtered``,
+    ``bench_framecost.py``, ``bench_postcost.py``): as long as ``posts`` for forums below
+    10,000, so that its frames are the size of the others."""
+    return f"p{forum:04d}"
+
+
 def pin(pid: int, role: str) -> None:
     """With ``BENCH_PIN=1`` (``bench_broadcast.py --pin``): a ``"server"`` on the first CPU this
     process may use, anything else (the load generator) on the others, so that the scheduler

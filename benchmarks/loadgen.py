@@ -37,8 +37,8 @@ from typing import Any, cast
 
 import msgspec
 
-from contenders import FILTERED, ORDER, split_name
-from harness import Server, new_loop, pin, raise_nofile
+from contenders import FILTERED, ORDER
+from harness import Server, new_loop, pin, raise_nofile, split_name
 
 # Linux's value; the socket module names it from Python 3.12 (or 3.11 on some builds) only.
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)

@@ -26,7 +26,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 #: Every contender's name, in the order the tables list them.
 ORDER = ("bare", "manager", "notify", "redis", "broadcaster", "socketio")
 #: ``--filtered`` (issue 12): posts to 1,000 clients, each subscribed to the whole collection
-#: (``whole``), to a collection of its own whole (``split``: :func:`split_name`) or to one
+#: (``whole``), to a collection of its own whole (``split``: :func:`harness.split_name`) or to one
 #: forum of its own (``filtered``); ``unwatched`` publishes on the ``filtered`` hub to forums
 #: nobody watches and has no clients of its own.
 FILTERED = ("whole", "split", "filtered", "unwatched")
@@ -37,12 +37,6 @@ FILLER = "x" * 100  # a frame of about the size of a notification, to fill stall
 _encoder = msgspec.json.Encoder()
 _seq = 0  # the message counter of the contenders that are not the hub (it keeps its own)
 _epoch = format(time.time_ns() // 1_000_000, "x")
-
-
-def split_name(forum: int) -> str:
-    """The collection a ``split`` client watching ``forum`` subscribes to whole: as long as
-    ``posts`` for forums below 10,000, so that its frames are the size of the others."""
-    return f"p{forum:04d}"
 
 
 def message(i: int) -> dict[str, Any]:

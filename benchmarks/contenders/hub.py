@@ -31,7 +31,9 @@ from sqla_notify import Hub, Notification, Subscriber
 from sqla_notify import fastapi as _fastapi
 from sqla_notify.fastapi import notify_router
 
-from . import DATA_NAME, FILLER, STALL_QUERY, Contender, prefill_queues, split_name
+from harness import split_name
+
+from . import DATA_NAME, FILLER, STALL_QUERY, Contender, prefill_queues
 
 # Every collection. Versions before ALL took collections=None for that.
 ALL = getattr(_fastapi, "ALL", None)
@@ -171,7 +173,7 @@ class Posts(HubContender):
     of its own (``loadgen.py`` numbers them), and a burst of ``count`` publishes ``count``
     posts *per forum watched*, in random order, so that each client gets ``count`` frames
     either way. ``split``: the same, unfiltered: each client subscribes whole to a
-    collection of its own (:func:`~contenders.split_name` of its forum), and the posts go to
+    collection of its own (:func:`harness.split_name` of its forum), and the posts go to
     those collections, built the same way but without ``filter_after``: one frame per post,
     routed by collection name, what ``filtered`` is compared with like for like.
     ``unwatched`` (``shared``: the ``filtered`` contender): ``count`` posts on that hub to
